@@ -1,0 +1,33 @@
+"""Adapter for klconform's own numpy implementation (klconform.reference_numpy)."""
+
+import numpy as np
+
+from klconform import reference_numpy
+from klconform.adapters.base import Adapter, Call, Capabilities, Observation
+
+
+class NumpyAdapter(Adapter):
+    name = "numpy"
+    # numpy has no bfloat16 and no autograd.
+    capabilities = Capabilities(dtypes=frozenset({"float16", "float32", "float64"}))
+
+    def version(self):
+        return np.__version__
+
+    def describe(self):
+        return "klconform.reference_numpy.kl_div (numpy)"
+
+    def compute(self, call: Call) -> Observation:
+        input = np.asarray(call.input).astype(call.dtype_of("input"))
+        target = np.asarray(call.target).astype(call.dtype_of("target"))
+        result = np.asarray(reference_numpy.kl_div(input, target, **call.keyword_arguments()))
+        return Observation(result.astype(np.float64), str(result.dtype), result.shape)
+
+    def snippet(self, call: Call):
+        kwargs = ", ".join(f"{key}={value!r}" for key, value in call.keyword_arguments().items())
+        return (
+            "from klconform.reference_numpy import kl_div\n"
+            f"print(kl_div(input_values.astype(np.{call.dtype_of('input')}), "
+            f"target_values.astype(np.{call.dtype_of('target')}){', ' if kwargs else ''}"
+            f"{kwargs}))\n"
+        )

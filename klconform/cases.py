@@ -1,0 +1,216 @@
+"""Loading case files: YAML -> schema-validated, semantically checked Case objects.
+
+A malformed case stops the run before any test executes: every problem becomes a SpecError
+naming the file, line, case id and field.
+"""
+
+import copy
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from klconform import resources, tensors
+from klconform.dtypes import DTYPES
+from klconform.errors import SpecError
+from klconform.spec import dotted_path, load_schema, load_spec, validation_error
+from klconform.yamlio import read_yaml
+
+DEFAULT_DTYPES = ("float32", "float64")
+REDUCTIONS = ("none", "mean", "sum", "batchmean")
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    claims: tuple
+    description: str
+    provenance: tuple
+    inputs: dict
+    call: dict
+    dtypes: tuple
+    expect: dict
+    profile: str
+    file: Path
+    line: int | None
+    level: str = "must"  # the strictest level among the case's claims
+    raw: dict = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def arrays(self):
+        """(input, target) as float64 arrays, before rounding to any dtype."""
+        return build_pair(self.inputs)
+
+    def other_call(self):
+        """The (inputs, call) of the relation's second call, with this case's as defaults."""
+        other = self.expect["relation"]["other"]
+        inputs = {**self.inputs, **other.get("inputs", {})}
+        call = {**self.call, **other.get("call", {})}
+        return build_pair(inputs), call
+
+    @property
+    def kind(self):
+        if "probe" in self.expect:
+            return "probe"
+        if "raises" in self.expect:
+            return "raises"
+        return "value"
+
+
+def build_pair(inputs):
+    return tensors.build(inputs["input"]), tensors.build(inputs["target"])
+
+
+def _strictest(levels):
+    for level in ("must", "should", "implementation-defined"):
+        if level in levels:
+            return level
+    raise ValueError(f"no known level among {levels}")
+
+
+def case_files(directory):
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise SpecError(directory, "cases directory does not exist")
+    files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml"))
+    if not files:
+        raise SpecError(directory, "no case files (*.yaml) found")
+    return files
+
+
+def load_cases(cases_dir=None, spec=None, spec_dir=None) -> list:
+    spec = spec or load_spec(spec_dir)
+    schema = load_schema("case.schema.json", spec_dir)
+    cases, seen = [], {}
+    for path in case_files(cases_dir or resources.cases_dir()):
+        for case in _load_file(path, schema, spec):
+            if case.id in seen:
+                raise SpecError(path, f"duplicate case id (first defined in {seen[case.id]})",
+                                case_id=case.id, field="id", line=case.line)
+            seen[case.id] = f"{case.file.name}:{case.line}"
+            cases.append(case)
+    return cases
+
+
+def _load_file(path, schema, spec):
+    document = read_yaml(path)
+    if not isinstance(document.data, dict):
+        raise SpecError(path, "a case file is a mapping with a 'cases' list", line=1)
+    problem = validation_error(document, schema)
+    if problem:
+        data_path, message = problem
+        raise SpecError(path, _short(message), case_id=_case_id_at(document.data, data_path),
+                        field=_field_in_case(data_path), line=document.line_of(data_path))
+    for index, raw in enumerate(document.data["cases"]):
+        line = document.line_of(["cases", index])
+        yield _make_case(path, raw, line, spec, document, index)
+
+
+def _make_case(path, raw, line, spec, document, index):
+    def fail(message, field_path):
+        field_line = document.line_of(["cases", index, *field_path]) or line
+        raise SpecError(path, message, case_id=raw["id"], field=dotted_path(field_path),
+                        line=field_line)
+
+    for position, claim_id in enumerate(raw["claims"]):
+        if claim_id not in spec.claims:
+            fail(f"unknown claim {claim_id!r}", ["claims", position])
+    for position, source in enumerate(raw["provenance"]):
+        if source["source"] not in spec.sources:
+            fail(f"unknown source {source['source']!r}; known: {', '.join(spec.sources)}",
+                 ["provenance", position, "source"])
+    call = dict(raw.get("call", {}))
+    expect = raw["expect"]
+    reduction = call.get("reduction")
+    if reduction is not None and reduction not in REDUCTIONS and "raises" not in expect \
+            and "probe" not in expect:
+        fail(f"reduction {reduction!r} is not one of {REDUCTIONS} and the case expects no error",
+             ["call", "reduction"])
+    arrays = {}
+    for name in ("input", "target"):
+        try:
+            arrays[name] = tensors.build(raw["inputs"][name])
+        except tensors.TensorSpecError as error:
+            fail(str(error), ["inputs", name, *_split(error.path)])
+    if "probe" not in expect and "raises" not in expect:
+        if arrays["input"].shape != arrays["target"].shape:
+            fail(f"input shape {arrays['input'].shape} and target shape "
+                 f"{arrays['target'].shape} differ (only probe cases may mismatch)", ["inputs"])
+        _check_expectations(raw, arrays, reduction, fail)
+    levels = {spec.claims[claim].level for claim in raw["claims"]}
+    return Case(
+        id=raw["id"], claims=tuple(raw["claims"]), description=raw["description"],
+        provenance=tuple(raw["provenance"]), inputs=raw["inputs"], call=call,
+        dtypes=tuple(raw.get("dtypes", DEFAULT_DTYPES)), expect=expect,
+        profile=raw.get("profile", "default"), file=Path(path), line=line,
+        level=_strictest(levels), raw=copy.deepcopy(raw),
+    )
+
+
+def _check_expectations(raw, arrays, reduction, fail):
+    expect = raw["expect"]
+    published = expect.get("published")
+    if published and "array" in published:
+        try:
+            array = tensors.build(published["array"])
+        except tensors.TensorSpecError as error:
+            fail(str(error), ["expect", "published", "array"])
+        if reduction != "none":
+            fail("a published array needs reduction 'none'", ["expect", "published", "array"])
+        if array.shape != arrays["input"].shape:
+            fail(f"published array shape {array.shape} differs from input shape "
+                 f"{arrays['input'].shape}", ["expect", "published", "array"])
+    if published and "value" in published and reduction == "none":
+        fail("a published scalar needs a reducing call", ["expect", "published", "value"])
+    if "cross_entropy" in expect:
+        try:
+            logits = tensors.build(expect["cross_entropy"]["logits"])
+        except tensors.TensorSpecError as error:
+            fail(str(error), ["expect", "cross_entropy", "logits"])
+        if logits.shape != arrays["target"].shape:
+            fail(f"logits shape {logits.shape} differs from target shape "
+                 f"{arrays['target'].shape}", ["expect", "cross_entropy", "logits"])
+    relation = expect.get("relation")
+    if relation:
+        other_inputs = relation["other"].get("inputs", {})
+        for name, description in other_inputs.items():
+            try:
+                tensors.build(description)
+            except tensors.TensorSpecError as error:
+                fail(str(error), ["expect", "relation", "other", "inputs", name])
+    if expect.get("sign") and reduction == "none":
+        fail("a sign expectation needs a reducing call", ["expect", "sign"])
+    for dtype in raw.get("dtypes", DEFAULT_DTYPES):
+        if dtype not in DTYPES:
+            fail(f"unknown dtype {dtype!r}", ["dtypes"])
+    if not np.all(np.isfinite(arrays["input"])) or not np.all(np.isfinite(arrays["target"])):
+        if "nan-propagates" not in raw["claims"]:
+            fail("non-finite values belong in probe cases or nan-propagates cases", ["inputs"])
+
+
+def _case_id_at(data, data_path):
+    if len(data_path) >= 2 and data_path[0] == "cases" and isinstance(data_path[1], int):
+        try:
+            entry = data["cases"][data_path[1]]
+        except (IndexError, KeyError, TypeError):
+            return None
+        if isinstance(entry, dict) and isinstance(entry.get("id"), str):
+            return entry["id"]
+        return f"#{data_path[1]} (no id)"
+    return None
+
+
+def _field_in_case(data_path):
+    if len(data_path) >= 2 and data_path[0] == "cases":
+        return dotted_path(data_path[2:]) if len(data_path) > 2 else None
+    return dotted_path(data_path)
+
+
+def _split(path_text):
+    return [part for part in path_text.replace("[", ".[").split(".") if part]
+
+
+def _short(message, limit=200):
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 3] + "..."

@@ -1,0 +1,77 @@
+"""`klconform check-spec`: the linter for claims and cases.
+
+Checks: both schemas, unique ids, known claims and sources, every live claim covered by at
+least one case, and every published number reproduced by the extended-precision oracle
+within the precision the document printed it with.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from klconform import precise, tensors
+from klconform.cases import load_cases
+from klconform.dtypes import round_to
+from klconform.errors import SpecError
+from klconform.evaluate import DEFAULT_REDUCTION
+from klconform.oracle import expected as oracle_expected
+from klconform.spec import load_spec
+
+
+@dataclass
+class Problem:
+    where: str
+    message: str
+
+    def __str__(self):
+        return f"{self.where}: {self.message}"
+
+
+def check_spec(spec_dir=None, cases_dir=None):
+    """(problems, counts). Loading errors stop at the first; coverage and numbers collect all."""
+    try:
+        spec = load_spec(spec_dir)
+        cases = load_cases(cases_dir, spec=spec, spec_dir=spec_dir)
+    except SpecError as error:
+        return [Problem(error.file, str(error)[len(error.file) + 2:])], {}
+    problems = []
+    covered = {claim for case in cases for claim in case.claims}
+    for claim in spec.claims.values():
+        if claim.id not in covered:
+            problems.append(Problem(str(spec.path), f"claim {claim.id!r} has no case"))
+    published_count = 0
+    for case in cases:
+        published = case.expect.get("published")
+        if not published:
+            continue
+        published_count += 1
+        problem = _check_published(case, published)
+        if problem:
+            problems.append(Problem(f"{case.file}:{case.line}: case {case.id!r}", problem))
+    counts = {"claims": len(spec.claims), "cases": len(cases), "published": published_count,
+              "files": len({case.file for case in cases})}
+    return problems, counts
+
+
+def _check_published(case, published):
+    x, t = case.arrays
+    source_dtype = published.get("computed_in", "float64")
+    # The document ran on inputs rounded to its dtype; so does this check.
+    x, t = round_to(x, source_dtype), round_to(t, source_dtype)
+    reduction = case.call.get("reduction", DEFAULT_REDUCTION)
+    log_target = bool(case.call.get("log_target"))
+    exact = precise.as_float64(precise.kl_value(x, t, reduction=reduction,
+                                                log_target=log_target))
+    stated = tensors.build(published.get("value", published.get("array")))
+    computation = oracle_expected(x, t, reduction=reduction, log_target=log_target,
+                                  dtype=source_dtype).budget
+    allowed = 0.5 * 10.0 ** -published["decimals"] + computation
+    error = np.abs(exact - stated)
+    if np.all(error <= allowed):
+        return None
+    index = np.unravel_index(int(np.argmax(error - allowed)), np.shape(error)) \
+        if np.ndim(error) else ()
+    return (f"published {float(np.asarray(stated)[index]):.{published['decimals']}f} is not "
+            f"reproduced: the oracle gives {float(np.asarray(exact)[index]):.10g} "
+            f"(allowed {float(np.asarray(allowed)[index]):.3g} "
+            f"at {published['decimals']} decimals)")

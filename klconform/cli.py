@@ -1,0 +1,88 @@
+"""The `klconform` command: `run` the bundled suites, `check-spec` the claims and cases."""
+
+import argparse
+import os
+import sys
+
+from klconform import __version__, resources
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="klconform",
+        description="Conformance suite for KL-divergence implementations.")
+    parser.add_argument("--version", action="version", version=f"klconform {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the conformance suites against an implementation")
+    run.add_argument("--impl", default="torch",
+                     help="torch (default), torch-module, numpy, an entry point name, "
+                          "MODULE:ATTR or MODULE")
+    run.add_argument("--report-dir", default=None,
+                     help="where report.json and report.md go (default: ./reports/<impl>/)")
+    run.add_argument("--strict", action="store_true",
+                     help="should-level failures (and stale known deviations) fail the run")
+    run.add_argument("--device", default="cpu", help="device for adapters that have devices")
+    run.add_argument("--profile", default="default", choices=("default", "thorough"))
+    run.add_argument("--cases", default=None, help="directory of case files to use instead")
+    run.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                     help="after --: extra pytest arguments (-k, -x, -n 2, ...)")
+
+    check = commands.add_parser("check-spec", help="validate the spec and the cases")
+    check.add_argument("--spec-dir", default=None)
+    check.add_argument("--cases", default=None)
+
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        return run_suites(args)
+    return run_check_spec(args)
+
+
+def run_suites(args):
+    import pytest
+
+    extra = list(args.pytest_args)
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    report_dir = args.report_dir or os.path.join(os.getcwd(), "reports", _slug(args.impl))
+    suites = str(resources.suites_dir())
+    pytest_args = [
+        suites,
+        # The bundled suites carry their own configuration: a user's pytest.ini or
+        # pyproject settings in the current directory must not change a conformance run.
+        "-c", os.devnull, "--rootdir", suites, "-p", "no:cacheprovider",
+        f"--impl={args.impl}", f"--report-dir={report_dir}", f"--kl-device={args.device}",
+        f"--kl-profile={args.profile}", "-ra", "-q",
+    ]
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        pytest_args += ["-p", "klconform.plugin"]
+    if args.strict:
+        pytest_args.append("--kl-strict")
+    if args.cases:
+        pytest_args.append(f"--kl-cases={os.path.abspath(args.cases)}")
+    return pytest.main(pytest_args + extra)
+
+
+def run_check_spec(args):
+    from klconform.checkspec import check_spec
+
+    cases_dir = os.path.abspath(args.cases) if args.cases else None
+    problems, counts = check_spec(args.spec_dir, cases_dir)
+    for problem in problems:
+        print(f"check-spec: {problem}", file=sys.stderr)
+    if problems:
+        print(f"check-spec: FAILED with {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"check-spec: ok: {counts['claims']} claims, {counts['cases']} cases in "
+          f"{counts['files']} files, {counts['published']} published numbers reproduced")
+    return 0
+
+
+def _slug(text):
+    from klconform.plugin import report_slug
+
+    return report_slug(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

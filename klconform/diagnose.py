@@ -1,0 +1,139 @@
+"""Naming the likeliest known mistake behind a wrong value.
+
+Each hypothesis recomputes, in float64, what a specific well-known mistake would have
+returned for the same call. A hypothesis explains the failure when the actual value is
+within the budget of its prediction while the correct value is not.
+"""
+
+import math
+
+import numpy as np
+
+from klconform import oracle
+from klconform.dtypes import UNIT_ROUNDOFF
+
+LN2 = math.log(2.0)
+
+
+def _terms(x, t, log_target):
+    return oracle.pointwise(x, t, log_target)
+
+
+def _reduce(terms, reduction, shape):
+    if reduction == "none":
+        return terms
+    with np.errstate(all="ignore"):
+        return np.asarray(np.sum(terms) / oracle.divisor_for(reduction, shape))
+
+
+def _renormalised(x, t, log_target):
+    """Both arguments renormalised along the last axis before the KL."""
+    with np.errstate(all="ignore"):
+        q = np.exp(x)
+        q = q / np.sum(q, axis=-1, keepdims=True)
+        p = np.exp(t) if log_target else t
+        p = p / np.sum(p, axis=-1, keepdims=True)
+        return oracle.pointwise(np.log(q), p, False)
+
+
+def hypotheses(call, reduction):
+    """(description, predicted value) for each known mistake that applies to this call."""
+    x, t = np.asarray(call.input, np.float64), np.asarray(call.target, np.float64)
+    log_target = bool(call.log_target)
+    shape = x.shape
+    terms = _terms(x, t, log_target)
+    correct = _reduce(terms, reduction, shape)
+    numel = max(x.size, 1)
+    found = []
+
+    def add(text, value):
+        found.append((text, np.asarray(value, dtype=np.float64)))
+
+    with np.errstate(all="ignore"):
+        p = np.exp(t) if log_target else t
+        swapped_input = np.log(p)
+        swapped_target = np.exp(x)
+        add("roles swapped: computed KL(Q||P) (input and target exchanged)",
+            _reduce(oracle.pointwise(swapped_input, swapped_target, False), reduction, shape))
+        if reduction != "none":
+            total = np.sum(terms)
+            batch = shape[0] if shape else 1
+            for name, divisor in (("sum", 1), ("mean", numel), ("batchmean", batch)):
+                if name != reduction:
+                    add(f"{reduction!r} computed as {name!r} (divided by {divisor})",
+                        total / divisor)
+            if len(shape) >= 3:
+                leading = math.prod(shape[:-1])
+                add(f"{reduction!r} divided by every leading dimension ({leading}), "
+                    f"not by size(0)", total / leading)
+            if reduction == "mean":
+                add("default/'mean' reduction replaced by 'batchmean'", total / batch)
+        add("probabilities fed as log-probabilities: exp() never taken, input used as Q",
+            _reduce(oracle.pointwise(np.log(x), p, False), reduction, shape))
+        if log_target:
+            add("log_target ignored: log-probability target used as probabilities",
+                _reduce(oracle.pointwise(x, t, False), reduction, shape))
+        else:
+            add("log_target applied although log_target=False",
+                _reduce(oracle.pointwise(x, t, True), reduction, shape))
+        add("negatives clamped to 0 (result clipped)", np.maximum(correct, 0.0))
+        add("pointwise terms clamped to 0 before reduction",
+            _reduce(np.maximum(terms, 0.0), reduction, shape))
+        add("absolute value taken", np.abs(correct))
+        add("sign flipped", -correct)
+        add("inputs renormalised (softmax/normalise over the last axis) before the KL",
+            _reduce(_renormalised(x, t, log_target), reduction, shape))
+        add("target-entropy term dropped: computed cross-entropy -sum(target * input)",
+            _reduce(-p * x, reduction, shape))
+        add("result in bits (log base 2), not nats", correct / LN2)
+        add("NaN swallowed: non-finite terms replaced by 0",
+            _reduce(np.where(np.isnan(terms), 0.0, terms), reduction, shape))
+        clipped = np.clip(p, 1e-7, 1.0)
+        add("probabilities clipped to [1e-7, 1] (keras-style)",
+            _reduce(oracle.pointwise(np.log(np.clip(np.exp(x), 1e-7, 1.0)), clipped, False),
+                    reduction, shape))
+        if reduction != "none":
+            add("'none' reduced per row instead of returning pointwise terms",
+                np.sum(terms, axis=-1) if terms.ndim else terms)
+    return correct, found
+
+
+def diagnose(call, actual, expected):
+    """A 'looks like: ...' sentence, or None when no known mistake explains `actual`."""
+    from klconform.evaluate import effective_reduction
+
+    reduction = effective_reduction(call)
+    actual = np.asarray(actual, dtype=np.float64)
+    correct, found = hypotheses(call, reduction)
+    tolerance = np.asarray(expected.budget, dtype=np.float64)
+    loose = 8 * UNIT_ROUNDOFF["float32"]
+    matches = []
+    for text, predicted in found:
+        if predicted.shape != actual.shape:
+            continue
+        if _close(predicted, correct, tolerance, loose):
+            continue  # indistinguishable from the right answer on this input
+        if _close(actual, predicted, tolerance, loose):
+            matches.append(text)
+    if not matches and actual.shape == correct.shape and call.dtype == "float64":
+        error = np.abs(actual - correct)
+        if np.all(np.isfinite(error)) and np.all(
+                error <= 64 * UNIT_ROUNDOFF["float32"] * (expected.magnitude_sum + 1e-30)):
+            matches.append("computed in float32 (or lower) although the inputs are float64")
+    if not matches:
+        return None
+    return "looks like: " + matches[0] + (
+        f" (also consistent with: {'; '.join(matches[1:])})" if len(matches) > 1 else "")
+
+
+def _close(a, b, tolerance, relative):
+    """a matches b: NaN where b is NaN, equal where b is infinite, within tolerance elsewhere."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if not np.array_equal(np.isnan(a), np.isnan(b)):
+        return False
+    finite = np.isfinite(b)
+    if not np.array_equal(a[~finite & ~np.isnan(b)], b[~finite & ~np.isnan(b)]):
+        return False
+    allowed = np.broadcast_to(tolerance + relative * np.abs(np.where(finite, b, 0.0)), b.shape)
+    with np.errstate(invalid="ignore"):
+        return bool(np.all(np.abs(a - b)[finite] <= allowed[finite]))

@@ -1,0 +1,174 @@
+"""report.json and report.md from the records of one run.
+
+Layout of report.json: spec/report.schema.json (documented in spec/README.md).
+Both files are written atomically: a run interrupted at any point leaves either the
+previous complete file or the new complete file, never half of one.
+"""
+
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from klconform import __version__
+from klconform.messages import one_line
+
+REPORT_SCHEMA_VERSION = "1"
+FAILING = ("failed", "errored")
+STATUSES = ("passed", "failed", "errored", "warned", "unsupported", "recorded", "skipped",
+            "xfailed", "stale")
+PACKAGES = ("numpy", "torch", "pytest", "hypothesis", "jsonschema", "PyYAML", "pytest-xdist")
+
+
+def build_report(state, exitstatus, spec, invocation=()):
+    records = sorted(state.records, key=lambda r: (r.get("case_id") or "", r.get("dtype") or "",
+                                                    r.get("nodeid", "")))
+    summary = {status: 0 for status in STATUSES}
+    for record in records:
+        summary[record.get("status", "skipped")] = summary.get(record.get("status"), 0) + 1
+    summary["total"] = len(records)
+    adapter = state.adapter
+    verdict = _verdict(summary, exitstatus, state)
+    return {
+        "report_schema": REPORT_SCHEMA_VERSION,
+        "klconform_version": __version__,
+        "spec_version": spec.version if spec else None,
+        "implementation": {
+            "name": state.impl,
+            "description": adapter.describe() if adapter else None,
+            "version": _safe(adapter.version) if adapter else None,
+            "capabilities": adapter.capabilities.as_dict() if adapter else None,
+        },
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "packages": {name: _package_version(name) for name in PACKAGES},
+        },
+        "run": {
+            "started": _iso(state.started),
+            "finished": _iso(time.time()),
+            "duration_s": round(time.time() - state.started, 3),
+            "pytest_exit_status": exitstatus,
+            "complete": exitstatus in (0, 1),
+            "profile": state.profile,
+            "strict": state.strict,
+            "device": state.device,
+            "invocation": list(invocation),
+            "settings": dict(getattr(state, "settings", {}) or {}),
+        },
+        "verdict": verdict,
+        "summary": summary,
+        "claims": _claims_section(records, spec),
+        "failures": [_failure(r) for r in records if r.get("status") in FAILING + ("warned",)],
+        "implementation_defined": [
+            {"case": r["case_id"], "dtype": r["dtype"], "point": r.get("message", "").split(":")[0],
+             "observed": r.get("observed")}
+            for r in records if r.get("status") == "recorded"
+        ],
+    }
+
+
+def _verdict(summary, exitstatus, state):
+    if exitstatus not in (0, 1) or not state.collected:
+        return "incomplete"
+    if summary["failed"] or summary["errored"] or (state.strict and summary["stale"]):
+        return "fail"
+    return "pass"
+
+
+def _claims_section(records, spec):
+    by_claim = {}
+    for record in records:
+        for claim in record.get("claims") or ():
+            by_claim.setdefault(claim, []).append(record)
+    section = []
+    claims = spec.claims.values() if spec else ()
+    for claim in claims:
+        entries = by_claim.get(claim.id, [])
+        statuses = {entry["status"] for entry in entries}
+        if statuses & set(FAILING):
+            status = "fail"
+        elif "warned" in statuses:
+            status = "warn"
+        elif "passed" in statuses or "xfailed" in statuses:
+            status = "pass"
+        elif "recorded" in statuses:
+            status = "recorded"
+        elif "unsupported" in statuses:
+            status = "unsupported"
+        else:
+            status = "not-run"
+        section.append({
+            "id": claim.id, "level": claim.level, "statement": claim.statement,
+            "status": status,
+            "counts": {s: sum(1 for e in entries if e["status"] == s) for s in sorted(statuses)},
+            "cases": [{"case": e.get("case_id"), "dtype": e.get("dtype"), "status": e["status"],
+                       "nodeid": e.get("nodeid")} for e in entries],
+        })
+    return section
+
+
+def _failure(record):
+    return {
+        "case": record.get("case_id"), "dtype": record.get("dtype"),
+        "claims": list(record.get("claims") or ()), "level": record.get("level"),
+        "status": record.get("status"), "nodeid": record.get("nodeid"),
+        "summary": one_line(record), "checks": list(record.get("checks") or ()),
+        "expected": record.get("expected"), "actual": record.get("actual"),
+        "budget": record.get("budget"), "diagnosis": record.get("diagnosis"),
+        "snippet": record.get("snippet"),
+    }
+
+
+def _iso(timestamp):
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _safe(function):
+    try:
+        return str(function())
+    except Exception as error:
+        return f"unknown ({type(error).__name__})"
+
+
+def _package_version(name):
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_atomically(path: Path, text: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_reports(config, state, exitstatus):
+    from klconform.markdown import render_markdown
+    from klconform.spec import load_spec
+
+    try:
+        spec = load_spec()
+    except Exception:
+        spec = None
+    report = build_report(state, exitstatus, spec, invocation=sys.argv)
+    directory = Path(state.report_dir)
+    json_path, md_path = directory / "report.json", directory / "report.md"
+    write_atomically(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
+    write_atomically(md_path, render_markdown(report))
+    return json_path, md_path, report["verdict"], report["summary"]
