@@ -39,7 +39,7 @@ def main(argv=None):
 
 
 def run_suites(args):
-    import pytest
+    from klconform.runner import run_isolated
 
     extra = list(args.pytest_args)
     if extra and extra[0] == "--":
@@ -60,7 +60,9 @@ def run_suites(args):
         pytest_args.append("--kl-strict")
     if args.cases:
         pytest_args.append(f"--kl-cases={os.path.abspath(args.cases)}")
-    return pytest.main(pytest_args + extra)
+    settings = {"profile": args.profile, "strict": args.strict, "device": args.device,
+                "cases_dir": os.path.abspath(args.cases) if args.cases else None}
+    return run_isolated(pytest_args + extra, report_dir, args.impl, settings)
 
 
 def run_check_spec(args):

@@ -11,8 +11,29 @@ import numpy as np
 from klconform import oracle, precise, reproduce
 from klconform.adapters.base import REDUCTIONS, Call
 from klconform.dtypes import UNIT_ROUNDOFF, round_to
+from klconform.isolation import DEFAULT_TIMEOUT_S, call_with_timeout
 
 DEFAULT_REDUCTION = "mean"  # claim default-reduction-mean
+
+
+class Guarded:
+    """The adapter with every call under the per-call timeout; attributes pass through."""
+
+    def __init__(self, adapter, timeout):
+        self._adapter = adapter
+        self._timeout = timeout
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
+
+    def run(self, call):
+        return call_with_timeout(self._adapter.run, call, timeout=self._timeout)
+
+    def run_gradients(self, call):
+        return call_with_timeout(self._adapter.run_gradients, call, timeout=self._timeout)
+
+    def snippet(self, call):
+        return self._adapter.snippet(call)
 
 
 @dataclass
@@ -46,11 +67,20 @@ class CheckFailures:
 def make_call(case, dtype, device, arrays=None, call_args=None):
     x, t = arrays if arrays is not None else case.arrays
     args = case.call if call_args is None else call_args
+    input_dtype, target_dtype = args.get("input_dtype"), args.get("target_dtype")
     return Call(
-        input=round_to(x, dtype), target=round_to(t, dtype), dtype=dtype,
+        input=_round_argument(x, input_dtype or dtype),
+        target=_round_argument(t, target_dtype or dtype), dtype=dtype,
         reduction=args.get("reduction"), log_target=args.get("log_target"),
         legacy=dict(args.get("legacy", {})), device=device,
+        input_dtype=input_dtype, target_dtype=target_dtype,
     )
+
+
+def _round_argument(values, dtype):
+    if dtype == "int64":
+        return np.round(np.asarray(values, dtype=np.float64))
+    return round_to(values, dtype)
 
 
 def unsupported_reason(adapter, call: Call):
@@ -73,7 +103,8 @@ def unsupported_reason(adapter, call: Call):
     return None
 
 
-def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
+def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
+    adapter = Guarded(adapter, timeout)
     outcome = Outcome("passed", case.id, dtype, case.claims, case.level)
     call = make_call(case, dtype, device)
     calls = [call]
@@ -100,6 +131,8 @@ def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
     outcome.expected = _summary(expected.value)
     outcome.actual = _summary(observation.value)
     outcome.budget = float(np.max(expected.budget)) if expected.budget.size else 0.0
+    if observation.dtype != call.dtype:
+        failures.add(f"result dtype {observation.dtype} != input dtype {call.dtype}")
     if observation.shape != expected.value.shape:
         failures.add(f"shape {observation.shape} != expected {expected.value.shape}")
     else:
@@ -289,6 +322,15 @@ def _probe(case, adapter, call, outcome):
         outcome.observed = {"value": _summary(observation.value), "dtype": observation.dtype,
                             "shape": list(observation.shape),
                             "warnings": list(observation.warnings)}
+        if case.expect.get("probe_gradient") and adapter.capabilities.autograd:
+            try:
+                grad_input, grad_target = adapter.run_gradients(call)
+            except Exception as error:
+                outcome.observed["gradient"] = f"raises {type(error).__name__}: " \
+                                               f"{_first_line(error)}"
+            else:
+                outcome.observed["gradient"] = (f"d/dinput {_summary(grad_input)}, "
+                                                f"d/dtarget {_summary(grad_target)}")
     outcome.message = f"{case.expect['probe']}: {describe_observed(outcome.observed)}"
     return outcome
 
@@ -299,6 +341,10 @@ def describe_observed(observed):
     text = f"returns {observed['value']} ({observed['dtype']}, shape {tuple(observed['shape'])})"
     if observed.get("warnings"):
         text += f", warns {observed['warnings'][0]}"
+    else:
+        text += ", no warning"
+    if observed.get("gradient"):
+        text += f"; gradient: {observed['gradient']}"
     return text
 
 

@@ -35,6 +35,14 @@ class KLSession:
     cases: list | None = None
     records: list = field(default_factory=list)
     started: float = field(default_factory=time.time)
+    seed: int | None = None
+    max_examples: int | None = None
+    settings: dict = field(default_factory=dict)
+    xfails_path: str | None = None
+    timeout: float = 60.0
+    journal_append: bool = False
+    journal: object = None
+    manifest: object = None
     report_paths: tuple | None = None
     report_error: str | None = None
     collected: int = 0
@@ -52,6 +60,16 @@ def pytest_addoption(parser):
     group.addoption("--kl-device", default="cpu", help="device for adapters that have devices")
     group.addoption("--kl-profile", default="default", choices=("default", "thorough"),
                     help="thorough adds large-data cases and more generated examples")
+    group.addoption("--kl-seed", default=None, type=int,
+                    help="seed for the property layer's random examples (thorough profile)")
+    group.addoption("--kl-max-examples", default=None, type=int,
+                    help="examples per property (default 40, thorough 400)")
+    group.addoption("--kl-xfails", default=None,
+                    help="YAML manifest of known deviations (case or claim id -> reason, link)")
+    group.addoption("--kl-timeout", default=60.0, type=float,
+                    help="seconds one implementation call may take before it fails (0: none)")
+    group.addoption("--kl-journal-append", action="store_true", default=False,
+                    help=argparse_suppress())
     group.addoption("--kl-cases", default=None,
                     help="directory of case files to run instead of the bundled ones")
 
@@ -63,9 +81,17 @@ def pytest_configure(config):
         str(config.invocation_params.dir), "reports", report_slug(impl))
     config.stash[SESSION_KEY] = KLSession(
         impl=impl, report_dir=report_dir, strict=option.kl_strict, device=option.kl_device,
-        profile=option.kl_profile, cases_dir=option.kl_cases)
+        profile=option.kl_profile, cases_dir=option.kl_cases, seed=option.kl_seed,
+        max_examples=option.kl_max_examples, xfails_path=option.kl_xfails,
+        timeout=option.kl_timeout, journal_append=option.kl_journal_append)
     config.addinivalue_line("markers", "klconform: a conformance test run against --impl")
     config.pluginmanager.register(_Collector(config), "klconform-collector")
+
+
+def argparse_suppress():
+    import argparse
+
+    return argparse.SUPPRESS  # internal: `klconform run` resuming after a crash
 
 
 def report_slug(text):
@@ -86,27 +112,42 @@ def loaded_cases(config):
 
 
 def pytest_generate_tests(metafunc):
-    if "kl_case" not in metafunc.fixturenames:
+    names = metafunc.fixturenames
+    if "kl_case" not in names and "kl_gradient_case" not in names:
         return
     try:
         cases = loaded_cases(metafunc.config)
     except KLConformError as error:
         pytest.fail(str(error), pytrace=False)
     session = kl_session(metafunc.config)
+    argument = "kl_case"
+    if "kl_gradient_case" in names:
+        from klconform.gradients import GRADIENT_DTYPES, eligible
+
+        argument = "kl_gradient_case"
+        cases = [case for case in cases if eligible(case)]
     params = []
     for case in cases:
         marks = [pytest.mark.klconform]
         if case.profile == "thorough" and session.profile != "thorough":
             marks.append(pytest.mark.skip(reason="thorough profile only (--kl-profile thorough)"))
         for dtype in case.dtypes:
+            if argument == "kl_gradient_case" and dtype not in GRADIENT_DTYPES:
+                continue
             params.append(pytest.param(case, dtype, id=f"{case.id}-{dtype}", marks=marks))
-    metafunc.parametrize(("kl_case", "kl_dtype"), params)
+    metafunc.parametrize((argument, "kl_dtype"), params)
 
 
 def pytest_collection_modifyitems(session, config, items):
     kl_items = [item for item in items if "kl_adapter" in getattr(item, "fixturenames", ())]
     state = kl_session(config)
     state.collected = len(kl_items)
+    if kl_items and not state.settings:
+        from klconform.hypothesis_profiles import configure
+
+        state.settings = configure(state.profile, state.seed, state.max_examples)
+    if kl_items and state.xfails_path and state.manifest is None:
+        state.manifest = _load_manifest(config, state)
     if kl_items and state.adapter is None:
         from klconform.adapters import load_adapter
 
@@ -114,6 +155,20 @@ def pytest_collection_modifyitems(session, config, items):
             state.adapter = load_adapter(state.impl)
         except KLConformError as error:
             raise pytest.UsageError(str(error)) from None
+
+
+def _load_manifest(config, state):
+    from klconform.deviations import load_manifest
+
+    cases = loaded_cases(config)
+    claims = {claim for case in cases for claim in case.claims}
+    from klconform.spec import load_spec
+
+    claims |= set(load_spec().claims)
+    try:
+        return load_manifest(state.xfails_path, {case.id for case in cases}, claims)
+    except KLConformError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 @pytest.fixture(scope="session")
@@ -124,6 +179,11 @@ def kl_adapter(request):
 @pytest.fixture(scope="session")
 def kl_device(request):
     return kl_session(request.config).device
+
+
+@pytest.fixture(scope="session")
+def kl_timeout(request):
+    return kl_session(request.config).timeout
 
 
 @pytest.fixture
@@ -138,32 +198,55 @@ def kl_record(request):
 
 
 @pytest.fixture
-def kl_check(request, kl_adapter, kl_device, kl_record):
-    """Evaluate a case at a dtype, record it, and turn it into pass / fail / skip / warning."""
+def kl_conclude(request, kl_record):
+    """Record an Outcome and turn it into pass / fail / skip / xfail / warning."""
+    state = kl_session(request.config)
+
+    def finish(outcome):
+        conclude(outcome, kl_record, state.strict, state.manifest)
+        return outcome
+
+    return finish
+
+
+@pytest.fixture
+def kl_check(kl_adapter, kl_device, kl_timeout, kl_conclude):
+    """Evaluate a case at a dtype and conclude it."""
     from klconform.evaluate import evaluate
 
-    strict = kl_session(request.config).strict
-
     def check(case, dtype):
-        outcome = evaluate(case, dtype, kl_adapter, kl_device)
-        conclude(outcome, kl_record, strict)
-        return outcome
+        return kl_conclude(evaluate(case, dtype, kl_adapter, kl_device, kl_timeout))
 
     return check
 
 
-def conclude(outcome, record, strict):
+def conclude(outcome, record, strict, manifest=None):
     from klconform.messages import failure_text
 
     failing = outcome.status in ("failed", "errored")
-    if failing and outcome.level == "should" and not strict:
+    deviation = manifest.match(outcome.case_id, outcome.claims, outcome.dtype) \
+        if manifest else None
+    if deviation and failing:
+        outcome.status = "xfailed"
+        outcome.message = deviation.describe()
+    elif deviation and outcome.status == "passed":
+        outcome.status = "stale"
+        outcome.message = f"passes now; remove the stale {deviation.describe()}"
+    elif failing and outcome.level == "should" and not strict:
         outcome.status = "warned"
     entry = asdict(outcome)
     entry["kind"] = "case"
     record(**entry)
     if outcome.status == "unsupported":
         pytest.skip(f"unsupported: {outcome.message}")
-    if outcome.status == "warned":
+    if outcome.status == "xfailed":
+        pytest.xfail(outcome.message)
+    if outcome.status == "stale":
+        if strict:
+            pytest.fail(f"klconform case {outcome.case_id} [{outcome.dtype}]: "
+                        f"{outcome.message}", pytrace=False)
+        warnings.warn(ShouldLevelWarning(outcome.message), stacklevel=2)
+    elif outcome.status == "warned":
         warnings.warn(ShouldLevelWarning(failure_text(outcome)), stacklevel=2)
     elif failing:
         pytest.fail(failure_text(outcome), pytrace=False)
@@ -179,25 +262,78 @@ def pytest_report_teststatus(report, config):
 
 
 class _Collector:
-    """Gathers records from reports; on the controller under xdist, from every worker."""
+    """Gathers records from reports; on the controller under xdist, from every worker.
+
+    Every start and result also goes to the journal, so that a hard crash of the
+    implementation leaves enough behind for `klconform run` to write the report.
+    """
 
     def __init__(self, config):
         self.config = config
 
+    def _journal(self, event, **fields):
+        state = kl_session(self.config)
+        if hasattr(self.config, "workerinput"):
+            return
+        if state.journal is None:
+            from klconform.journal import Journal
+
+            state.journal = Journal(state.report_dir, append=state.journal_append)
+            state.journal.write("session", impl=state.impl, started=state.started)
+        state.journal.write(event, **fields)
+
+    @pytest.hookimpl
+    def pytest_runtest_logstart(self, nodeid, location):
+        if kl_session(self.config).collected or self.config.pluginmanager.has_plugin("dsession"):
+            self._journal("start", nodeid=nodeid)
+
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report):
         state = kl_session(self.config)
-        for key, entry in report.user_properties:
-            if key != RECORD_KEY:
-                continue
-            if report.when == "call" or (report.when == "setup" and report.skipped):
-                state.records.append(dict(entry))
-        if report.when == "setup" and report.skipped and not any(
-                key == RECORD_KEY for key, _ in report.user_properties):
-            if "kl_case" in report.keywords or "klconform" in report.keywords:
-                reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
-                state.records.append({"kind": "skipped", "nodeid": report.nodeid,
-                                      "status": "skipped", "message": reason})
+        entries = [dict(entry) for key, entry in report.user_properties if key == RECORD_KEY]
+        if report.when == "call" or (report.when == "setup" and report.skipped):
+            for entry in entries:
+                state.records.append(entry)
+                self._journal("record", **entry)
+        if entries or report.when != "setup" or not _is_conformance(report):
+            if report.failed and not entries and report.when == "call" \
+                    and _is_conformance(report):
+                self._record_crash_report(report)
+            return
+        if report.skipped:
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
+            entry = {"kind": "skipped", "nodeid": report.nodeid, "status": "skipped",
+                     "message": reason}
+        elif report.failed:
+            entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
+                     "checks": [_first_line(report.longreprtext)]}
+        else:
+            return
+        state.records.append(entry)
+        self._journal("record", **entry)
+
+    def _record_crash_report(self, report):
+        # A conformance test failed without a record: under xdist, the worker running it
+        # crashed (segfault, os._exit); serially, klconform itself broke. Either way the
+        # report must show it.
+        entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
+                 "case_id": _case_from_nodeid(report.nodeid), "level": "must",
+                 "checks": [_first_line(report.longreprtext)]}
+        kl_session(self.config).records.append(entry)
+        self._journal("record", **entry)
+
+
+def _is_conformance(report):
+    return "klconform" in report.keywords
+
+
+def _case_from_nodeid(nodeid):
+    return nodeid.rsplit("[", 1)[-1].rstrip("]") if "[" in nodeid else nodeid
+
+
+def _first_line(text):
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 @pytest.hookimpl(trylast=True)
@@ -214,6 +350,9 @@ def pytest_sessionfinish(session, exitstatus):
         state.report_paths = write_reports(config, state, int(exitstatus))
     except Exception as error:  # the report must never change pytest's exit status
         state.report_error = f"{type(error).__name__}: {error}"
+    if state.journal is not None:
+        state.journal.write("finished", exitstatus=int(exitstatus))
+        state.journal.close(remove=state.report_paths is not None and not state.journal_append)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

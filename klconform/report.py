@@ -25,7 +25,7 @@ STATUSES = ("passed", "failed", "errored", "warned", "unsupported", "recorded", 
 PACKAGES = ("numpy", "torch", "pytest", "hypothesis", "jsonschema", "PyYAML", "pytest-xdist")
 
 
-def build_report(state, exitstatus, spec, invocation=()):
+def build_report(state, exitstatus, spec, invocation=(), crashes=()):
     records = sorted(state.records, key=lambda r: (r.get("case_id") or "", r.get("dtype") or "",
                                                     r.get("nodeid", "")))
     summary = {status: 0 for status in STATUSES}
@@ -63,6 +63,7 @@ def build_report(state, exitstatus, spec, invocation=()):
             "settings": dict(getattr(state, "settings", {}) or {}),
         },
         "verdict": verdict,
+        "crashes": list(crashes),
         "summary": summary,
         "claims": _claims_section(records, spec),
         "failures": [_failure(r) for r in records if r.get("status") in FAILING + ("warned",)],
@@ -75,9 +76,11 @@ def build_report(state, exitstatus, spec, invocation=()):
 
 
 def _verdict(summary, exitstatus, state):
-    if exitstatus not in (0, 1) or not state.collected:
+    if summary["failed"] or summary["errored"]:
+        return "fail"  # a crash or a wrong value fails the run even if it stopped early
+    if exitstatus not in (0, 1) or not summary["total"]:
         return "incomplete"
-    if summary["failed"] or summary["errored"] or (state.strict and summary["stale"]):
+    if state.strict and summary["stale"]:
         return "fail"
     return "pass"
 
@@ -158,15 +161,47 @@ def write_atomically(path: Path, text: str):
         raise
 
 
-def write_reports(config, state, exitstatus):
+def attribute_records(records, cases):
+    """Give claims to records that lost them (a crashed test has only its node id)."""
+    by_param = {}
+    for case in cases:
+        for dtype in case.dtypes:
+            by_param[f"{case.id}-{dtype}"] = (case, dtype)
+    for record in records:
+        if record.get("claims") or "[" not in record.get("nodeid", ""):
+            continue
+        param = record["nodeid"].rsplit("[", 1)[1].rstrip("]")
+        if param in by_param:
+            case, dtype = by_param[param]
+            gradient = "test_gradient" in record["nodeid"]
+            record.update(case_id=("grad:" if gradient else "") + case.id, dtype=dtype,
+                          level="must" if gradient else case.level,
+                          claims=["gradient-input", "gradient-target"] if gradient
+                          else list(case.claims))
+    return records
+
+
+def write_reports(config, state, exitstatus, crashes=(), invocation=None):
+    from klconform.cases import load_cases
     from klconform.markdown import render_markdown
     from klconform.spec import load_spec
 
     try:
         spec = load_spec()
+        attribute_records(state.records, load_cases(state.cases_dir, spec=spec))
     except Exception:
         spec = None
-    report = build_report(state, exitstatus, spec, invocation=sys.argv)
+    if state.adapter is None:
+        # xdist controller, or a report written after a crash: load only for its metadata.
+        try:
+            from klconform.adapters import load_adapter
+
+            state.adapter = load_adapter(state.impl)
+        except Exception:
+            state.adapter = None
+    report = build_report(state, exitstatus, spec,
+                          invocation=sys.argv if invocation is None else invocation,
+                          crashes=crashes)
     directory = Path(state.report_dir)
     json_path, md_path = directory / "report.json", directory / "report.md"
     write_atomically(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")

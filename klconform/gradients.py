@@ -1,0 +1,199 @@
+"""Gradient checks for adapters that declare autograd.
+
+Three independent references, all in float64 numpy:
+  * the analytic gradients (claims gradient-input, gradient-target);
+  * central finite differences of the implementation's own forward values (first order);
+  * central finite differences of the implementation's own gradients (second order).
+Differences run along one fixed direction per argument, so a case costs a handful of
+calls whatever its size. Target-gradient entries where target == 0 are implementation-
+defined (log 0) and recorded by a probe case, not checked here.
+"""
+
+import numpy as np
+
+from klconform import oracle
+from klconform.adapters.base import Call
+from klconform.budget import K_ELEM
+from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
+from klconform.evaluate import (
+    Guarded,
+    Outcome,
+    _errored,
+    _summary,
+    effective_reduction,
+    make_call,
+    unsupported_reason,
+)
+from klconform.isolation import DEFAULT_TIMEOUT_S
+
+CLAIMS = ("gradient-input", "gradient-target")
+GRADIENT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# Finite differences only where float64 rounding leaves them meaningful.
+FINITE_DIFFERENCE_DTYPE = "float64"
+STEP = 1e-5
+FINITE_DIFFERENCE_TOLERANCE = 1e-6
+
+
+def eligible(case):
+    """Value cases with finite inputs; relation and error cases add nothing here."""
+    if case.kind != "value":
+        return False
+    x, t = case.arrays
+    return bool(np.all(np.isfinite(x)) and np.all(np.isfinite(t)) and x.size)
+
+
+def analytic(call: Call):
+    """(d input, d target, target mask) of sum(result) for the call, in float64."""
+    x = np.asarray(call.input, dtype=np.float64)
+    t = np.asarray(call.target, dtype=np.float64)
+    scale = 1.0 / oracle.divisor_for(effective_reduction(call), x.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if call.log_target:
+            p = np.exp(t)
+            return -p * scale, p * (t - x + 1.0) * scale, np.ones(t.shape, dtype=bool)
+        return -t * scale, (np.log(t) + 1.0 - x) * scale, t > 0
+
+
+def _budgets(call: Call):
+    x = np.abs(np.asarray(call.input, dtype=np.float64))
+    t = np.asarray(call.target, dtype=np.float64)
+    u, tiny = UNIT_ROUNDOFF[call.dtype], SMALLEST_NORMAL[call.dtype]
+    scale = 1.0 / oracle.divisor_for(effective_reduction(call), x.shape)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if call.log_target:
+            p = np.exp(t)
+            return (K_ELEM * u * (p * scale + tiny),
+                    K_ELEM * u * (p * (np.abs(t) + x + 1.0) * scale + tiny))
+        return (K_ELEM * u * (np.abs(t) * scale + tiny),
+                K_ELEM * u * ((np.abs(np.log(t)) + 1.0 + x) * scale + tiny))
+
+
+def _direction(shape):
+    # Fixed, irregular, sign-alternating: no symmetric cancellation hides an error.
+    count = int(np.prod(shape))
+    values = np.cos(np.arange(1, count + 1) * 1.7) + 0.25
+    return values.reshape(shape)
+
+
+def _replace(call, **changes):
+    fields = dict(input=call.input, target=call.target, dtype=call.dtype,
+                  reduction=call.reduction, log_target=call.log_target, legacy=call.legacy,
+                  device=call.device)
+    fields.update(changes)
+    return Call(**fields)
+
+
+def _total(adapter, call):
+    return float(np.sum(adapter.run(call).value))
+
+
+def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
+    adapter = Guarded(adapter, timeout)
+    outcome = Outcome("passed", f"grad:{case.id}", dtype, CLAIMS, "must")
+    call = make_call(case, dtype, device)
+    reason = unsupported_reason(adapter, call)
+    if not adapter.capabilities.autograd:
+        reason = "autograd"
+    if reason:
+        outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
+        return outcome
+    from klconform import reproduce
+
+    outcome.snippet = reproduce.snippet(adapter, call, case.id) + \
+        "# gradients: adapter.run_gradients(Call(...)) or result.sum().backward()\n"
+    try:
+        grad_input, grad_target = adapter.run_gradients(call)
+    except Exception as error:
+        return _errored(outcome, error)
+    want_input, want_target, target_checked = analytic(call)
+    budget_input, budget_target = _budgets(call)
+    failures = []
+    _compare("d/dinput", grad_input, want_input, budget_input, np.ones_like(target_checked),
+             failures, "gradient-input")
+    _compare("d/dtarget", grad_target, want_target, budget_target, target_checked, failures,
+             "gradient-target")
+    if not failures and dtype == FINITE_DIFFERENCE_DTYPE:
+        try:
+            failures += _finite_differences(adapter, call, grad_input, grad_target,
+                                            target_checked)
+        except Exception as error:
+            return _errored(outcome, error)
+    outcome.expected = f"d/dinput {_summary(want_input)}; d/dtarget {_summary(want_target)}"
+    outcome.actual = f"d/dinput {_summary(grad_input)}; d/dtarget {_summary(grad_target)}"
+    outcome.budget = float(np.max(budget_input))
+    if failures:
+        outcome.status = "failed"
+        # Name only the claims that broke: a wrong d/dtarget says nothing about d/dinput.
+        outcome.claims = tuple(claim for claim in CLAIMS if any(c == claim for c, _ in failures))
+        outcome.checks = [text for _, text in failures]
+    return outcome
+
+
+def _compare(label, got, want, budget, mask, failures, claim):
+    if got is None:
+        failures.append((claim, f"{label}: no gradient (None)"))
+        return
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != want.shape:
+        failures.append((claim, f"{label}: shape {got.shape} != {want.shape}"))
+        return
+    with np.errstate(invalid="ignore"):
+        bad = mask & ~(np.abs(got - want) <= budget)
+    if np.any(bad):
+        index = tuple(int(i[0]) for i in np.nonzero(bad))
+        failures.append((claim, f"{label}: expected {want[index]:.10g} at index {list(index)}, "
+                                f"got {got[index]:.10g} (budget {budget[index]:.3g})"))
+
+
+def _finite_differences(adapter, call, grad_input, grad_target, target_checked):
+    failures = []
+    x = np.asarray(call.input, dtype=np.float64)
+    t = np.asarray(call.target, dtype=np.float64)
+    direction = _direction(x.shape)
+    # First order along `direction`, input side: the loss is linear in input.
+    step_x = STEP * direction
+    slope = (_total(adapter, _replace(call, input=x + step_x))
+             - _total(adapter, _replace(call, input=x - step_x))) / 2.0
+    _check_slope("finite differences d/dinput", slope, float(np.sum(grad_input * step_x)),
+                 failures, "gradient-input")
+    # Target side: steps proportional to t keep t > 0 and leave zero targets alone.
+    step_t = STEP * direction * np.where(target_checked, np.abs(t) if not call.log_target
+                                         else 1.0, 0.0)
+    if np.any(step_t):
+        slope = (_total(adapter, _replace(call, target=t + step_t))
+                 - _total(adapter, _replace(call, target=t - step_t))) / 2.0
+        _check_slope("finite differences d/dtarget", slope,
+                     float(np.sum(np.where(target_checked, grad_target, 0.0) * step_t)),
+                     failures, "gradient-target")
+        # Second order: gradients are diagonal in target, d2/dt2 and d2/dx dt known.
+        up_input, up_target = adapter.run_gradients(_replace(call, target=t + step_t))
+        down_input, down_target = adapter.run_gradients(_replace(call, target=t - step_t))
+        scale = 1.0 / oracle.divisor_for(effective_reduction(call), x.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if call.log_target:
+                p = np.exp(t)
+                hessian_tt, hessian_xt = p * (t - x + 2.0) * scale, -p * scale
+            else:
+                hessian_tt, hessian_xt = scale / t, -np.ones_like(t) * scale
+        observed_tt = (np.asarray(up_target) - np.asarray(down_target)) / 2.0
+        observed_xt = (np.asarray(up_input) - np.asarray(down_input)) / 2.0
+        mask = target_checked & (step_t != 0)
+        for label, observed, hessian in (("second order d2/dtarget2", observed_tt, hessian_tt),
+                                         ("second order d2/dinput dtarget", observed_xt,
+                                          hessian_xt)):
+            with np.errstate(invalid="ignore"):  # inf * 0 at zero targets, masked out
+                want = np.where(mask, hessian * step_t, 0.0)
+            got = np.where(mask, observed, 0.0)
+            scale_of = np.abs(want) + STEP * np.abs(step_t) / np.maximum(np.abs(t), 1e-300)
+            if np.any(np.abs(got - want) > FINITE_DIFFERENCE_TOLERANCE * (scale_of + 1e-12)
+                      + 1e-12):
+                failures.append(("gradient-target",
+                                 f"{label}: finite differences of the gradients "
+                                 f"{_summary(got)} vs analytic {_summary(want)}"))
+    return failures
+
+
+def _check_slope(label, slope, predicted, failures, claim):
+    if not abs(slope - predicted) <= FINITE_DIFFERENCE_TOLERANCE * (abs(predicted) + 1e-12):
+        failures.append((claim, f"{label}: forward values change by {slope:.10g}, the "
+                                f"gradients predict {predicted:.10g}"))

@@ -1,0 +1,28 @@
+"""Hypothesis settings for the property layer.
+
+`default` is derandomized: the same examples every run, so CI never flakes. `thorough`
+draws fresh examples (from --kl-seed when given, so a failure can be replayed) and more
+of them. What was used is recorded in the report.
+"""
+
+DEFAULT_EXAMPLES = 40
+THOROUGH_EXAMPLES = 400
+
+
+def configure(profile, seed=None, max_examples=None):
+    """Register and load the profile; returns the settings to record in the report."""
+    from hypothesis import HealthCheck, settings
+
+    examples = max_examples or (THOROUGH_EXAMPLES if profile == "thorough" else DEFAULT_EXAMPLES)
+    common = dict(max_examples=examples, deadline=None, print_blob=True,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                         HealthCheck.function_scoped_fixture])
+    if profile == "thorough":
+        settings.register_profile("klconform-thorough", derandomize=False, database=None,
+                                  **common)
+    else:
+        settings.register_profile("klconform-default", derandomize=True, database=None,
+                                  **common)
+    settings.load_profile(f"klconform-{profile}")
+    return {"hypothesis_profile": profile, "max_examples": examples,
+            "derandomize": profile != "thorough", "seed": seed}
