@@ -7,7 +7,8 @@
         link: https://example.org/issue/1
 
 A listed failure is reported `xfailed`; a listed case that now passes is `stale` (a
-warning, and a failure under --kl-strict). Unknown ids are an error: a typo must not
+warning, and a failure under --kl-strict). A claim entry covers every case of the claim;
+those that pass simply pass. Unknown ids are an error: a typo must not
 silently hide nothing.
 """
 

@@ -7,7 +7,7 @@ Markdown goes through `cell` or a fenced block that cannot be closed from inside
 import html
 
 STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "unsupported": "unsupported",
-               "not-run": "not run", "recorded": "recorded"}
+               "not-run": "not run", "recorded": "recorded", "known-deviation": "known deviation"}
 
 
 MARKDOWN_SPECIAL = "\\`*_[]|#"

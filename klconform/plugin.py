@@ -16,6 +16,7 @@ import pytest
 from klconform.errors import KLConformError
 
 RECORD_KEY = "klconform"
+KEEP_JOURNAL_ENV = "KLCONFORM_KEEP_JOURNAL"
 SESSION_KEY = pytest.StashKey["KLSession"]()
 
 
@@ -229,7 +230,9 @@ def conclude(outcome, record, strict, manifest=None):
     if deviation and failing:
         outcome.status = "xfailed"
         outcome.message = deviation.describe()
-    elif deviation and outcome.status == "passed":
+    elif deviation and outcome.status == "passed" and deviation.id == outcome.case_id:
+        # Only a case entry can go stale: a claim entry covers a claim whose other cases
+        # may well pass.
         outcome.status = "stale"
         outcome.message = f"passes now; remove the stale {deviation.describe()}"
     elif failing and outcome.level == "should" and not strict:
@@ -273,14 +276,19 @@ class _Collector:
 
     def _journal(self, event, **fields):
         state = kl_session(self.config)
-        if hasattr(self.config, "workerinput"):
+        if hasattr(self.config, "workerinput") or state.journal is False:
             return
-        if state.journal is None:
-            from klconform.journal import Journal
+        try:
+            if state.journal is None:
+                from klconform.journal import Journal
 
-            state.journal = Journal(state.report_dir, append=state.journal_append)
-            state.journal.write("session", impl=state.impl, started=state.started)
-        state.journal.write(event, **fields)
+                state.journal = Journal(state.report_dir, append=state.journal_append)
+                state.journal.write("session", impl=state.impl, started=state.started)
+            state.journal.write(event, **fields)
+        except OSError as error:
+            # Without a journal only crash recovery is lost; the run itself goes on.
+            state.journal = False
+            state.report_error = f"journal disabled: {error}"
 
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid, location):
@@ -350,9 +358,12 @@ def pytest_sessionfinish(session, exitstatus):
         state.report_paths = write_reports(config, state, int(exitstatus))
     except Exception as error:  # the report must never change pytest's exit status
         state.report_error = f"{type(error).__name__}: {error}"
-    if state.journal is not None:
+        state.report_paths = None
+    if state.journal:
         state.journal.write("finished", exitstatus=int(exitstatus))
-        state.journal.close(remove=state.report_paths is not None and not state.journal_append)
+        # `klconform run` reads the journal after the child exits and removes it itself.
+        keep = state.journal_append or os.environ.get(KEEP_JOURNAL_ENV)
+        state.journal.close(remove=state.report_paths is not None and not keep)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

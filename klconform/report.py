@@ -99,7 +99,9 @@ def _claims_section(records, spec):
             status = "fail"
         elif "warned" in statuses:
             status = "warn"
-        elif "passed" in statuses or "xfailed" in statuses:
+        elif "xfailed" in statuses:
+            status = "known-deviation"
+        elif "passed" in statuses or "stale" in statuses:
             status = "pass"
         elif "recorded" in statuses:
             status = "recorded"

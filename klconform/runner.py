@@ -6,6 +6,7 @@ and starts pytest again with that test deselected, until the run completes or to
 tests have crashed. The final report is rebuilt from the whole journal.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import time
 from types import SimpleNamespace
 
 from klconform.journal import in_flight, read_journal
+from klconform.plugin import KEEP_JOURNAL_ENV
 
 MAX_CRASHES = 10
 
@@ -25,10 +27,13 @@ def run_isolated(pytest_args, report_dir, impl, settings):
         command += [f"--deselect={crash['nodeid']}" for crash in crashes]
         if crashes:
             command.append("--kl-journal-append")
-        returncode = subprocess.call(command)
+        returncode = subprocess.call(command, env={**os.environ, KEEP_JOURNAL_ENV: "1"})
         events = read_journal(report_dir)
         finished = bool(events) and events[-1]["event"] == "finished"
+        if not events and not crashes:
+            return returncode  # stopped before any test (usage or collection error)
         if finished and not crashes:
+            _remove_journal(report_dir)
             return returncode
         if not finished:
             nodeid = in_flight(events)
@@ -46,7 +51,6 @@ def run_isolated(pytest_args, report_dir, impl, settings):
 
 
 def _write_merged(report_dir, impl, settings, events, crashes, started, exitstatus):
-    from klconform.journal import JOURNAL_NAME
     from klconform.report import write_reports
 
     records = {}
@@ -67,10 +71,18 @@ def _write_merged(report_dir, impl, settings, events, crashes, started, exitstat
         device=settings.get("device", "cpu"), settings={}, report_dir=report_dir)
     paths = write_reports(None, state, exitstatus, crashes=crashes,
                           invocation=["klconform", "run", *sys.argv[2:]])
-    (paths[0].parent / JOURNAL_NAME).unlink(missing_ok=True)
+    _remove_journal(report_dir)
     print(f"klconform: {impl} {paths[2].upper()} after {len(crashes)} crash(es); "
           f"report: {paths[0]}")
     return 1 if paths[2] == "fail" else exitstatus
+
+
+def _remove_journal(report_dir):
+    from pathlib import Path
+
+    from klconform.journal import JOURNAL_NAME
+
+    (Path(report_dir) / JOURNAL_NAME).unlink(missing_ok=True)
 
 
 def _signal_name(returncode):

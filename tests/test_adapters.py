@@ -1,0 +1,140 @@
+"""--impl resolution: built-ins, entry points, MODULE:ATTR, MODULE, and one-line errors."""
+
+import sys
+import textwrap
+
+import pytest
+
+from klconform.adapters import ENTRY_POINT_GROUP, load_adapter
+from klconform.adapters.torch_adapter import capabilities_from_signature
+from klconform.errors import ImplementationLoadError
+from tests.suite_runner import implementation_module, run_suite
+
+
+@pytest.mark.parametrize("name", ["torch", "torch-module", "numpy"])
+def test_builtins_resolve(name):
+    adapter = load_adapter(name)
+    assert adapter.name == name
+    assert adapter.version()
+
+
+@pytest.mark.parametrize(("spec", "expected"), [
+    ("no-such-impl", "unknown implementation"),
+    ("klconform_no_such_module:kl", "cannot import module 'klconform_no_such_module'"),
+    ("json:no_such_attribute", "has no attribute 'no_such_attribute'"),
+    ("math:pi", "neither an Adapter nor callable"),
+    ("json", "defines no KLCONFORM_ADAPTER"),
+    ("", "--impl is empty"),
+])
+def test_bad_impl_is_one_line_error(spec, expected):
+    with pytest.raises(ImplementationLoadError) as error:
+        load_adapter(spec)
+    message = str(error.value)
+    assert expected in message
+    assert "\n" not in message
+    assert spec in message
+
+
+def test_module_exposing_adapter(tmp_path, monkeypatch):
+    (tmp_path / "kl_module_impl.py").write_text(textwrap.dedent("""
+        import torch.nn.functional as F
+        KLCONFORM_ADAPTER = F.kl_div
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    adapter = load_adapter("kl_module_impl")
+    assert adapter.name == "kl_module_impl"
+    assert adapter.capabilities.legacy_args
+
+
+def test_module_raising_on_import(tmp_path, monkeypatch):
+    (tmp_path / "kl_broken_impl.py").write_text("raise RuntimeError('boom at import')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImplementationLoadError, match="RuntimeError: boom at import"):
+        load_adapter("kl_broken_impl:kl")
+
+
+def _install_entry_point(tmp_path, monkeypatch, name, value):
+    dist = tmp_path / "klfake-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: klfake\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[{ENTRY_POINT_GROUP}]\n{name} = {value}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+
+def test_entry_point_adapter(tmp_path, monkeypatch):
+    (tmp_path / "klfake_adapter.py").write_text(textwrap.dedent("""
+        from klconform.adapters.numpy_adapter import NumpyAdapter
+
+        class FakeAdapter(NumpyAdapter):
+            name = "fake"
+    """))
+    _install_entry_point(tmp_path, monkeypatch, "fakelib", "klfake_adapter:FakeAdapter")
+    adapter = load_adapter("fakelib")
+    assert type(adapter).__name__ == "FakeAdapter"
+    assert adapter.name == "fake"
+
+
+def test_entry_point_that_is_not_an_adapter(tmp_path, monkeypatch):
+    _install_entry_point(tmp_path, monkeypatch, "notadapter", "os.path:join")
+    with pytest.raises(ImplementationLoadError, match="not a klconform Adapter"):
+        load_adapter("notadapter")
+    sys.modules.pop("klfake_adapter", None)
+
+
+def test_capabilities_follow_the_signature():
+    def no_log_target(input, target, reduction="mean"):
+        return input
+
+    def reduction_required(input, target, reduction):
+        return input
+
+    def legacy(input, target, size_average=None, reduce=None, reduction="mean",
+               log_target=False):
+        return input
+
+    assert not capabilities_from_signature(no_log_target).log_target
+    assert capabilities_from_signature(no_log_target).default_reduction
+    assert not capabilities_from_signature(reduction_required).default_reduction
+    assert capabilities_from_signature(legacy).legacy_args
+    assert not capabilities_from_signature(no_log_target).legacy_args
+
+
+def test_pytest_reports_bad_impl_without_traceback(pytester):
+    run = run_suite(pytester, "klconform_no_such_module:kl")
+    assert run.result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "cannot import module 'klconform_no_such_module'" in run.output
+    assert "Traceback" not in run.output
+
+
+def test_plain_function_without_legacy_or_warning_passes_every_must(pytester):
+    # A correct function of the plain signature: no size_average/reduce, never warns.
+    # Must-level cases all pass; the should-level 'mean' warning is reported as warned.
+    module = implementation_module(pytester, "quiet_kl", """
+        import torch
+
+        def kl(input, target, reduction="mean", log_target=False):
+            if reduction not in ("none", "sum", "mean", "batchmean"):
+                raise ValueError(f"bad reduction {reduction!r}")
+            if log_target:
+                terms = torch.exp(target) * (target - input)
+            else:
+                terms = torch.xlogy(target, target) - target * input
+            if reduction == "none":
+                return terms
+            total = terms.sum()
+            if reduction == "sum":
+                return total
+            if reduction == "mean":
+                return total / terms.numel()
+            return total / (input.shape[0] if input.dim() else 1)
+    """)
+    run = run_suite(pytester, f"{module}:kl", suites=("test_cases.py", "test_gradients.py"))
+    report = run.report
+    assert run.result.ret == 0, run.output[-3000:]
+    assert report["verdict"] == "pass"
+    assert report["summary"]["failed"] == report["summary"]["errored"] == 0
+    assert report["summary"]["warned"] == 2  # explicit and default 'mean' do not warn
+    statuses = {claim["id"]: claim["status"] for claim in report["claims"]}
+    assert statuses["mean-warns"] == "warn"
+    assert all(claim["status"] in ("pass", "recorded") for claim in report["claims"]
+               if claim["level"] == "must")

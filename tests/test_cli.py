@@ -1,0 +1,34 @@
+"""The klconform command, run as a user would: from outside the repository."""
+
+import json
+import subprocess
+import sys
+
+
+def _klconform(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "klconform.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_run_from_outside_the_repository(tmp_path):
+    # A hostile pytest configuration in the working directory must not leak into the run.
+    (tmp_path / "pytest.ini").write_text("[pytest]\naddopts = --no-such-option\n")
+    completed = _klconform("run", "--impl", "numpy", "--", "-k", "worked", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    report = json.loads((tmp_path / "reports" / "numpy" / "report.json").read_text())
+    assert report["verdict"] == "pass"
+    assert report["summary"]["passed"] >= 28
+    assert (tmp_path / "reports" / "numpy" / "report.md").exists()
+
+
+def test_run_with_unknown_impl_is_one_line(tmp_path):
+    completed = _klconform("run", "--impl", "no.such.module:kl", cwd=tmp_path)
+    assert completed.returncode == 4
+    assert "cannot import module 'no.such.module'" in completed.stdout + completed.stderr
+    assert "Traceback" not in completed.stdout + completed.stderr
+
+
+def test_check_spec_passes_on_the_bundled_spec(tmp_path):
+    completed = _klconform("check-spec", cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr
+    assert "published numbers reproduced" in completed.stdout

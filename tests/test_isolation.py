@@ -1,0 +1,108 @@
+"""A broken implementation fails its cases with a clear message; the run completes and the
+report is written. Hard crashes are survived by `klconform run`."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from tests.suite_runner import implementation_module, run_suite
+
+BROKEN = """
+    import time
+    import torch
+    import torch.nn.functional as F
+
+    def raises(input, target, reduction="mean", log_target=False):
+        raise ZeroDivisionError("kernel exploded <b>|boom|</b>")
+
+    def wrong_type(input, target, reduction="mean", log_target=False):
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target).tolist()
+
+    def wrong_shape(input, target, reduction="mean", log_target=False):
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target).reshape(-1, 1)
+
+    def wrong_dtype(input, target, reduction="mean", log_target=False):
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target).double()
+
+    def hangs(input, target, reduction="mean", log_target=False):
+        if reduction == "sum":
+            time.sleep(30)
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+"""
+
+
+@pytest.mark.parametrize(("function", "selection", "message"), [
+    ("raises", "roles-kl-p-given-q", "the implementation raised ZeroDivisionError: kernel "
+                                     "exploded <b>|boom|</b>"),
+    ("wrong_type", "roles-kl-p-given-q", "returned float, expected a torch.Tensor"),
+    ("wrong_shape", "none-pointwise-2d", "shape (12, 1) != expected (3, 4)"),
+    ("wrong_dtype", "roles-kl-p-given-q-float32", "result dtype float64 != input dtype float32"),
+])
+def test_broken_call_is_a_clear_failure_and_the_report_is_written(pytester, function,
+                                                                   selection, message):
+    module = implementation_module(pytester, "broken_kl", BROKEN)
+    run = run_suite(pytester, f"{module}:{function}", "-k", selection)
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    assert message in run.output
+    report = run.report
+    assert report["verdict"] == "fail"
+    assert any(message in " ".join(failure["checks"]) for failure in report["failures"])
+    if function == "raises":
+        markdown = (run.report_dir / "report.md").read_text()
+        assert "<b>" not in markdown and "&lt;b&gt;" in markdown
+        assert "\\|boom\\|" in markdown
+
+
+def test_hanging_call_times_out_and_the_run_completes(pytester):
+    module = implementation_module(pytester, "broken_kl", BROKEN)
+    run = run_suite(pytester, f"{module}:hangs", "-k", "roles-kl-p-given-q-float64 or "
+                    "batchmean-2d-float64", "--kl-timeout=0.5")
+    assert run.result.ret == pytest.ExitCode.TESTS_FAILED
+    run.result.assert_outcomes(failed=2)
+    # roles-... times out in its own call (errored); batchmean-2d in its relation's 'sum' call.
+    assert "CallTimeout: no result after 0.5 s" in run.output
+    assert run.report["summary"]["errored"] == 1
+    assert run.report["summary"]["failed"] == 1
+
+
+CRASHING = """
+    import ctypes
+    import os
+    import torch.nn.functional as F
+
+    def exits(input, target, reduction="mean", log_target=False):
+        if reduction == "sum" and input.numel() == 12 and input.dtype.itemsize == 8:
+            os._exit(7)
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+    def segfaults(input, target, reduction="mean", log_target=False):
+        if reduction == "none" and input.numel() == 4 and input.dtype.itemsize == 4:
+            ctypes.string_at(0)
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+"""
+
+
+@pytest.mark.parametrize(("function", "how"), [("exits", "exit status 7"),
+                                               ("segfaults", "SIGSEGV")])
+def test_hard_crash_leaves_a_report_that_says_so(tmp_path, function, how):
+    (tmp_path / "crashing_kl.py").write_text(textwrap.dedent(CRASHING))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONFAULTHANDLER="")
+    completed = subprocess.run(
+        [sys.executable, "-m", "klconform.cli", "run", f"--impl=crashing_kl:{function}",
+         "--", "-k", "test_case and (roles or none-pointwise or none-terms)",
+         "-p", "no:faulthandler"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert completed.returncode == 1, completed.stdout[-2000:] + completed.stderr[-2000:]
+    assert f"crashed the test process ({how})" in completed.stderr
+    report = json.loads((tmp_path / "reports" / f"crashing_kl_{function}" /
+                         "report.json").read_text())
+    assert report["verdict"] == "fail"
+    assert report["crashes"] and report["crashes"][0]["nodeid"]
+    crashed = [f for f in report["failures"] if "crashed the test process" in f["summary"]]
+    assert crashed and crashed[0]["claims"]  # the crashed test is attributed to its claims
+    assert report["summary"]["passed"] >= 8  # the rest of the run went on after the crash
+    assert not (tmp_path / "reports" / f"crashing_kl_{function}" / "journal.jsonl").exists()
