@@ -96,8 +96,8 @@ def unsupported_reason(adapter, call: Call):
             return "a reduction argument"
         if call.reduction in REDUCTIONS and call.reduction not in caps.reductions:
             return f"reduction {call.reduction!r}"
-    if call.log_target and not caps.log_target:
-        return "log_target=True"
+    if call.log_target is not None and not caps.log_target:
+        return f"a log_target argument (log_target={call.log_target})"
     if call.legacy and not caps.legacy_args:
         return "legacy size_average/reduce arguments"
     return None

@@ -178,16 +178,17 @@ def _finite_differences(adapter, call, grad_input, grad_target, target_checked):
         observed_tt = (np.asarray(up_target) - np.asarray(down_target)) / 2.0
         observed_xt = (np.asarray(up_input) - np.asarray(down_input)) / 2.0
         mask = target_checked & (step_t != 0)
-        for label, observed, hessian in (("second order d2/dtarget2", observed_tt, hessian_tt),
-                                         ("second order d2/dinput dtarget", observed_xt,
-                                          hessian_xt)):
+        for label, observed, hessian, claim in (
+                ("second order d2/dtarget2", observed_tt, hessian_tt, "gradient-target"),
+                # computed from d/dinput, so a wrong input gradient shows up here too
+                ("second order d2/dinput dtarget", observed_xt, hessian_xt, "gradient-input")):
             with np.errstate(invalid="ignore"):  # inf * 0 at zero targets, masked out
                 want = np.where(mask, hessian * step_t, 0.0)
             got = np.where(mask, observed, 0.0)
             scale_of = np.abs(want) + STEP * np.abs(step_t) / np.maximum(np.abs(t), 1e-300)
             if np.any(np.abs(got - want) > FINITE_DIFFERENCE_TOLERANCE * (scale_of + 1e-12)
                       + 1e-12):
-                failures.append(("gradient-target",
+                failures.append((claim,
                                  f"{label}: finite differences of the gradients "
                                  f"{_summary(got)} vs analytic {_summary(want)}"))
     return failures
