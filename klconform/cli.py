@@ -25,6 +25,14 @@ def main(argv=None):
     run.add_argument("--device", default="cpu", help="device for adapters that have devices")
     run.add_argument("--profile", default="default", choices=("default", "thorough"))
     run.add_argument("--cases", default=None, help="directory of case files to use instead")
+    run.add_argument("--xfails", default=None,
+                     help="YAML manifest of known deviations (case or claim id -> reason)")
+    run.add_argument("--seed", type=int, default=None,
+                     help="seed for the property layer (thorough profile)")
+    run.add_argument("--max-examples", type=int, default=None,
+                     help="examples per property")
+    run.add_argument("--timeout", type=float, default=60.0,
+                     help="seconds one implementation call may take (0: no limit)")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER,
                      help="after --: extra pytest arguments (-k, -x, -n 2, ...)")
 
@@ -60,6 +68,13 @@ def run_suites(args):
         pytest_args.append("--kl-strict")
     if args.cases:
         pytest_args.append(f"--kl-cases={os.path.abspath(args.cases)}")
+    if args.xfails:
+        pytest_args.append(f"--kl-xfails={os.path.abspath(args.xfails)}")
+    if args.seed is not None:
+        pytest_args.append(f"--kl-seed={args.seed}")
+    if args.max_examples is not None:
+        pytest_args.append(f"--kl-max-examples={args.max_examples}")
+    pytest_args.append(f"--kl-timeout={args.timeout}")
     settings = {"profile": args.profile, "strict": args.strict, "device": args.device,
                 "cases_dir": os.path.abspath(args.cases) if args.cases else None}
     return run_isolated(pytest_args + extra, report_dir, args.impl, settings)

@@ -37,13 +37,25 @@ def pointwise(x, t, log_target=False):
         return t_log_t - t * x
 
 
-def _magnitudes(x, t, log_target):
+def terms_and_magnitudes(x, t, log_target=False):
+    """(L_i, m_i): the pointwise terms and the size of the pieces they cancel from.
+
+    One pass shares the logarithm and the products between the two; m_i is what the error
+    budget scales with (klconform.budget).
+    """
     with np.errstate(all="ignore"):
         if log_target:
-            return np.exp(t) * (np.abs(t) + np.abs(x))
-        t_log_t = np.abs(t * np.log(t))
+            p = np.exp(t)
+            difference = t - x
+            return p * difference, p * (np.abs(t) + np.abs(x))
+        t_log_t = t * np.log(t)
         t_log_t[t == 0] = 0.0
-        return t_log_t + np.abs(t * x)
+        t_x = t * x
+        terms = t_log_t - t_x
+        np.abs(t_log_t, out=t_log_t)
+        np.abs(t_x, out=t_x)
+        t_log_t += t_x
+        return terms, t_log_t
 
 
 def divisor_for(reduction, shape):
@@ -72,8 +84,7 @@ def expected(x, t, *, reduction="mean", log_target=False, dtype="float64") -> Ex
     for start in range(0, count, CHUNK):
         chunk_x = flat_x[start:start + CHUNK].astype(np.float64)
         chunk_t = flat_t[start:start + CHUNK].astype(np.float64)
-        chunk_terms = pointwise(chunk_x, chunk_t, log_target)
-        chunk_mags = _magnitudes(chunk_x, chunk_t, log_target)
+        chunk_terms, chunk_mags = terms_and_magnitudes(chunk_x, chunk_t, log_target)
         if reduction == "none":
             terms[start:start + CHUNK] = chunk_terms
             mags[start:start + CHUNK] = chunk_mags
