@@ -9,7 +9,8 @@ import numpy as np
 
 NON_FINITE = {"inf": np.inf, "+inf": np.inf, "-inf": -np.inf, "nan": np.nan}
 
-CONSTRUCTORS = ("log_of", "exp_of", "softmax_of", "log_softmax_of", "one_hot", "full")
+CONSTRUCTORS = ("log_of", "exp_of", "softmax_of", "log_softmax_of", "one_hot", "full",
+                "seeded_normal")
 
 
 class TensorSpecError(ValueError):
@@ -61,6 +62,13 @@ def _construct(description, path):
         if indices.size and (indices.min() < 0 or indices.max() >= classes):
             raise TensorSpecError(where, f"index out of range for {classes} classes")
         return np.eye(classes, dtype=np.float64)[indices]
+    if name == "seeded_normal":
+        # Large data without megabytes of YAML: numpy's PCG64 stream is specified and stable
+        # across numpy versions, so the values are reproducible wherever numpy runs.
+        spec = description["seeded_normal"]
+        generator = np.random.Generator(np.random.PCG64(spec["seed"]))
+        draws = generator.standard_normal(tuple(spec["shape"]))
+        return draws * spec.get("scale", 1.0) + spec.get("loc", 0.0)
     if name == "full":
         spec = description["full"]
         value = _explicit(spec["value"], f"{where}.value")
