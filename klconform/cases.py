@@ -5,6 +5,7 @@ naming the file, line, case id and field.
 """
 
 import copy
+import re
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -73,7 +74,8 @@ def case_files(directory):
     directory = Path(directory)
     if not directory.is_dir():
         raise SpecError(directory, "cases directory does not exist")
-    files = sorted(p for p in directory.rglob("*") if p.suffix in (".yaml", ".yml"))
+    files = sorted(p for p in directory.rglob("*")
+                   if p.suffix in (".yaml", ".yml") and not p.is_dir())
     if not files:
         raise SpecError(directory, "no case files (*.yaml) found")
     return files
@@ -84,7 +86,7 @@ def load_cases(cases_dir=None, spec=None, spec_dir=None) -> list:
     schema = load_schema("case.schema.json", spec_dir)
     cases, seen = [], {}
     for path in case_files(cases_dir or resources.cases_dir()):
-        for case in _load_file(path, schema, spec):
+        for case in _load_file_or_explain(path, schema, spec):
             if case.id in seen:
                 raise SpecError(path, f"duplicate case id (first defined in {seen[case.id]})",
                                 case_id=case.id, field="id", line=case.line)
@@ -93,7 +95,26 @@ def load_cases(cases_dir=None, spec=None, spec_dir=None) -> list:
     return cases
 
 
+def _load_file_or_explain(path, schema, spec):
+    """_load_file, with anything it did not foresee still reported as one line.
+
+    The checks below are meant to catch every malformed file; this is the backstop that keeps
+    the promise of one line (and no traceback) should a new kind of bad input slip past them.
+    """
+    try:
+        return list(_load_file(path, schema, spec))
+    except SpecError:
+        raise
+    except Exception as error:
+        raise SpecError(path, f"cannot load ({type(error).__name__}: "
+                              f"{' '.join(str(error).split())[:200]}); "
+                              "please report this as a klconform bug") from None
+
+
 def _load_file(path, schema, spec):
+    if not path.is_file():
+        # A FIFO or device named *.yaml would block or never end when read.
+        raise SpecError(path, "not a regular file")
     document = read_yaml(path)
     if not isinstance(document.data, dict):
         raise SpecError(path, "a case file is a mapping with a 'cases' list", line=1)
@@ -155,7 +176,7 @@ def _check_expectations(raw, arrays, reduction, fail):
         try:
             array = tensors.build(published["array"])
         except tensors.TensorSpecError as error:
-            fail(str(error), ["expect", "published", "array"])
+            fail(str(error), ["expect", "published", "array", *_split(error.path)])
         if reduction != "none":
             fail("a published array needs reduction 'none'", ["expect", "published", "array"])
         if array.shape != arrays["input"].shape:
@@ -167,7 +188,7 @@ def _check_expectations(raw, arrays, reduction, fail):
         try:
             logits = tensors.build(expect["cross_entropy"]["logits"])
         except tensors.TensorSpecError as error:
-            fail(str(error), ["expect", "cross_entropy", "logits"])
+            fail(str(error), ["expect", "cross_entropy", "logits", *_split(error.path)])
         if logits.shape != arrays["target"].shape:
             fail(f"logits shape {logits.shape} differs from target shape "
                  f"{arrays['target'].shape}", ["expect", "cross_entropy", "logits"])
@@ -178,7 +199,8 @@ def _check_expectations(raw, arrays, reduction, fail):
             try:
                 tensors.build(description)
             except tensors.TensorSpecError as error:
-                fail(str(error), ["expect", "relation", "other", "inputs", name])
+                fail(str(error),
+                     ["expect", "relation", "other", "inputs", name, *_split(error.path)])
     if expect.get("sign") and reduction == "none":
         fail("a sign expectation needs a reducing call", ["expect", "sign"])
     for dtype in raw.get("dtypes", DEFAULT_DTYPES):
@@ -208,7 +230,10 @@ def _field_in_case(data_path):
 
 
 def _split(path_text):
-    return [part for part in path_text.replace("[", ".[").split(".") if part]
+    """'log_of[1][0]' -> ['log_of', 1, 0]: a TensorSpecError path as data-path keys, list
+    indices as ints, so that line_of can follow them and dotted_path prints them as [n]."""
+    return [int(index) if index else name
+            for index, name in re.findall(r"\[(\d+)\]|([^.\[\]]+)", path_text)]
 
 
 def _short(message, limit=200):

@@ -26,6 +26,13 @@ class Problem:
     def __str__(self):
         return f"{self.where}: {self.message}"
 
+    @classmethod
+    def from_spec_error(cls, error):
+        # str(error) is "file[:line]: [case ...: field ...: ]message"; the split keeps the
+        # line number with the file, so the printed line is exactly the error's own.
+        where = error.file + (f":{error.line}" if error.line else "")
+        return cls(where, str(error)[len(where) + 2:])
+
 
 def check_spec(spec_dir=None, cases_dir=None):
     """(problems, counts). Loading errors stop at the first; coverage and numbers collect all."""
@@ -33,7 +40,7 @@ def check_spec(spec_dir=None, cases_dir=None):
         spec = load_spec(spec_dir)
         cases = load_cases(cases_dir, spec=spec, spec_dir=spec_dir)
     except SpecError as error:
-        return [Problem(error.file, str(error)[len(error.file) + 2:])], {}
+        return [Problem.from_spec_error(error)], {}
     problems = []
     covered = {claim for case in cases for claim in case.claims}
     covered |= generated_coverage(cases)

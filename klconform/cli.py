@@ -1,4 +1,5 @@
-"""The `klconform` command: `run` the bundled suites, `check-spec` the claims and cases."""
+"""The `klconform` command: `run` the bundled suites, `check-spec` the claims and cases,
+`case-from-example` a failing property example into YAML cases."""
 
 import argparse
 import os
@@ -40,10 +41,41 @@ def main(argv=None):
     check.add_argument("--spec-dir", default=None)
     check.add_argument("--cases", default=None)
 
+    found = commands.add_parser(
+        "case-from-example", help="turn a failing property example (JSON) into YAML cases")
+    found.add_argument("example", help="the example file a failing property wrote "
+                                       "(reports/<impl>/examples/*.json), or - for stdin")
+    found.add_argument("-o", "--output", default=None,
+                       help="write the case file here (default: print it); must not exist")
+
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_suites(args)
+    if args.command == "case-from-example":
+        return run_case_from_example(args)
     return run_check_spec(args)
+
+
+def run_case_from_example(args):
+    from klconform.case_writer import ExampleError, case_file_text, read_example
+
+    try:
+        with (sys.stdin if args.example == "-" else open(args.example, encoding="utf-8")) as f:
+            text = case_file_text(read_example(f.read()))
+    except (OSError, ExampleError) as error:
+        print(f"case-from-example: {error}", file=sys.stderr)
+        return 1
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "x", encoding="utf-8") as handle:
+            handle.write(text)
+    except OSError as error:
+        print(f"case-from-example: {error}", file=sys.stderr)
+        return 1
+    print(f"case-from-example: wrote {args.output}; run klconform check-spec")
+    return 0
 
 
 def run_suites(args):

@@ -18,10 +18,10 @@ from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
 from klconform.evaluate import (
     Guarded,
     Outcome,
-    _errored,
-    _summary,
     effective_reduction,
+    errored_outcome,
     make_call,
+    summarize,
     unsupported_reason,
 )
 from klconform.isolation import DEFAULT_TIMEOUT_S
@@ -104,7 +104,7 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     try:
         grad_input, grad_target = adapter.run_gradients(call)
     except Exception as error:
-        return _errored(outcome, error)
+        return errored_outcome(outcome, error)
     want_input, want_target, target_checked = analytic(call)
     budget_input, budget_target = _budgets(call)
     failures = []
@@ -117,9 +117,9 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
             failures += _finite_differences(adapter, call, grad_input, grad_target,
                                             target_checked)
         except Exception as error:
-            return _errored(outcome, error)
-    outcome.expected = f"d/dinput {_summary(want_input)}; d/dtarget {_summary(want_target)}"
-    outcome.actual = f"d/dinput {_summary(grad_input)}; d/dtarget {_summary(grad_target)}"
+            return errored_outcome(outcome, error)
+    outcome.expected = f"d/dinput {summarize(want_input)}; d/dtarget {summarize(want_target)}"
+    outcome.actual = f"d/dinput {summarize(grad_input)}; d/dtarget {summarize(grad_target)}"
     outcome.budget = float(np.max(budget_input))
     if failures:
         outcome.status = "failed"
@@ -190,7 +190,7 @@ def _finite_differences(adapter, call, grad_input, grad_target, target_checked):
                       + 1e-12):
                 failures.append((claim,
                                  f"{label}: finite differences of the gradients "
-                                 f"{_summary(got)} vs analytic {_summary(want)}"))
+                                 f"{summarize(got)} vs analytic {summarize(want)}"))
     return failures
 
 

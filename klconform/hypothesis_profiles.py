@@ -9,11 +9,19 @@ DEFAULT_EXAMPLES = 40
 THOROUGH_EXAMPLES = 400
 
 
+def describe(profile, seed=None, max_examples=None):
+    """The settings as the report records them (no hypothesis import needed)."""
+    examples = max_examples or (THOROUGH_EXAMPLES if profile == "thorough" else DEFAULT_EXAMPLES)
+    return {"hypothesis_profile": profile, "max_examples": examples,
+            "derandomize": profile != "thorough", "seed": seed}
+
+
 def configure(profile, seed=None, max_examples=None):
     """Register and load the profile; returns the settings to record in the report."""
     from hypothesis import HealthCheck, settings
 
-    examples = max_examples or (THOROUGH_EXAMPLES if profile == "thorough" else DEFAULT_EXAMPLES)
+    recorded = describe(profile, seed, max_examples)
+    examples = recorded["max_examples"]
     common = dict(max_examples=examples, deadline=None, print_blob=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                          HealthCheck.function_scoped_fixture])
@@ -24,5 +32,4 @@ def configure(profile, seed=None, max_examples=None):
         settings.register_profile("klconform-default", derandomize=True, database=None,
                                   **common)
     settings.load_profile(f"klconform-{profile}")
-    return {"hypothesis_profile": profile, "max_examples": examples,
-            "derandomize": profile != "thorough", "seed": seed}
+    return recorded

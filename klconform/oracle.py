@@ -95,7 +95,8 @@ def expected(x, t, *, reduction="mean", log_target=False, dtype="float64") -> Ex
     abs_term_sum = _fsum(abs_sums)
     if reduction == "none":
         terms = terms.reshape(x.shape)
-        tolerance = budget.element_budget(mags.reshape(x.shape), dtype)
+        # np.array: a 0-d input would otherwise give a numpy scalar, which is immutable.
+        tolerance = np.array(budget.element_budget(mags.reshape(x.shape), dtype))
         tolerance[~np.isfinite(terms)] = np.inf
         return Expected(terms, tolerance, reduction, 1, magnitude_sum, abs_term_sum)
     divisor = divisor_for(reduction, x.shape)
@@ -123,12 +124,25 @@ def cross_entropy_route(logits, t, *, reduction, dim=-1):
     """
     logits = np.asarray(logits, dtype=np.float64)
     t = np.asarray(t, dtype=np.float64)
-    top = np.max(logits, axis=dim, keepdims=True)
-    log_normaliser = top + np.log(np.sum(np.exp(logits - top), axis=dim, keepdims=True))
+    cross = t * log_softmax_deficit(logits, dim)
     with np.errstate(all="ignore"):
-        cross = t * (log_normaliser - logits)
         cross[t == 0] = 0.0
         negative_entropy = t * np.log(t)
         negative_entropy[t == 0] = 0.0
     total = math.fsum(cross.ravel()) + math.fsum(negative_entropy.ravel())
     return total / divisor_for(reduction, t.shape)
+
+
+def log_softmax_deficit(logits, dim=-1):
+    """-log_softmax(logits), accurate where one logit dominates.
+
+    Written as (top - z) + log1p(sum of the others' exp(z - top)): the largest logit is
+    never added in and subtracted again, which would cost u * |top| and, for a dominant
+    class, more than the whole float64 budget of a KL near 0.
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    top_index = np.argmax(logits, axis=dim, keepdims=True)
+    top = np.take_along_axis(logits, top_index, axis=dim)
+    others = np.exp(logits - top)
+    np.put_along_axis(others, top_index, 0.0, axis=dim)
+    return (top - logits) + np.log1p(np.sum(others, axis=dim, keepdims=True))

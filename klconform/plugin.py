@@ -77,6 +77,13 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     option = config.option
+    if option.kl_profile == "thorough" and option.kl_seed is None \
+            and not hasattr(config, "workerinput"):
+        # Chosen once, here: xdist hands the options to its workers, so every worker draws
+        # from the same seed and the report can name it for a replay.
+        import secrets
+
+        option.kl_seed = secrets.randbits(32)
     impl = option.impl
     report_dir = option.report_dir or os.path.join(
         str(config.invocation_params.dir), "reports", report_slug(impl))

@@ -193,6 +193,12 @@ def write_reports(config, state, exitstatus, crashes=(), invocation=None):
         attribute_records(state.records, load_cases(state.cases_dir, spec=spec))
     except Exception:
         spec = None
+    if not state.settings:
+        # xdist controller: the workers configured hypothesis, the options say how.
+        from klconform.hypothesis_profiles import describe
+
+        state.settings = describe(state.profile, getattr(state, "seed", None),
+                                  getattr(state, "max_examples", None))
     if state.adapter is None:
         # xdist controller, or a report written after a crash: load only for its metadata.
         try:

@@ -5,12 +5,19 @@ A description is either explicit data (a number or nested lists, with the string
 run in float64 here, never in the implementation under test.
 """
 
+import math
+
 import numpy as np
 
 NON_FINITE = {"inf": np.inf, "+inf": np.inf, "-inf": -np.inf, "nan": np.nan}
 
 CONSTRUCTORS = ("log_of", "exp_of", "softmax_of", "log_softmax_of", "one_hot", "full",
                 "seeded_normal")
+
+# Constructors turn a few bytes of YAML into arrays of any size; the largest real case has
+# about a million elements, so this ceiling (128 MiB of float64) stops a typo or a hostile
+# shape from exhausting memory while leaving ample room for larger vocabularies.
+MAX_ELEMENTS = 1 << 24
 
 
 class TensorSpecError(ValueError):
@@ -32,7 +39,11 @@ def _explicit(data, path):
         if isinstance(item, bool):
             raise TensorSpecError(where, f"booleans are not tensor values (got {item!r})")
         if isinstance(item, (int, float)):
-            return float(item)
+            try:
+                return float(item)
+            except OverflowError:
+                raise TensorSpecError(
+                    where, f"a {len(str(item))}-digit integer is too large for float64") from None
         if isinstance(item, str):
             if item.lower() in NON_FINITE:
                 return NON_FINITE[item.lower()]
@@ -44,9 +55,40 @@ def _explicit(data, path):
     converted = convert(data, path)
     try:
         return np.array(converted, dtype=np.float64)
-    except ValueError as error:
+    except ValueError:
+        _raise_at_ragged_row(converted, path)
+        raise
+
+
+def _raise_at_ragged_row(data, path):
+    """Names the first row whose shape differs from its first sibling's (numpy's own
+    message gives no position)."""
+
+    def shape_of(item, where):
+        if not isinstance(item, list):
+            return ()
+        shapes = [shape_of(child, f"{where}[{index}]") for index, child in enumerate(item)]
+        for index, shape in enumerate(shapes):
+            if shape != shapes[0]:
+                raise TensorSpecError(
+                    f"{where}[{index}]",
+                    f"ragged nested lists: this row has shape {shape} but the first row "
+                    f"beside it has shape {shapes[0]}")
+        return (len(item), *(shapes[0] if shapes else ()))
+
+    shape_of(data, path)
+
+
+def _checked_shape(shape, where):
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
         raise TensorSpecError(
-            path, f"ragged nested lists (rows of different lengths): {error}") from None
+            where, f"shape {list(shape)} has {count} elements; the limit is {MAX_ELEMENTS}")
+    return tuple(shape)
+
+
+def _scalar(value, where):
+    return float(_explicit(value, where))
 
 
 def _construct(description, path):
@@ -57,22 +99,28 @@ def _construct(description, path):
     where = f"{path}.{name}" if path else name
     if name == "one_hot":
         spec = description["one_hot"]
-        indices = np.asarray(spec["indices"], dtype=np.int64)
         classes = int(spec["classes"])
-        if indices.size and (indices.min() < 0 or indices.max() >= classes):
-            raise TensorSpecError(where, f"index out of range for {classes} classes")
+        # Checked on the Python ints, before numpy, which would overflow on a huge index.
+        for position, index in enumerate(spec["indices"]):
+            if not 0 <= index < classes:
+                raise TensorSpecError(f"{where}.indices[{position}]",
+                                      f"index {index} out of range for {classes} classes")
+        _checked_shape((len(spec["indices"]), classes), where)
+        indices = np.asarray(spec["indices"], dtype=np.int64)
         return np.eye(classes, dtype=np.float64)[indices]
     if name == "seeded_normal":
         # Large data without megabytes of YAML: numpy's PCG64 stream is specified and stable
         # across numpy versions, so the values are reproducible wherever numpy runs.
         spec = description["seeded_normal"]
+        shape = _checked_shape(spec["shape"], f"{where}.shape")
+        scale = _scalar(spec.get("scale", 1.0), f"{where}.scale")
+        loc = _scalar(spec.get("loc", 0.0), f"{where}.loc")
         generator = np.random.Generator(np.random.PCG64(spec["seed"]))
-        draws = generator.standard_normal(tuple(spec["shape"]))
-        return draws * spec.get("scale", 1.0) + spec.get("loc", 0.0)
+        return generator.standard_normal(shape) * scale + loc
     if name == "full":
         spec = description["full"]
-        value = _explicit(spec["value"], f"{where}.value")
-        return np.full(tuple(spec["shape"]), value, dtype=np.float64)
+        shape = _checked_shape(spec["shape"], f"{where}.shape")
+        return np.full(shape, _scalar(spec["value"], f"{where}.value"), dtype=np.float64)
     inner = build(description[name], where)
     if name == "log_of":
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -87,5 +135,6 @@ def _construct(description, path):
 
 
 def _log_softmax(logits, dim):
-    shifted = logits - np.max(logits, axis=dim, keepdims=True)
-    return shifted - np.log(np.sum(np.exp(shifted), axis=dim, keepdims=True))
+    from klconform.oracle import log_softmax_deficit
+
+    return -log_softmax_deficit(logits, dim)

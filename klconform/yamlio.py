@@ -17,6 +17,10 @@ MAX_DEPTH = 64
 
 
 class _StrictLoader(yaml.SafeLoader):
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
@@ -24,7 +28,7 @@ class _StrictLoader(yaml.SafeLoader):
                 problem="aliases (*name) are not allowed in klconform files",
                 problem_mark=event.start_mark,
             )
-        self._depth = getattr(self, "_depth", 0) + 1
+        self._depth += 1
         try:
             if self._depth > MAX_DEPTH:
                 raise yaml.MarkedYAMLError(
@@ -38,6 +42,13 @@ class _StrictLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            # A list or mapping as a key is legal YAML but never a case field, and it is
+            # unhashable: refuse it here rather than let the constructor raise TypeError.
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.MarkedYAMLError(
+                    problem="mapping keys must be plain names, not lists or mappings",
+                    problem_mark=key_node.start_mark,
+                )
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise yaml.MarkedYAMLError(
@@ -45,6 +56,21 @@ class _StrictLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+    def construct_yaml_int(self, node):
+        # Python refuses int() of more than 4300 digits with a ValueError, which PyYAML
+        # passes through unmarked; turn it into a YAML error that names the line.
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:
+            raise yaml.MarkedYAMLError(
+                problem=f"an integer of {len(node.value)} characters is too long to read",
+                problem_mark=node.start_mark,
+            ) from None
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
 
 
 class Document:
@@ -76,29 +102,53 @@ class Document:
 
 def read_yaml(path) -> Document:
     path = Path(path)
+    text = _read_text(path)
     try:
-        size = path.stat().st_size
-    except OSError as error:
-        raise SpecError(path, f"cannot read: {error.strerror}") from None
-    if size > MAX_FILE_BYTES:
-        raise SpecError(path, f"file is {size} bytes; the limit is {MAX_FILE_BYTES}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as error:
-        raise SpecError(path, f"not UTF-8 text ({error.reason} at byte {error.start})") from None
-    loader = _StrictLoader(text)
+        # The loader checks the characters of the whole text on construction (NUL and other
+        # control characters raise ReaderError there), so it is built inside the try.
+        loader = _StrictLoader(text)
+    except yaml.YAMLError as error:
+        raise _yaml_error(path, text, error) from None
     try:
         root = loader.get_single_node()
         data = loader.construct_document(root) if root is not None else None
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line = mark.line + 1 if mark else None
-        problem = " ".join(filter(None, [error.context, error.problem])).replace("\n", " ")
-        raise SpecError(path, f"YAML error: {problem}", line=line) from None
     except yaml.YAMLError as error:
-        raise SpecError(path, f"YAML error: {str(error).splitlines()[0]}") from None
+        raise _yaml_error(path, text, error) from None
     except RecursionError:
         raise SpecError(path, "YAML nesting too deep to load") from None
     finally:
         loader.dispose()
     return Document(path, data, root)
+
+
+def _read_text(path):
+    try:
+        # Read at most one byte past the limit: the size from stat() is 0 for a device or a
+        # pipe, so the limit is enforced on what is actually read.
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as error:
+        raise SpecError(path, f"cannot read: {error.strerror or error}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise SpecError(path, f"file is over the limit of {MAX_FILE_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise SpecError(path, f"not UTF-8 text ({error.reason} at byte {error.start})",
+                        line=raw.count(b"\n", 0, error.start) + 1) from None
+
+
+def _yaml_error(path, text, error):
+    """One SpecError line from any PyYAML error; their own str() spans several lines."""
+    if isinstance(error, yaml.MarkedYAMLError):
+        mark = error.problem_mark or error.context_mark
+        line = mark.line + 1 if mark else None
+        problem = ": ".join(filter(None, [error.context, error.problem]))
+    elif isinstance(error, yaml.reader.ReaderError):
+        line = text.count("\n", 0, error.position) + 1
+        # For text input PyYAML reports the character as its code point (an int).
+        code = error.character if isinstance(error.character, int) else ord(error.character[0])
+        problem = f"character U+{code:04X} is not allowed ({error.reason})"
+    else:
+        line, problem = None, str(error)
+    return SpecError(path, "YAML error: " + " ".join(problem.split()), line=line)

@@ -1,0 +1,518 @@
+"""The property layer: claims checked on examples Hypothesis draws, against --impl.
+
+A property is a plain function over a Probe (the adapter plus one drawn Example): it makes
+calls, compares every result with the float64 oracle exactly as a YAML case is compared
+(klconform.evaluate's helpers), then checks its own relation. run_property() searches for a
+falsifying example with Hypothesis and turns the outcome into the same Outcome a case
+gives, so it reaches the report, the failure text and pytest the same way.
+
+Relations between two calls on different rounded inputs (log_target, asymmetry) allow the
+budgets of both calls plus what the exact mathematics gives on those rounded inputs: the
+claim holds for exact distributions, and rounding the inputs to the dtype is not the
+implementation's error.
+"""
+
+import json
+import math
+import os
+import secrets
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from klconform import oracle, reproduce, strategies
+from klconform.adapters.base import Call
+from klconform.dtypes import round_to
+from klconform.evaluate import (
+    CheckFailures,
+    Guarded,
+    Outcome,
+    check_cross_entropy,
+    check_sign,
+    compare_with_oracle,
+    effective_reduction,
+    format_number,
+    make_call,
+    summarize,
+    unsupported_reason,
+)
+from klconform.isolation import DEFAULT_TIMEOUT_S
+from klconform.strategies import Options
+
+EXAMPLE_FORMAT = 1
+
+
+class ImplementationRaised(Exception):
+    """The implementation raised during a property's call: the property errors."""
+
+    def __init__(self, label, call, error):
+        super().__init__(f"the implementation raised {type(error).__name__} on the {label} "
+                         f"call: {str(error).strip().splitlines()[0][:300] if str(error) else ''}")
+        self.call = call
+
+
+class PropertyViolation(Exception):
+    """Raised inside the Hypothesis search; carries the Probe of the falsifying example."""
+
+    def __init__(self, probe):
+        super().__init__("; ".join(probe.failures.lines))
+        self.probe = probe
+
+
+class Probe:
+    """One example under test: makes calls, compares them, collects failures and cases."""
+
+    def __init__(self, adapter, example, device):
+        self.adapter = adapter
+        self.example = example
+        self.device = device
+        self.failures = CheckFailures()
+        self.error = None
+        self.calls = []           # (label, call) in the order made, for snippets
+        self.cases = []           # case descriptions that reproduce this example as YAML
+        self.first_failed = None  # (call, expected, value) of the first failing comparison
+
+    def call(self, input=None, target=None, reduction="same", log_target="same"):
+        example = self.example
+        arrays = (example.input if input is None else input,
+                  example.target if target is None else target)
+        arguments = {"reduction": example.reduction if reduction == "same" else reduction,
+                     "log_target": example.log_target if log_target == "same" else log_target}
+        return make_call(None, example.dtype, self.device, arrays, arguments)
+
+    def observe(self, call, label):
+        """Run `call` and compare it with the oracle; returns (value or None, Expected)."""
+        self.calls.append((label, call))
+        try:
+            observation = self.adapter.run(call)
+        except Exception as error:  # the implementation's failure is a result, not a crash
+            raise ImplementationRaised(label, call, error) from error
+        expected = expectation(call)
+        before = len(self.failures.lines)
+        if observation.dtype != call.dtype:
+            self.failures.add(f"result dtype of the {label} call: {observation.dtype} != input "
+                              f"dtype {call.dtype}")
+        value = None
+        if observation.shape != expected.value.shape:
+            self.failures.add(f"shape of the {label} call: {observation.shape} != expected "
+                              f"{expected.value.shape}")
+        else:
+            value = np.asarray(observation.value, dtype=np.float64)
+            compare_with_oracle(value, expected, self.failures, f"oracle ({label} call)")
+        if len(self.failures.lines) > before:
+            self.note_failure(call, expected, observation.value)
+        return value, expected
+
+    def note_failure(self, call, expected, value):
+        if self.first_failed is None:
+            self.first_failed = (call, expected, value)
+
+    def check(self, call, expected, value, expect):
+        """evaluate's own check for a case expectation (`sign` or `cross_entropy`)."""
+        before = len(self.failures.lines)
+        if "sign" in expect:
+            check_sign(expect, call, value, expected, self.failures)
+        if "cross_entropy" in expect:
+            check_cross_entropy(expect, call, value, expected, self.failures)
+        if len(self.failures.lines) > before:
+            self.note_failure(call, expected, value)
+
+    def equal(self, label, first, second, scale=1.0):
+        """|a - scale b| within both budgets plus the exact difference of the oracle values.
+
+        `first` and `second` are (value, oracle value, budget) triples of equal shapes.
+        """
+        value_a, exact_a, budget_a = (np.asarray(part, dtype=np.float64) for part in first)
+        value_b, exact_b, budget_b = (np.asarray(part, dtype=np.float64) for part in second)
+        allowed = budget_a + abs(scale) * budget_b + np.abs(exact_a - scale * exact_b)
+        difference = np.abs(value_a - scale * value_b)
+        outside = ~(difference <= allowed)
+        if np.any(outside):
+            index = tuple(int(i) for i in np.argwhere(outside)[0]) if outside.ndim else ()
+            where = f" at index {list(index)}" if index else ""
+            self.failures.add(
+                f"{label}{where}: {format_number(value_a[index])} vs "
+                f"{format_number(scale * value_b[index])}; |difference| "
+                f"{format_number(difference[index])} exceeds {format_number(allowed[index])} "
+                f"(both budgets plus the exact difference on these inputs)")
+
+    def case(self, call, expect, note):
+        """Record the call and expectation as a YAML case description (see case_writer)."""
+        arguments = {}
+        if call.reduction is not None:
+            arguments["reduction"] = call.reduction
+        if call.log_target is not None:
+            arguments["log_target"] = call.log_target
+        self.cases.append({"note": note, "input": call.input.tolist(),
+                           "target": call.target.tolist(), "call": arguments,
+                           "expect": {"oracle": True, **expect}})
+
+
+def expectation(call):
+    """The oracle's Expected for a call."""
+    return oracle.expected(call.input, call.target, reduction=effective_reduction(call),
+                           log_target=bool(call.log_target), dtype=call.dtype)
+
+
+def measured(value, expected):
+    """(value, oracle value, budget) of one call, for Probe.equal."""
+    return value, expected.value, expected.budget
+
+
+# --- the properties ---------------------------------------------------------------------
+
+
+def check_sum_equals_none_sum(probe, example):
+    total_call, pointwise_call = probe.call(reduction="sum"), probe.call(reduction="none")
+    total, total_expected = probe.observe(total_call, "'sum'")
+    pointwise, pointwise_expected = probe.observe(pointwise_call, "'none'")
+    probe.case(total_call, {}, "the 'sum' call")
+    probe.case(pointwise_call, {}, "the 'none' call")
+    if total is None or pointwise is None:
+        return
+    # Summing the 'none' terms in float64 adds nothing measurable; each term may be off by
+    # its own budget, so their sum by the sum of those budgets.
+    probe.equal("sum == none.sum()", measured(total, total_expected),
+                (math.fsum(pointwise.ravel()), math.fsum(pointwise_expected.value.ravel()),
+                 math.fsum(pointwise_expected.budget.ravel())))
+
+
+def _divided_sum(reduction, divisor_of):
+    def check(probe, example):
+        call, sum_call = probe.call(reduction=reduction), probe.call(reduction="sum")
+        value, expected = probe.observe(call, f"{reduction!r}")
+        total, total_expected = probe.observe(sum_call, "'sum'")
+        divisor = divisor_of(example.input.shape)
+        probe.case(call, {"relation": {"op": "equal", "other": {
+            "call": {"reduction": "sum"}, "scale": 1.0 / divisor}}},
+            f"{reduction!r} against 'sum' / {divisor}")
+        if value is not None and total is not None:
+            probe.equal(f"{reduction} == sum / {divisor}", measured(value, expected),
+                        measured(total, total_expected), 1.0 / divisor)
+
+    return check
+
+
+def check_log_target_equivalence(probe, example):
+    # The example's target is log P; the plain call gets P = exp(log P) rounded to the dtype.
+    log_call = probe.call(log_target=True)
+    plain_call = probe.call(target=np.exp(example.target), log_target=False)
+    in_log, in_log_expected = probe.observe(log_call, "log_target=True")
+    plain, plain_expected = probe.observe(plain_call, "log_target=False on exp(target)")
+    probe.case(log_call, {}, "log_target=True on log P")
+    probe.case(plain_call, {}, "log_target=False on P")
+    if in_log is None or plain is None:
+        return
+    probe.equal("log_target equivalence", measured(in_log, in_log_expected),
+                measured(plain, plain_expected))
+
+
+def check_normalized_nonnegative(probe, example):
+    # Each last-axis row is one distribution, and each one's KL must be >= -budget.
+    width = example.input.shape[-1] if example.input.ndim else 1
+    inputs = example.input.reshape(-1, width)
+    targets = example.target.reshape(-1, width)
+    for row, (input_row, target_row) in enumerate(zip(inputs, targets, strict=True)):
+        call = probe.call(input=input_row, target=target_row, reduction="sum")
+        value, expected = probe.observe(call, f"'sum' of row {row}")
+        if value is None:
+            continue
+        before = len(probe.failures.lines)
+        probe.check(call, expected, value, {"sign": "nonnegative"})
+        if len(probe.failures.lines) > before:
+            probe.case(call, {"sign": "nonnegative"}, f"row {row} of the example")
+            return
+
+
+def check_identical_zero(probe, example):
+    call = probe.call()
+    value, expected = probe.observe(call, "KL(P||P)")
+    probe.case(call, {"sign": "zero"}, "identical P and Q")
+    if value is not None:
+        probe.check(call, expected, value, {"sign": "zero"})
+
+
+def swapped(example):
+    """(input, target) of KL(Q||P) for an example holding log Q and P (both positive)."""
+    return np.log(example.target), np.exp(example.input)
+
+
+def clearly_asymmetric(example):
+    """Exact KL(P||Q) and KL(Q||P) differ by more than twice both budgets together.
+
+    Then an implementation within budget on both calls must give two different values,
+    and one that returns the same value for both is symmetric, not KL.
+    """
+    reduction = example.reduction or "mean"
+    first = oracle.expected(example.input, example.target, reduction=reduction,
+                            dtype=example.dtype)
+    swapped_input, swapped_target = (round_to(values, example.dtype)
+                                     for values in swapped(example))
+    second = oracle.expected(swapped_input, swapped_target, reduction=reduction,
+                             dtype=example.dtype)
+    margin = 2.0 * (float(first.budget) + float(second.budget))
+    return abs(float(first.value) - float(second.value)) > margin
+
+
+def check_asymmetric(probe, example):
+    swapped_input, swapped_target = swapped(example)
+    call = probe.call()
+    other = probe.call(input=swapped_input, target=swapped_target)
+    forward, forward_expected = probe.observe(call, "KL(P||Q)")
+    backward, backward_expected = probe.observe(other, "KL(Q||P)")
+    probe.case(call, {"relation": {"op": "differ", "other": {"inputs": {
+        "input": other.input.tolist(), "target": other.target.tolist()}}}},
+        "KL(P||Q) against KL(Q||P)")
+    if forward is None or backward is None:
+        return
+    allowed = float(forward_expected.budget) + float(backward_expected.budget)
+    if not abs(float(forward) - float(backward)) > allowed:
+        probe.failures.add(
+            f"asymmetry: KL(P||Q) = {format_number(forward)} and KL(Q||P) = "
+            f"{format_number(backward)} are equal within {format_number(allowed)}, but the exact "
+            f"values are {format_number(forward_expected.value)} and "
+            f"{format_number(backward_expected.value)}")
+        probe.note_failure(call, forward_expected, forward)
+
+
+def check_permutation(probe, example):
+    order = example.extra["permutation"]
+    shape = example.input.shape
+
+    def permuted(values):
+        return values.reshape(-1)[order].reshape(shape)
+
+    call = probe.call(reduction="sum")
+    other = probe.call(input=permuted(example.input), target=permuted(example.target),
+                       reduction="sum")
+    value, expected = probe.observe(call, "'sum'")
+    moved, moved_expected = probe.observe(other, "'sum' of the permuted arguments")
+    probe.case(call, {"relation": {"op": "equal", "other": {"inputs": {
+        "input": other.input.tolist(), "target": other.target.tolist()}}}},
+        "'sum' against the same permutation of both arguments")
+    if value is not None and moved is not None:
+        probe.equal("sum unchanged by permuting both arguments", measured(value, expected),
+                    measured(moved, moved_expected))
+
+
+def check_oracle_only(label):
+    """Properties whose statement the shared checks (dtype, shape, oracle) already make."""
+
+    def check(probe, example):
+        call = probe.call()
+        probe.observe(call, label)
+        probe.case(call, {}, label)
+
+    return check
+
+
+def check_one_hot_cross_entropy(probe, example):
+    call = probe.call()
+    value, expected = probe.observe(call, "'batchmean'")
+    expect = {"cross_entropy": {"logits": example.extra["logits"].tolist()}}
+    probe.case(call, expect, "one-hot target against cross-entropy of the logits")
+    if value is not None:
+        probe.check(call, expected, value, expect)
+
+
+# --- the catalogue ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Property:
+    id: str
+    claims: tuple
+    statement: str
+    check: object                       # function(probe, example)
+    options: Options = Options()
+    needs: tuple = ()                   # further reductions the check calls
+    needs_log_target: tuple = ()        # further log_target values the check passes
+    special: str = ""                   # a strategy other than strategies.examples
+
+    def unsupported(self, adapter, dtype, device):
+        """Why the adapter cannot run this property at `dtype`, or None."""
+        empty = np.zeros(1)
+
+        def reason(reduction, log_target):
+            return unsupported_reason(adapter, Call(empty, empty, dtype=dtype, device=device,
+                                                    reduction=reduction, log_target=log_target))
+
+        reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
+                                                               device)
+        if not reductions or not log_targets:
+            # The first option's reason names the dtype or device when those are missing.
+            return reason(self.options.reductions[0], self.options.log_targets[0]) or (
+                f"any of the reductions {self.options.reductions} with log_target in "
+                f"{self.options.log_targets}")
+        needed = [(reduction, None) for reduction in self.needs] + [
+            (reductions[0], log_target) for log_target in self.needs_log_target]
+        return next(filter(None, (reason(*pair) for pair in needed)), None)
+
+    def strategy(self, adapter, dtype, device):
+        if self.special == "one-hot":
+            return strategies.one_hot_examples(dtype)
+        reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
+                                                               device)
+        drawn = strategies.examples(dtype, reductions, log_targets, self.options)
+        if self.special == "asymmetric":
+            return drawn.filter(clearly_asymmetric)
+        if self.special == "permutation":
+            return drawn.flatmap(lambda example: strategies.permutations_of(
+                example.input.size).map(lambda order: replace(
+                    example, extra={"permutation": order})))
+        return drawn
+
+
+REDUCING = (None, "sum", "mean", "batchmean")
+
+PROPERTIES = (
+    Property("sum-equals-none-sum", ("reduction-sum", "none-pointwise"),
+             "'sum' equals the sum of the 'none' terms of the same arguments.",
+             check_sum_equals_none_sum, Options(reductions=("sum",)), needs=("none",)),
+    Property("mean-equals-sum-over-numel", ("reduction-mean",),
+             "'mean' equals 'sum' divided by the number of elements.",
+             _divided_sum("mean", math.prod), Options(reductions=("mean",)), needs=("sum",)),
+    Property("batchmean-equals-sum-over-size0", ("reduction-batchmean",),
+             "'batchmean' equals 'sum' divided by input.size(0).",
+             _divided_sum("batchmean", lambda shape: shape[0]),
+             # 0-d 'batchmean' is implementation-defined (impl-0d-batchmean).
+             Options(reductions=("batchmean",), min_dims=1), needs=("sum",)),
+    Property("log-target-equivalence", ("log-target",),
+             "log_target=True on log P equals the plain call on P = exp(log P).",
+             check_log_target_equivalence, Options(log_targets=(True,)),
+             needs_log_target=(False,)),
+    Property("normalized-nonnegative", ("normalized-nonnegative",),
+             "For normalized P and Q, each distribution's 'sum' is >= -budget.",
+             check_normalized_nonnegative,
+             # Up to 4 distributions per example: each one is its own call.
+             Options(reductions=("sum",), max_dims=2)),
+    Property("identical-is-zero", ("identical-zero",),
+             "KL(P||P) is 0 within the budget (plus the one rounding that makes log P).",
+             check_identical_zero, Options(reductions=REDUCING, identical=True)),
+    Property("asymmetric", ("roles-asymmetric",),
+             "Where exact KL(P||Q) and KL(Q||P) clearly differ, so do the results.",
+             check_asymmetric,
+             Options(reductions=REDUCING, log_targets=(None, False), min_dims=1, min_last=2,
+                     positive=True),
+             special="asymmetric"),
+    Property("permutation-invariant-sum", ("elementwise", "reduction-sum"),
+             "The same permutation of both arguments leaves 'sum' unchanged.",
+             check_permutation, Options(reductions=("sum",)), special="permutation"),
+    Property("none-keeps-shape", ("none-pointwise",),
+             "'none' returns the pointwise terms with the input's shape (0-d and size 1 too).",
+             check_oracle_only("'none'"), Options(reductions=("none",))),
+    Property("result-dtype", ("result-dtype",),
+             "The result has the input's dtype, whatever the reduction and log_target.",
+             check_oracle_only("drawn")),
+    Property("one-hot-cross-entropy", ("cross-entropy-one-hot",),
+             "With a one-hot target, 'batchmean' is the batch mean of CE(logits).",
+             check_one_hot_cross_entropy, Options(reductions=("batchmean",)),
+             special="one-hot"),
+)
+
+BY_ID = {prop.id: prop for prop in PROPERTIES}
+
+
+# --- running a property -------------------------------------------------------------------
+
+
+def session_seed(state):
+    """The seed of this run's random examples, chosen once and recorded for replay.
+
+    Without --kl-seed, the thorough profile picks one here (the default profile is
+    derandomized and needs none).
+    """
+    if state.seed is None and state.profile == "thorough":
+        state.seed = secrets.randbits(32)
+    if state.settings is not None:
+        state.settings["seed"] = state.seed
+    return state.seed
+
+
+def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, seed=None,
+                 example_dir=None, replay_hint="") -> Outcome:
+    """Search for an example falsifying `prop` at `dtype`; the Outcome of the search."""
+    from hypothesis import given, settings
+    from hypothesis import seed as use_seed
+    from hypothesis.errors import HypothesisException
+
+    outcome = Outcome("passed", f"property:{prop.id}", dtype, prop.claims, "must")
+    reason = prop.unsupported(adapter, dtype, device)
+    if reason:
+        outcome.status = "unsupported"
+        outcome.message = f"{adapter.name} does not support {reason}"
+        return outcome
+    guarded = Guarded(adapter, timeout)
+
+    def search(example):
+        probe = Probe(guarded, example, device)
+        try:
+            prop.check(probe, example)
+        except ImplementationRaised as error:
+            probe.error = error
+            probe.failures.add(str(error))
+            probe.first_failed = probe.first_failed or (error.call, None, None)
+        if probe.failures:
+            raise PropertyViolation(probe)
+
+    # Each property and dtype gets its own stream; without a seed it is fixed (the default
+    # profile's derandomized examples), with one it is replayable from that seed.
+    stream = f"{'derandomized' if seed is None else seed}:{prop.id}:{dtype}"
+    test = use_seed(stream)(settings(report_multiple_bugs=False)(given(
+        prop.strategy(adapter, dtype, device))(search)))
+    try:
+        test()
+    except PropertyViolation as violation:
+        _describe_failure(outcome, prop, violation.probe, adapter, example_dir, replay_hint)
+    except HypothesisException as error:  # flaky implementation, nothing drawable, ...
+        outcome.status = "errored"
+        outcome.checks = [f"hypothesis: {type(error).__name__}: "
+                          f"{str(error).strip().splitlines()[0][:300]}"]
+    return outcome
+
+
+def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint):
+    outcome.status = "errored" if probe.error else "failed"
+    outcome.checks = list(probe.failures.lines)
+    outcome.diagnosis = f"shrunk example: {probe.example!r}" + (
+        f"; replay: {replay_hint}" if replay_hint else "")
+    call, expected, value = probe.first_failed or (probe.calls[0][1], None, None)
+    if expected is not None:
+        outcome.expected = summarize(expected.value)
+        outcome.budget = float(np.max(expected.budget)) if expected.budget.size else 0.0
+    if value is not None:
+        outcome.actual = summarize(value)
+    elif probe.error:
+        outcome.actual = str(probe.error)
+    labels = {id(made): label for label, made in probe.calls}
+    shown = [call]
+    if len(probe.calls) == 2:  # a relation between two calls: show the other one too
+        shown += [made for _, made in probe.calls if made is not call]
+    parts = [f"# the {labels.get(id(each), 'failing')} call\n" + reproduce.snippet(adapter, each)
+             for each in shown]
+    example = example_record(prop, probe)
+    path = write_example(example, example_dir, f"{prop.id}-{probe.example.dtype}")
+    if path:
+        parts.append(f"# as a YAML case: klconform case-from-example {path} -o cases/found.yaml\n")
+    else:
+        parts.append("# as a YAML case: save this JSON and run klconform case-from-example FILE\n"
+                     f"# {json.dumps(example)}\n")
+    outcome.snippet = "".join(parts)
+
+
+def example_record(prop, probe):
+    """The failing example as JSON data: what klconform.case_writer turns into a case."""
+    return {"klconform_example": EXAMPLE_FORMAT, "property": prop.id, "claims": list(prop.claims),
+            "statement": prop.statement, "dtype": probe.example.dtype,
+            "example": repr(probe.example), "failures": list(probe.failures.lines),
+            "cases": probe.cases}
+
+
+def write_example(example, directory, name):
+    if not directory:
+        return None
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{name}.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(example, handle)
+    return path

@@ -1,0 +1,203 @@
+"""Hypothesis strategies for the property layer: shapes, distributions, calls.
+
+Values are made in float64 with numpy from a drawn generator seed and then rounded to the
+dtype under test with klconform.dtypes.round_to, so the oracle and the implementation see
+exactly the same numbers. Hypothesis draws the structure (shape, kind of distribution,
+scale, reduction, log_target, generator seed) and shrinks it; drawing every element through
+Hypothesis would make large last dimensions slow without finding more.
+
+Distributions live on the last axis: every last-axis row is one distribution.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from hypothesis import strategies as st
+
+from klconform.dtypes import SMALLEST_NORMAL, round_to
+
+# Kinds of target distribution P. 'zeros' has exact zeros, so log P is -inf there: it is
+# only ever a plain (log_target=False) target, never an input or a log-target.
+TARGET_KINDS = ("softmax", "zeros", "near-one-hot", "peaked")
+POSITIVE_KINDS = ("softmax", "near-one-hot", "peaked")
+
+MAX_ELEMENTS = 4096        # keeps one example (and its reproducing snippet) small
+LARGE_LAST_DIM = (100, 1024)  # vocabulary-like rows, where summation order matters
+
+
+@dataclass(frozen=True)
+class Example:
+    """One drawn call: arrays already exact in `dtype` (float64 numpy)."""
+
+    dtype: str
+    input: np.ndarray
+    target: np.ndarray
+    reduction: str | None = None      # None: the argument is left out (default 'mean')
+    log_target: bool | None = None    # None: the argument is left out
+    kind: str = ""                    # how P and Q were made, for people reading a failure
+    extra: dict = field(default_factory=dict)  # per-property data (logits, permutation)
+
+    def __repr__(self):
+        # Hypothesis prints the shrunk example with repr: a summary, the values are in the
+        # reproducing snippet and the JSON example file.
+        return (f"Example(dtype={self.dtype!r}, shape={self.input.shape}, kind={self.kind!r}, "
+                f"reduction={self.reduction!r}, log_target={self.log_target!r})")
+
+
+@st.composite
+def shapes(draw, min_dims=0, max_dims=4, min_last=1):
+    """0-d to 4-d shapes: small leading dims (size 1 included), small or large last dim."""
+    ndim = draw(st.integers(min_dims, max_dims))
+    if ndim == 0:
+        return ()
+    leading = draw(st.lists(st.integers(1, 4), min_size=ndim - 1, max_size=ndim - 1))
+    last = draw(st.one_of(st.integers(max(min_last, 1), 8),
+                          st.integers(*LARGE_LAST_DIM)))
+    rows = math.prod(leading)
+    last = max(min_last, min(last, MAX_ELEMENTS // rows))
+    return (*leading, last)
+
+
+def _as_rows(shape):
+    """A 0-d value is a one-element distribution: work on (rows, last) and reshape back."""
+    return (1, 1) if shape == () else (math.prod(shape[:-1]), shape[-1])
+
+
+def log_distribution(kind, shape, rng, scale, floor=0.0):
+    """log P in float64 along the last axis, for a drawn kind; -inf marks exact zeros.
+
+    `floor` lifts every probability to at least that value (then renormalises): properties
+    that take log P after rounding need P to stay a positive normal number in the dtype.
+    """
+    rows, width = _as_rows(shape)
+    if kind == "near-one-hot":
+        # 1 - eps on one class, eps spread over the others: eps from 1e-8 to 1e-2.
+        eps = 10.0 ** rng.uniform(-8, -2, size=(rows, 1))
+        hot = rng.integers(0, width, size=rows)
+        share = eps / max(width - 1, 1)
+        probabilities = np.broadcast_to(share, (rows, width)).copy()
+        probabilities[np.arange(rows), hot] = 1.0 - eps[:, 0] if width > 1 else 1.0
+    else:
+        spread = {"softmax": scale, "zeros": scale, "peaked": 40.0 * scale}[kind]
+        probabilities = np.exp(log_softmax_rows(spread * rng.standard_normal((rows, width))))
+        if kind == "zeros":
+            # Zero a random subset of each row, keeping its largest entry.
+            dropped = rng.random((rows, width)) < 0.5
+            dropped[np.arange(rows), probabilities.argmax(axis=1)] = False
+            probabilities[dropped] = 0.0
+            probabilities /= probabilities.sum(axis=1, keepdims=True)
+    if floor:
+        probabilities = np.maximum(probabilities, floor)
+        probabilities /= probabilities.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        return np.log(probabilities).reshape(shape)
+
+
+def log_softmax_rows(logits):
+    """log softmax along axis 1, accurate where one logit dominates.
+
+    With the row maximum subtracted, that entry contributes exactly 1 to the normaliser;
+    log1p of the rest keeps the relative accuracy that log(1 + small) loses. Confident
+    predictions have KL values of that small size, and float64 budgets are relative to it.
+    """
+    rows = np.arange(logits.shape[0])
+    top = logits.argmax(axis=1)
+    shifted = logits - logits[rows, top][:, None]
+    others = np.exp(shifted)
+    others[rows, top] = 0.0
+    return shifted - np.log1p(others.sum(axis=1, keepdims=True))
+
+
+def positive_floor(dtype, width):
+    """Smallest probability kept by properties that need log P finite after rounding.
+
+    Twice the dtype's smallest normal number: rounding then has its relative error bound,
+    and log of it is finite. Lifting k entries to the floor must leave P a distribution,
+    hence the cap at 1/(2k).
+    """
+    return min(2.0 * SMALLEST_NORMAL[dtype], 0.5 / max(width, 1))
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a property lets the strategy draw."""
+
+    reductions: tuple = (None, "none", "sum", "mean", "batchmean")
+    log_targets: tuple = (None, False, True)
+    target_kinds: tuple = TARGET_KINDS
+    identical: bool = False           # Q = P (KL(P||P))
+    min_dims: int = 0
+    max_dims: int = 4
+    min_last: int = 1
+    positive: bool = False            # every probability positive in the dtype
+
+
+def reduction_choices(adapter, options, dtype, device):
+    """The drawn reductions / log_target values the adapter supports (never draw others)."""
+    from klconform.adapters.base import Call
+    from klconform.evaluate import unsupported_reason
+
+    empty = np.zeros(1)
+
+    def supported(reduction, log_target):
+        call = Call(empty, empty, dtype=dtype, reduction=reduction, log_target=log_target,
+                    device=device)
+        return unsupported_reason(adapter, call) is None
+
+    reductions = tuple(r for r in options.reductions if supported(r, None))
+    log_targets = tuple(v for v in options.log_targets
+                        if reductions and supported(reductions[0], v))
+    return reductions, log_targets
+
+
+@st.composite
+def examples(draw, dtype, reductions, log_targets, options=Options()):
+    """An Example at `dtype`: P (target) and Q (input, log space) on drawn shapes."""
+    shape = draw(shapes(options.min_dims, options.max_dims, options.min_last))
+    reduction = draw(st.sampled_from(reductions))
+    log_target = draw(st.sampled_from(log_targets))
+    in_log_space = bool(log_target)
+    positive = options.positive or in_log_space or options.identical
+    target_kinds = [k for k in options.target_kinds if not positive or k in POSITIVE_KINDS]
+    target_kind = draw(st.sampled_from(target_kinds))
+    input_kind = target_kind if options.identical else draw(st.sampled_from(POSITIVE_KINDS))
+    scale = draw(st.sampled_from((1.0, 0.1, 4.0, 1e-6)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    width = _as_rows(shape)[1]
+    floor = positive_floor(dtype, width) if positive else 0.0
+
+    log_p = log_distribution(target_kind, shape, rng, scale, floor)
+    target = round_to(log_p if in_log_space else np.exp(log_p), dtype)
+    if options.identical:
+        # Q = P as exactly as the dtype allows: the same array in log space, or the log of
+        # the rounded P (both sides then describe one distribution up to one rounding).
+        input_values = target.copy() if in_log_space else round_to(np.log(target), dtype)
+    else:
+        # Q always has log Q finite: an input of -inf is implementation-defined territory.
+        input_values = round_to(log_distribution(input_kind, shape, rng, scale,
+                                                 positive_floor(dtype, width)), dtype)
+    kind = f"P {target_kind}, Q {'= P' if options.identical else input_kind}, scale {scale:g}"
+    return Example(dtype, input_values, target, reduction, log_target, kind)
+
+
+@st.composite
+def one_hot_examples(draw, dtype):
+    """log_softmax(logits) as input and a one-hot target, with the logits kept."""
+    shape = draw(shapes(min_dims=2))
+    scale = draw(st.sampled_from((1.0, 0.1, 4.0, 30.0)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rows, width = _as_rows(shape)
+    logits = scale * rng.standard_normal((rows, width))
+    log_q = log_softmax_rows(logits)
+    target = np.eye(width)[rng.integers(0, width, size=rows)]
+    return Example(dtype, round_to(log_q.reshape(shape), dtype), target.reshape(shape),
+                   "batchmean", None, f"one-hot target, logits scale {scale:g}",
+                   {"logits": logits.reshape(shape)})
+
+
+def permutations_of(size):
+    """A permutation of range(size), drawn through a generator seed (shrinks to a rotation)."""
+    return st.integers(0, 2**32 - 1).map(
+        lambda seed: np.random.default_rng(seed).permutation(size) if seed else
+        np.roll(np.arange(size), 1))

@@ -1,0 +1,174 @@
+"""Tests of the property layer: determinism, failures that reach the report, case writing."""
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from klconform import case_writer, properties, resources
+from klconform.adapters.numpy_adapter import NumpyAdapter
+from klconform.cases import load_cases
+from klconform.checkspec import check_spec
+from klconform.hypothesis_profiles import configure
+
+SUITE = str(resources.suites_dir() / "test_properties.py")
+
+# Prints a digest of every call the default profile makes for one property, so that two
+# processes (different hash seeds) can be compared.
+DIGEST_SCRIPT = textwrap.dedent("""
+    import hashlib
+    from klconform.adapters.numpy_adapter import NumpyAdapter
+    from klconform.hypothesis_profiles import configure
+    from klconform.properties import BY_ID, run_property
+
+    class Recording(NumpyAdapter):
+        digest = hashlib.sha256()
+
+        def compute(self, call):
+            for part in (call.input.tobytes(), call.target.tobytes(), str(call.input.shape),
+                         repr((call.reduction, call.log_target))):
+                self.digest.update(part.encode() if isinstance(part, str) else part)
+            return super().compute(call)
+
+    configure("default")
+    adapter = Recording()
+    for dtype in ("float16", "float64"):
+        assert run_property(BY_ID["sum-equals-none-sum"], adapter, dtype).status == "passed"
+    print(adapter.digest.hexdigest())
+""")
+
+# A plain callable with the torch convention whose 'batchmean' divides by numel.
+WRONG_IMPLEMENTATION = textwrap.dedent("""
+    import torch
+
+    def kl_div(input, target, reduction="mean", log_target=False):
+        if reduction == "batchmean":
+            return torch.nn.functional.kl_div(input, target, reduction="mean",
+                                              log_target=log_target)
+        return torch.nn.functional.kl_div(input, target, reduction=reduction,
+                                          log_target=log_target)
+""")
+
+
+def test_default_profile_draws_identical_examples_in_every_process():
+    digests = {subprocess.run([sys.executable, "-c", DIGEST_SCRIPT], capture_output=True,
+                              text=True, check=True).stdout.strip() for _ in range(2)}
+    assert len(digests) == 1
+
+
+def test_unsupported_dtype_is_reported_unsupported_not_failed():
+    configure("default")
+    outcome = properties.run_property(properties.BY_ID["result-dtype"], NumpyAdapter(),
+                                      "bfloat16")
+    assert outcome.status == "unsupported"
+    assert "bfloat16" in outcome.message
+
+
+def test_thorough_run_without_seed_picks_and_records_one():
+    state = SimpleNamespace(seed=None, profile="thorough", settings={"seed": None})
+    seed = properties.session_seed(state)
+    assert isinstance(seed, int) and state.seed == seed and state.settings["seed"] == seed
+    default = SimpleNamespace(seed=None, profile="default", settings={})
+    assert properties.session_seed(default) is None and default.settings == {"seed": None}
+
+
+@pytest.fixture(scope="module")
+def wrong_run(tmp_path_factory):
+    """The property suite against a wrong 'batchmean', once: (result, report dir, env)."""
+    pytest.importorskip("torch")
+    work = tmp_path_factory.mktemp("wrong")
+    (work / "wrongkl.py").write_text(WRONG_IMPLEMENTATION)
+    env = {**_environment(), "PYTHONPATH": str(work)}
+    report_dir = work / "report"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", SUITE, "-p", "no:cacheprovider", "-q",
+         "--impl", "wrongkl:kl_div", "--report-dir", str(report_dir),
+         "-k", "batchmean and float32"],
+        capture_output=True, text=True, cwd=work, env=env)
+    return result, report_dir, env
+
+
+def _environment():
+    import os
+
+    return dict(os.environ)
+
+
+def test_wrong_implementation_fails_with_snippet_and_report_entry(wrong_run):
+    result, report_dir, _ = wrong_run
+    assert result.returncode == 1, result.stdout + result.stderr
+    output = result.stdout
+    assert "klconform case property:batchmean-equals-sum-over-size0 [float32] FAILED" in output
+    assert "shrunk example: Example(dtype='float32'" in output
+    assert "from wrongkl import kl_div" in output
+    assert "print(kl_div(input, target, reduction='batchmean'))" in output
+    assert "klconform case-from-example" in output
+    report = json.loads((report_dir / "report.json").read_text())
+    failures = [f for f in report["failures"]
+                if f["case"] == "property:batchmean-equals-sum-over-size0"]
+    assert failures and failures[0]["snippet"] and failures[0]["level"] == "must"
+    assert report["run"]["settings"]["max_examples"] == 40
+
+
+def test_failing_example_becomes_a_case_that_check_spec_accepts_and_that_fails(wrong_run,
+                                                                                tmp_path):
+    _, report_dir, env = wrong_run
+    example_file = report_dir / "examples" / "batchmean-equals-sum-over-size0-float32.json"
+    cases_dir = tmp_path / "cases"
+    shutil.copytree(resources.cases_dir(), cases_dir)
+    found = cases_dir / "found.yaml"
+    subprocess.run([sys.executable, "-m", "klconform.cli", "case-from-example",
+                    str(example_file), "-o", str(found)], check=True, env=env)
+
+    loaded = [case for case in load_cases(cases_dir) if case.file == found]
+    assert loaded and all(case.claims == ("reduction-batchmean",) for case in loaded)
+    problems, _ = check_spec(cases_dir=cases_dir)
+    assert problems == []
+
+    rerun = subprocess.run(
+        [sys.executable, "-m", "pytest", str(resources.suites_dir() / "test_cases.py"),
+         "-p", "no:cacheprovider", "-q", "--impl", "wrongkl:kl_div", "--kl-cases",
+         str(cases_dir), "--report-dir", str(tmp_path / "report"), "-k", "found-"],
+        capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert rerun.returncode == 1 and " failed" in rerun.stdout, rerun.stdout
+
+
+def test_case_writer_is_deterministic_and_rejects_other_json():
+    body = {"note": "the 'sum' call", "input": [[-0.5, -1.0]], "target": [[0.6, 0.4]],
+            "call": {"reduction": "sum"}, "expect": {"oracle": True}}
+    example = {"klconform_example": 1, "property": "sum-equals-none-sum",
+               "claims": ["reduction-sum"], "dtype": "float64", "cases": [body]}
+    first = case_writer.case_file_text(example)
+    assert first == case_writer.case_file_text(json.loads(json.dumps(example)))
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:10]
+    assert f"id: found-sum-equals-none-sum-float64-{digest}" in first
+    with pytest.raises(case_writer.ExampleError):
+        case_writer.read_example('{"cases": []}')
+
+
+def test_strategy_values_are_exact_in_the_dtype():
+    from hypothesis import given, settings
+
+    from klconform.dtypes import round_to
+    from klconform.strategies import Options, examples
+
+    @settings(max_examples=30, derandomize=True, database=None, deadline=None)
+    @given(examples("bfloat16", ("sum",), (None, True), Options()))
+    def exact(example):
+        for values in (example.input, example.target):
+            assert np.array_equal(values, round_to(values, "bfloat16"))
+            assert np.all(np.isfinite(values))
+
+    exact()
+
+
+def test_examples_directory_is_under_the_report_dir(wrong_run):
+    _, report_dir, _ = wrong_run
+    assert Path(report_dir / "examples").is_dir()
