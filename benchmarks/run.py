@@ -41,9 +41,9 @@ def klconform_run(extra, report_dir):
 
 def table(title, header, rows):
     print(f"\n{title}")
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     for row in (header, ["-" * w for w in widths], *rows):
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
 def run_times(repeats):

@@ -55,7 +55,9 @@ def check_spec(spec_dir=None, cases_dir=None):
         published_count += 1
         problem = _check_published(case, published)
         if problem:
-            problems.append(Problem(f"{case.file}:{case.line}: case {case.id!r}", problem))
+            stated_field = "value" if "value" in published else "array"
+            problems.append(Problem(f"{case.file}:{case.line}: case {case.id!r}: "
+                                    f"field 'expect.published.{stated_field}'", problem))
     counts = {"claims": len(spec.claims), "cases": len(cases), "published": published_count,
               "files": len({case.file for case in cases})}
     return problems, counts

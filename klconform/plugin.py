@@ -123,10 +123,13 @@ def pytest_generate_tests(metafunc):
     names = metafunc.fixturenames
     if "kl_case" not in names and "kl_gradient_case" not in names:
         return
+    problem = None
     try:
         cases = loaded_cases(metafunc.config)
     except KLConformError as error:
-        pytest.fail(str(error), pytrace=False)
+        problem = str(error)
+    if problem:  # outside the except: pytest would print the chained exception twice
+        pytest.fail(problem, pytrace=False)
     session = kl_session(metafunc.config)
     argument = "kl_case"
     if "kl_gradient_case" in names:

@@ -1,0 +1,305 @@
+"""Deliberately wrong, and deliberately different but correct, KL-divergence implementations.
+
+Every entry is a plain callable with torch's convention, `(input, target, reduction='mean',
+log_target=False)` on torch tensors, so the suites can run it as
+`--impl tests.mutants:NAME`. A wrong one (a mutant) reproduces one mistake seen in real
+code and names the claims of spec/claims.yaml it breaks: the suite must fail a must-level
+case on each of those claims. A correct one computes the same function another way (order
+of summation, precision, strictness) and must pass.
+
+Each mutant changes one thing against torch.nn.functional.kl_div, so the failure it
+causes can only come from that one thing.
+"""
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+REDUCTIONS = ("none", "sum", "mean", "batchmean")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    function: Callable
+    breaks: tuple          # claim ids the suite must report failing; empty for a correct one
+    note: str
+
+    @property
+    def impl(self):
+        return f"{__name__}:{self.name}"
+
+
+WRONG: dict[str, Mutant] = {}
+CORRECT: dict[str, Mutant] = {}
+
+
+def wrong(*claims, note):
+    def register(function):
+        WRONG[function.__name__] = Mutant(function.__name__, function, claims, note)
+        return function
+
+    return register
+
+
+def correct(note):
+    def register(function):
+        CORRECT[function.__name__] = Mutant(function.__name__, function, (), note)
+        return function
+
+    return register
+
+
+def _probabilities(target, log_target):
+    return target.exp() if log_target else target
+
+
+def _terms(input, target, log_target):
+    return F.kl_div(input, target, reduction="none", log_target=log_target)
+
+
+def _reduce(terms, reduction, input):
+    """The four reductions done right, for mutants whose mistake lies before them."""
+    if reduction == "none":
+        return terms
+    if reduction == "sum":
+        return terms.sum()
+    if reduction == "mean":
+        return terms.mean()
+    if reduction == "batchmean":
+        return terms.sum() / (input.size(0) if input.dim() else 1)
+    raise ValueError(f"{reduction!r} is not a valid reduction")
+
+
+# Roles and formula ---------------------------------------------------------------------
+
+
+@wrong("roles", note="computes KL(Q||P): the prediction is treated as the truth")
+def roles_swapped(input, target, reduction="mean", log_target=False):
+    log_truth = target if log_target else target.log()
+    return F.kl_div(log_truth, input.exp(), reduction=reduction)
+
+
+@wrong("roles-asymmetric", note="symmetrised KL: the mean of KL(P||Q) and KL(Q||P)")
+def symmetrised(input, target, reduction="mean", log_target=False):
+    log_truth = target if log_target else target.log()
+    forward = F.kl_div(input, target, reduction=reduction, log_target=log_target)
+    backward = F.kl_div(log_truth, input, reduction=reduction, log_target=True)
+    return (forward + backward) / 2
+
+
+@wrong("roles", note="input taken as probabilities Q: log() applied to the input")
+def input_as_probabilities(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input.log(), target, reduction=reduction, log_target=log_target)
+
+
+@wrong("zero-target", note="plain t * log t, so a zero target gives 0 * -inf = nan")
+def zero_target_nan(input, target, reduction="mean", log_target=False):
+    if log_target:
+        return F.kl_div(input, target, reduction=reduction, log_target=True)
+    return _reduce(target * (target.log() - input), reduction, input)
+
+
+@wrong("cross-entropy-decomposition",
+       note="target-entropy term dropped: returns the cross-entropy -sum(t * x)")
+def cross_entropy_only(input, target, reduction="mean", log_target=False):
+    return _reduce(-_probabilities(target, log_target) * input, reduction, input)
+
+
+@wrong("none-pointwise", note="eps added inside the log: t * log(t + 1e-8)")
+def eps_inside_log(input, target, reduction="mean", log_target=False):
+    p = _probabilities(target, log_target)
+    return _reduce(p * ((p + 1e-8).log() - input), reduction, input)
+
+
+@wrong("zero-target", note="keras-style: both distributions clipped to [1e-7, 1] first")
+def keras_clipped(input, target, reduction="mean", log_target=False):
+    p = _probabilities(target, log_target).clamp(1e-7, 1.0)
+    q = input.exp().clamp(1e-7, 1.0)
+    return _reduce(p * (p / q).log(), reduction, input)
+
+
+@wrong("elementwise", "unnormalized-negative",
+       note="both arguments renormalised over the last axis (softmax of input, t / sum t)")
+def renormalised(input, target, reduction="mean", log_target=False):
+    log_prediction = F.log_softmax(input, dim=-1)
+    if log_target:
+        truth = F.log_softmax(target, dim=-1)
+    else:
+        truth = target / target.sum(dim=-1, keepdim=True)
+    return F.kl_div(log_prediction, truth, reduction=reduction, log_target=log_target)
+
+
+# log_target ----------------------------------------------------------------------------
+
+
+@wrong("log-target", note="log_target accepted but ignored: log P used as P")
+def log_target_ignored(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input, target, reduction=reduction)
+
+
+@wrong("log-target", note="log_target applied even when False: P used as log P")
+def log_target_always_applied(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input, target, reduction=reduction, log_target=True)
+
+
+# Sign, scale, units ----------------------------------------------------------------------
+
+
+@wrong("unnormalized-negative", note="negative results clamped to 0")
+def result_clamped(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target).clamp(min=0)
+
+
+@wrong("none-negative-terms", note="each pointwise term clamped to 0 before the reduction")
+def terms_clamped(input, target, reduction="mean", log_target=False):
+    return _reduce(_terms(input, target, log_target).clamp(min=0), reduction, input)
+
+
+@wrong("unnormalized-negative", note="absolute value of the result")
+def absolute_value(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target).abs()
+
+
+@wrong("normalized-nonnegative", note="sign flipped: returns -KL")
+def sign_flipped(input, target, reduction="mean", log_target=False):
+    return -F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("worked-examples", note="units in bits: divided by ln 2")
+def in_bits(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target) / math.log(2)
+
+
+# Reductions ------------------------------------------------------------------------------
+
+
+@wrong("reduction-batchmean", note="'batchmean' divides by numel, i.e. computes 'mean'")
+def batchmean_divides_by_numel(input, target, reduction="mean", log_target=False):
+    if reduction == "batchmean":
+        return _terms(input, target, log_target).sum() / input.numel()
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("reduction-mean", "mean-is-not-kl", note="'mean' divides by size(0), i.e. 'batchmean'")
+def mean_divides_by_size0(input, target, reduction="mean", log_target=False):
+    if reduction == "mean":
+        return _terms(input, target, log_target).sum() / input.size(0)
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("reduction-batchmean",
+       note="'batchmean' divides by every leading dimension (rows of the flattened input)")
+def batchmean_divides_by_leading_dims(input, target, reduction="mean", log_target=False):
+    if reduction == "batchmean":
+        return _terms(input, target, log_target).sum() / math.prod(input.shape[:-1])
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("none-pointwise", note="'none' returns per-row sums instead of the pointwise terms")
+def none_reduced_per_row(input, target, reduction="mean", log_target=False):
+    if reduction == "none":
+        return _terms(input, target, log_target).sum(dim=-1)
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("default-reduction-mean", note="the default reduction is 'batchmean'")
+def default_batchmean(input, target, reduction="batchmean", log_target=False):
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("invalid-reduction-rejected", note="an unknown reduction string is treated as 'mean'")
+def invalid_reduction_as_mean(input, target, reduction="mean", log_target=False):
+    if reduction not in REDUCTIONS:
+        reduction = "mean"
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+# Precision, dtype, NaN --------------------------------------------------------------------
+
+
+@wrong("none-pointwise", "reduction-sum",
+       note="float64 inputs computed in float32 (result cast back to float64)")
+def float32_inside(input, target, reduction="mean", log_target=False):
+    result = F.kl_div(input.float(), target.float(), reduction=reduction, log_target=log_target)
+    return result.to(input.dtype)
+
+
+@wrong("result-dtype", note="half-precision inputs upcast to float32 and never cast back")
+def half_result_upcast(input, target, reduction="mean", log_target=False):
+    if input.dtype in (torch.float16, torch.bfloat16):
+        input, target = input.float(), target.float()
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("nan-propagates", note="NaN pointwise terms replaced by 0 before the reduction")
+def nan_swallowed(input, target, reduction="mean", log_target=False):
+    terms = _terms(input, target, log_target)
+    # Not torch.nan_to_num: it would also turn +-inf into finite numbers, a second mistake.
+    return _reduce(torch.where(terms.isnan(), torch.zeros_like(terms), terms), reduction, input)
+
+
+# Gradients: the forward value is right, the backward pass is not ---------------------------
+
+
+@wrong("gradient-target", note="target detached: no gradient flows to the target")
+def target_detached(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input, target.detach(), reduction=reduction, log_target=log_target)
+
+
+@wrong("gradient-input", note="the input's gradient doubled (value unchanged)")
+def input_gradient_doubled(input, target, reduction="mean", log_target=False):
+    # input - input.detach() is exactly 0 forward and has gradient 1 backward.
+    doubled = input.detach() + 2 * (input - input.detach())
+    return F.kl_div(doubled, target, reduction=reduction, log_target=log_target)
+
+
+# Correct variants -------------------------------------------------------------------------
+
+
+@correct("computed in float64 and cast back to the input dtype")
+def float64_accumulation(input, target, reduction="mean", log_target=False):
+    result = F.kl_div(input.double(), target.double(), reduction=reduction,
+                      log_target=log_target)
+    return result.to(input.dtype)
+
+
+@correct("sums each row first, then the row sums")
+def row_wise_sum(input, target, reduction="mean", log_target=False):
+    terms = _terms(input, target, log_target)
+    if reduction == "none" or terms.dim() < 2:
+        return _reduce(terms, reduction, input)
+    total = terms.reshape(terms.shape[0], -1).sum(dim=1).sum()
+    divisors = {"sum": 1, "mean": terms.numel(), "batchmean": input.size(0)}
+    if reduction not in divisors:
+        raise ValueError(f"{reduction!r} is not a valid reduction")
+    return total / divisors[reduction]
+
+
+@correct("refuses input and target of different shapes instead of broadcasting")
+def strict_shapes(input, target, reduction="mean", log_target=False):
+    if input.shape != target.shape:
+        raise ValueError(f"shape mismatch: input {tuple(input.shape)}, "
+                         f"target {tuple(target.shape)}")
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@correct("no legacy size_average/reduce arguments and never a warning ('mean' included): "
+         "mean-warns is should-level, so this is reported, not failed")
+def silent(input, target, reduction="mean", log_target=False):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@correct("the formula written out: xlogy(t, t) - t * x, or exp(t) * (t - x) with log_target")
+def xlogy_formula(input, target, reduction="mean", log_target=False):
+    if log_target:
+        terms = target.exp() * (target - input)
+    else:
+        terms = torch.xlogy(target, target) - target * input
+    return _reduce(terms, reduction, input)

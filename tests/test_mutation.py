@@ -1,0 +1,155 @@
+"""Mutation testing of the suite: every wrong implementation in tests/mutants.py is killed on
+the claims it breaks, every correct variant passes, and every must-level claim kills something.
+
+A mutant is killed when a must-level case fails (or errors) for it, which is what makes a real
+run fail. Each mutant goes through exactly what the suites do per test: `evaluate` for every
+case at every dtype it declares (suites/test_cases.py) and `evaluate_gradients` for every
+eligible case (suites/test_gradients.py), thorough-profile cases left out as in a default run.
+Going through pytest for all of them costs about 4 s per mutant, over two minutes in all;
+test_direct_evaluation_matches_the_real_suite runs the real suites in-process for a few
+mutants and checks that their report.json fails exactly the same claims.
+"""
+
+from dataclasses import dataclass, field
+from functools import cache
+
+import pytest
+
+from klconform.adapters import load_adapter
+from klconform.cases import load_cases
+from klconform.evaluate import evaluate
+from klconform.gradients import GRADIENT_DTYPES, eligible, evaluate_gradients
+from klconform.spec import load_spec
+from tests.mutants import CORRECT, WRONG
+from tests.suite_runner import run_suite
+
+FAILING = ("failed", "errored")
+
+# Must-level claims that no implementation can break, each with the reason; they are exempt
+# from "kills at least one mutant" and printed with the kill table. Empty today: every
+# must-level claim has a mutant. (mean-warns is should-level: its failure warns, never kills.)
+UNBREAKABLE_CLAIMS: dict[str, str] = {}
+
+
+@dataclass
+class MutantRun:
+    killed_on: dict = field(default_factory=dict)   # must claim -> failing "<case>-<dtype>"
+    warned_on: dict = field(default_factory=dict)   # should claim -> failing "<case>-<dtype>"
+    first_failure: dict = field(default_factory=dict)  # must claim -> its first check line
+
+    def add(self, outcome, label):
+        if outcome.status not in FAILING:
+            return
+        if outcome.level == "must":
+            for claim in outcome.claims:
+                self.killed_on.setdefault(claim, []).append(label)
+                self.first_failure.setdefault(claim, f"{label}: {outcome.checks[0]}")
+        elif outcome.level == "should":
+            for claim in outcome.claims:
+                self.warned_on.setdefault(claim, []).append(label)
+
+
+@cache
+def default_profile_cases():
+    return tuple(case for case in load_cases() if case.profile != "thorough")
+
+
+@cache
+def run_mutant(name) -> MutantRun:
+    """Cached per process, so the kill table reuses what the per-mutant tests computed."""
+    mutant = WRONG.get(name) or CORRECT[name]
+    adapter = load_adapter(mutant.impl)
+    run = MutantRun()
+    for case in default_profile_cases():
+        for dtype in case.dtypes:
+            run.add(evaluate(case, dtype, adapter), f"{case.id}-{dtype}")
+        if eligible(case):
+            for dtype in case.dtypes:
+                if dtype in GRADIENT_DTYPES:
+                    run.add(evaluate_gradients(case, dtype, adapter), f"grad:{case.id}-{dtype}")
+    return run
+
+
+@pytest.mark.parametrize("name", sorted(WRONG))
+def test_wrong_implementation_is_killed_on_the_claims_it_breaks(name):
+    mutant = WRONG[name]
+    run = run_mutant(name)
+    assert run.killed_on, f"{name} ({mutant.note}) survived: no must-level case failed"
+    unnamed = [claim for claim in mutant.breaks if claim not in run.killed_on]
+    assert not unnamed, (
+        f"{name} ({mutant.note}) fails only on {sorted(run.killed_on)}, "
+        f"never on the claims it breaks: {unnamed}")
+
+
+@pytest.mark.parametrize("name", sorted(CORRECT))
+def test_correct_variant_passes(name):
+    run = run_mutant(name)
+    details = "\n".join(f"  {claim}: {line}" for claim, line in run.first_failure.items())
+    assert not run.killed_on, f"correct variant {name} fails must-level claims:\n{details}"
+
+
+def test_silent_variant_only_warns_on_mean_warns():
+    # Not warning about 'mean' breaks a should-level claim: reported, never a failure.
+    assert set(run_mutant("silent").warned_on) == {"mean-warns"}
+
+
+def kill_table():
+    table = {}
+    for name in sorted(WRONG):
+        for claim in run_mutant(name).killed_on:
+            table.setdefault(claim, []).append(name)
+    return table
+
+
+def format_kill_table(table, must_claims):
+    width = max(len(claim) for claim in must_claims)
+    lines = ["kill table: must-level claim -> wrong implementations failing a case on it "
+             "(* = the claim the mutant is tagged to break)"]
+    for claim in must_claims:
+        names = [f"{name}*" if claim in WRONG[name].breaks else name
+                 for name in table.get(claim, [])]
+        row = ", ".join(names) if names else f"NONE ({UNBREAKABLE_CLAIMS.get(claim, 'FLAG')})"
+        lines.append(f"  {claim:<{width}}  {len(names):>2}  {row}")
+    for claim, reason in UNBREAKABLE_CLAIMS.items():
+        lines.append(f"  unbreakable by design: {claim}: {reason}")
+    return "\n".join(lines)
+
+
+def test_every_must_claim_kills_a_mutant(capsys):
+    claims = load_spec().claims
+    must_claims = [claim_id for claim_id, claim in claims.items() if claim.level == "must"]
+    table = kill_table()
+    with capsys.disabled():
+        print("\n" + format_kill_table(table, must_claims))
+    unknown_exemptions = [claim for claim in UNBREAKABLE_CLAIMS if claim not in must_claims]
+    assert not unknown_exemptions, f"not must-level claims: {unknown_exemptions}"
+    stale_exemptions = [claim for claim in UNBREAKABLE_CLAIMS if claim in table]
+    assert not stale_exemptions, f"listed as unbreakable but killed: {stale_exemptions}"
+    never_killed = [claim for claim in must_claims
+                    if claim not in table and claim not in UNBREAKABLE_CLAIMS]
+    assert not never_killed, f"must-level claims that kill no mutant: {never_killed}"
+
+
+def test_every_mutant_names_known_claims():
+    claims = load_spec().claims
+    for mutant in WRONG.values():
+        assert mutant.breaks, f"{mutant.name} names no claim"
+        for claim in mutant.breaks:
+            assert claims[claim].level == "must", f"{mutant.name}: {claim} is not must-level"
+    assert not set(WRONG) & set(CORRECT)
+
+
+@pytest.mark.parametrize("name", ["terms_clamped", "input_gradient_doubled", "silent"])
+def test_direct_evaluation_matches_the_real_suite(pytester, name):
+    suite = run_suite(pytester, f"tests.mutants:{name}", "-q",
+                      suites=("test_cases.py", "test_gradients.py"))
+    report = suite.report
+    assert suite.failing_claims() == set(run_mutant(name).killed_on)
+    warned = {claim["id"] for claim in report["claims"] if claim["status"] == "warn"}
+    assert warned == set(run_mutant(name).warned_on)
+    if name in CORRECT:
+        assert suite.result.ret == pytest.ExitCode.OK
+        assert report["verdict"] == "pass"
+    else:
+        assert suite.result.ret == pytest.ExitCode.TESTS_FAILED
+        assert report["verdict"] == "fail"
