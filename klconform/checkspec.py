@@ -11,9 +11,9 @@ import numpy as np
 
 from klconform import precise, tensors
 from klconform.cases import load_cases
+from klconform.checks import DEFAULT_REDUCTION
 from klconform.dtypes import round_to
 from klconform.errors import SpecError
-from klconform.evaluate import DEFAULT_REDUCTION
 from klconform.oracle import expected as oracle_expected
 from klconform.spec import load_spec
 

@@ -128,7 +128,7 @@ def run_check_spec(args):
 
 
 def _slug(text):
-    from klconform.plugin import report_slug
+    from klconform.session import report_slug
 
     return report_slug(text)
 

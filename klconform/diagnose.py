@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from klconform import oracle
+from klconform.checks import effective_reduction
 from klconform.dtypes import UNIT_ROUNDOFF
 
 LN2 = math.log(2.0)
@@ -109,8 +110,6 @@ def hypotheses(call, reduction):
 
 def diagnose(call, actual, expected):
     """A 'looks like: ...' sentence, or None when no known mistake explains `actual`."""
-    from klconform.evaluate import effective_reduction
-
     reduction = effective_reduction(call)
     actual = np.asarray(actual, dtype=np.float64)
     correct, found = hypotheses(call, reduction)

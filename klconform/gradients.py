@@ -14,17 +14,12 @@ import numpy as np
 from klconform import oracle
 from klconform.adapters.base import Call
 from klconform.budget import K_ELEM
+from klconform.checks import effective_reduction
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
-from klconform.evaluate import (
-    Guarded,
-    Outcome,
-    effective_reduction,
-    errored_outcome,
-    make_call,
-    summarize,
-    unsupported_reason,
-)
+from klconform.evaluate import Guarded, make_call, unsupported_reason
+from klconform.formatting import summarize
 from klconform.isolation import DEFAULT_TIMEOUT_S
+from klconform.outcome import Outcome, errored_outcome
 
 CLAIMS = ("gradient-input", "gradient-target")
 GRADIENT_DTYPES = ("float16", "bfloat16", "float32", "float64")

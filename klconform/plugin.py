@@ -1,4 +1,4 @@
-"""The pytest plugin: options, case parametrization, fixtures, result collection, report.
+"""The pytest plugin: options, case parametrization, fixtures, and the report at the end.
 
 Registered through the `pytest11` entry point, so it loads in every pytest run where
 klconform is installed. It stays inert (no case loading, no torch import) unless a
@@ -6,47 +6,20 @@ collected test asks for a klconform fixture.
 """
 
 import os
-import re
-import time
-import warnings
-from dataclasses import asdict, dataclass, field
 
 import pytest
 
+from klconform.collector import Collector
+from klconform.conclude import conclude
 from klconform.errors import KLConformError
-
-RECORD_KEY = "klconform"
-KEEP_JOURNAL_ENV = "KLCONFORM_KEEP_JOURNAL"
-SESSION_KEY = pytest.StashKey["KLSession"]()
-
-
-class ShouldLevelWarning(UserWarning):
-    """A should-level claim failed: reported, and failing only under --kl-strict."""
-
-
-@dataclass
-class KLSession:
-    impl: str
-    report_dir: str
-    strict: bool
-    device: str
-    profile: str
-    cases_dir: str | None
-    adapter: object = None
-    cases: list | None = None
-    records: list = field(default_factory=list)
-    started: float = field(default_factory=time.time)
-    seed: int | None = None
-    max_examples: int | None = None
-    settings: dict = field(default_factory=dict)
-    xfails_path: str | None = None
-    timeout: float = 60.0
-    journal_append: bool = False
-    journal: object = None
-    manifest: object = None
-    report_paths: tuple | None = None
-    report_error: str | None = None
-    collected: int = 0
+from klconform.session import (
+    KEEP_JOURNAL_ENV,
+    RECORD_KEY,
+    SESSION_KEY,
+    KLSession,
+    kl_session,
+    report_slug,
+)
 
 
 def pytest_addoption(parser):
@@ -93,21 +66,13 @@ def pytest_configure(config):
         max_examples=option.kl_max_examples, xfails_path=option.kl_xfails,
         timeout=option.kl_timeout, journal_append=option.kl_journal_append)
     config.addinivalue_line("markers", "klconform: a conformance test run against --impl")
-    config.pluginmanager.register(_Collector(config), "klconform-collector")
+    config.pluginmanager.register(Collector(config), "klconform-collector")
 
 
 def argparse_suppress():
     import argparse
 
     return argparse.SUPPRESS  # internal: `klconform run` resuming after a crash
-
-
-def report_slug(text):
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "impl"
-
-
-def kl_session(config) -> KLSession:
-    return config.stash[SESSION_KEY]
 
 
 def loaded_cases(config):
@@ -231,40 +196,6 @@ def kl_check(kl_adapter, kl_device, kl_timeout, kl_conclude):
     return check
 
 
-def conclude(outcome, record, strict, manifest=None):
-    from klconform.messages import failure_text
-
-    failing = outcome.status in ("failed", "errored")
-    deviation = manifest.match(outcome.case_id, outcome.claims, outcome.dtype) \
-        if manifest else None
-    if deviation and failing:
-        outcome.status = "xfailed"
-        outcome.message = deviation.describe()
-    elif deviation and outcome.status == "passed" and deviation.id == outcome.case_id:
-        # Only a case entry can go stale: a claim entry covers a claim whose other cases
-        # may well pass.
-        outcome.status = "stale"
-        outcome.message = f"passes now; remove the stale {deviation.describe()}"
-    elif failing and outcome.level == "should" and not strict:
-        outcome.status = "warned"
-    entry = asdict(outcome)
-    entry["kind"] = "case"
-    record(**entry)
-    if outcome.status == "unsupported":
-        pytest.skip(f"unsupported: {outcome.message}")
-    if outcome.status == "xfailed":
-        pytest.xfail(outcome.message)
-    if outcome.status == "stale":
-        if strict:
-            pytest.fail(f"klconform case {outcome.case_id} [{outcome.dtype}]: "
-                        f"{outcome.message}", pytrace=False)
-        warnings.warn(ShouldLevelWarning(outcome.message), stacklevel=2)
-    elif outcome.status == "warned":
-        warnings.warn(ShouldLevelWarning(failure_text(outcome)), stacklevel=2)
-    elif failing:
-        pytest.fail(failure_text(outcome), pytrace=False)
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_report_teststatus(report, config):
     if report.when == "call" and report.passed:
@@ -272,86 +203,6 @@ def pytest_report_teststatus(report, config):
             if key == RECORD_KEY and entry.get("status") == "warned":
                 return "warned", "W", "WARNED (should-level)"
     return None
-
-
-class _Collector:
-    """Gathers records from reports; on the controller under xdist, from every worker.
-
-    Every start and result also goes to the journal, so that a hard crash of the
-    implementation leaves enough behind for `klconform run` to write the report.
-    """
-
-    def __init__(self, config):
-        self.config = config
-
-    def _journal(self, event, **fields):
-        state = kl_session(self.config)
-        if hasattr(self.config, "workerinput") or state.journal is False:
-            return
-        try:
-            if state.journal is None:
-                from klconform.journal import Journal
-
-                state.journal = Journal(state.report_dir, append=state.journal_append)
-                state.journal.write("session", impl=state.impl, started=state.started)
-            state.journal.write(event, **fields)
-        except OSError as error:
-            # Without a journal only crash recovery is lost; the run itself goes on.
-            state.journal = False
-            state.report_error = f"journal disabled: {error}"
-
-    @pytest.hookimpl
-    def pytest_runtest_logstart(self, nodeid, location):
-        if kl_session(self.config).collected or self.config.pluginmanager.has_plugin("dsession"):
-            self._journal("start", nodeid=nodeid)
-
-    @pytest.hookimpl
-    def pytest_runtest_logreport(self, report):
-        state = kl_session(self.config)
-        entries = [dict(entry) for key, entry in report.user_properties if key == RECORD_KEY]
-        if report.when == "call" or (report.when == "setup" and report.skipped):
-            for entry in entries:
-                state.records.append(entry)
-                self._journal("record", **entry)
-        if entries or report.when != "setup" or not _is_conformance(report):
-            if report.failed and not entries and report.when == "call" \
-                    and _is_conformance(report):
-                self._record_crash_report(report)
-            return
-        if report.skipped:
-            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else ""
-            entry = {"kind": "skipped", "nodeid": report.nodeid, "status": "skipped",
-                     "message": reason}
-        elif report.failed:
-            entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
-                     "checks": [_first_line(report.longreprtext)]}
-        else:
-            return
-        state.records.append(entry)
-        self._journal("record", **entry)
-
-    def _record_crash_report(self, report):
-        # A conformance test failed without a record: under xdist, the worker running it
-        # crashed (segfault, os._exit); serially, klconform itself broke. Either way the
-        # report must show it.
-        entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
-                 "case_id": _case_from_nodeid(report.nodeid), "level": "must",
-                 "checks": [_first_line(report.longreprtext)]}
-        kl_session(self.config).records.append(entry)
-        self._journal("record", **entry)
-
-
-def _is_conformance(report):
-    return "klconform" in report.keywords
-
-
-def _case_from_nodeid(nodeid):
-    return nodeid.rsplit("[", 1)[-1].rstrip("]") if "[" in nodeid else nodeid
-
-
-def _first_line(text):
-    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
-    return lines[-1][:300] if lines else ""
 
 
 @pytest.hookimpl(trylast=True)

@@ -22,21 +22,17 @@ import numpy as np
 
 from klconform import oracle, reproduce, strategies
 from klconform.adapters.base import Call
-from klconform.dtypes import round_to
-from klconform.evaluate import (
-    CheckFailures,
-    Guarded,
-    Outcome,
+from klconform.checks import (
     check_cross_entropy,
     check_sign,
     compare_with_oracle,
     effective_reduction,
-    format_number,
-    make_call,
-    summarize,
-    unsupported_reason,
 )
+from klconform.dtypes import round_to
+from klconform.evaluate import Guarded, make_call, unsupported_reason
+from klconform.formatting import format_number, summarize
 from klconform.isolation import DEFAULT_TIMEOUT_S
+from klconform.outcome import CheckFailures, Outcome
 from klconform.strategies import Options
 
 EXAMPLE_FORMAT = 1

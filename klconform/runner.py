@@ -14,7 +14,7 @@ import time
 from types import SimpleNamespace
 
 from klconform.journal import in_flight, read_journal
-from klconform.plugin import KEEP_JOURNAL_ENV
+from klconform.session import KEEP_JOURNAL_ENV
 
 MAX_CRASHES = 10
 

@@ -14,8 +14,8 @@ import os
 import pytest
 
 from klconform.dtypes import DTYPES
-from klconform.plugin import kl_session
 from klconform.properties import BY_ID, run_property, session_seed
+from klconform.session import kl_session
 
 pytestmark = pytest.mark.klconform
 

@@ -1,0 +1,44 @@
+"""The state of one klconform pytest session, shared by the plugin's hooks."""
+
+import re
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+RECORD_KEY = "klconform"       # user_properties key of a result record
+KEEP_JOURNAL_ENV = "KLCONFORM_KEEP_JOURNAL"
+SESSION_KEY = pytest.StashKey["KLSession"]()
+
+
+@dataclass
+class KLSession:
+    impl: str
+    report_dir: str
+    strict: bool
+    device: str
+    profile: str
+    cases_dir: str | None
+    adapter: object = None
+    cases: list | None = None
+    records: list = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+    seed: int | None = None
+    max_examples: int | None = None
+    settings: dict = field(default_factory=dict)
+    xfails_path: str | None = None
+    timeout: float = 60.0
+    journal_append: bool = False
+    journal: object = None
+    manifest: object = None
+    report_paths: tuple | None = None
+    report_error: str | None = None
+    collected: int = 0
+
+
+def kl_session(config) -> KLSession:
+    return config.stash[SESSION_KEY]
+
+
+def report_slug(text):
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "impl"
