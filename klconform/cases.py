@@ -160,13 +160,16 @@ def _make_case(path, raw, line, spec, document, index):
                  f"{arrays['target'].shape} differ (only probe cases may mismatch)", ["inputs"])
         _check_expectations(raw, arrays, reduction, fail)
     levels = {spec.claims[claim].level for claim in raw["claims"]}
-    return Case(
+    case = Case(
         id=raw["id"], claims=tuple(raw["claims"]), description=raw["description"],
         provenance=tuple(raw["provenance"]), inputs=raw["inputs"], call=call,
         dtypes=tuple(raw.get("dtypes", DEFAULT_DTYPES)), expect=expect,
         profile=raw.get("profile", "default"), file=Path(path), line=line,
         level=_strictest(levels), raw=copy.deepcopy(raw),
     )
+    # The arrays were built above to check them; the cached property keeps them.
+    case.__dict__["arrays"] = (arrays["input"], arrays["target"])
+    return case
 
 
 def _check_expectations(raw, arrays, reduction, fail):

@@ -5,7 +5,7 @@ draws fresh examples (from --kl-seed when given, so a failure can be replayed) a
 of them. What was used is recorded in the report.
 """
 
-DEFAULT_EXAMPLES = 40
+DEFAULT_EXAMPLES = 25
 THOROUGH_EXAMPLES = 400
 
 

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 JOURNAL_NAME = "journal.jsonl"
+# Set by `klconform run` for its child: the runner reads the journal and removes it itself.
+KEEP_JOURNAL_ENV = "KLCONFORM_KEEP_JOURNAL"
 
 
 class Journal:

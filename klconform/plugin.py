@@ -12,8 +12,8 @@ import pytest
 from klconform.collector import Collector
 from klconform.conclude import conclude
 from klconform.errors import KLConformError
+from klconform.journal import KEEP_JOURNAL_ENV
 from klconform.session import (
-    KEEP_JOURNAL_ENV,
     RECORD_KEY,
     SESSION_KEY,
     KLSession,
@@ -37,7 +37,7 @@ def pytest_addoption(parser):
     group.addoption("--kl-seed", default=None, type=int,
                     help="seed for the property layer's random examples (thorough profile)")
     group.addoption("--kl-max-examples", default=None, type=int,
-                    help="examples per property (default 40, thorough 400)")
+                    help="examples per property (default 25, thorough 400)")
     group.addoption("--kl-xfails", default=None,
                     help="YAML manifest of known deviations (case or claim id -> reason, link)")
     group.addoption("--kl-timeout", default=60.0, type=float,

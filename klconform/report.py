@@ -190,7 +190,8 @@ def write_reports(config, state, exitstatus, crashes=(), invocation=None):
 
     try:
         spec = load_spec()
-        attribute_records(state.records, load_cases(state.cases_dir, spec=spec))
+        cases = getattr(state, "cases", None) or load_cases(state.cases_dir, spec=spec)
+        attribute_records(state.records, cases)
     except Exception:
         spec = None
     if not state.settings:

@@ -13,8 +13,7 @@ import sys
 import time
 from types import SimpleNamespace
 
-from klconform.journal import in_flight, read_journal
-from klconform.session import KEEP_JOURNAL_ENV
+from klconform.journal import KEEP_JOURNAL_ENV, in_flight, read_journal
 
 MAX_CRASHES = 10
 

@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 import pytest
 
 RECORD_KEY = "klconform"       # user_properties key of a result record
-KEEP_JOURNAL_ENV = "KLCONFORM_KEEP_JOURNAL"
 SESSION_KEY = pytest.StashKey["KLSession"]()
 
 

@@ -116,9 +116,9 @@ def test_two_documents_in_one_file(cases_copy):
     ("call: {reduction: sum}", "call: {reduction: sum, log_target: yes please}", 10,
      "call.log_target", "is not of type 'boolean'"),
     ("input: [[-1.0, -2.0]]", "input: [[-1.0, true]]", 8, "inputs.input[0][1]",
-     "not valid under any"),
+     "booleans are not tensor values"),
     ("input: [[-1.0, -2.0]]", 'input: [[-1.0, "two"]]', 8, "inputs.input[0][1]",
-     "'two' is not valid"),
+     "string 'two' is not a number"),
 ])
 def test_wrong_types(cases_copy, old, new, line, field, words):
     write_bad(cases_copy, corrupted(old, new))

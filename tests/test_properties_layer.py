@@ -16,7 +16,7 @@ from klconform import case_writer, properties, resources
 from klconform.adapters.numpy_adapter import NumpyAdapter
 from klconform.cases import load_cases
 from klconform.checkspec import check_spec
-from klconform.hypothesis_profiles import configure
+from klconform.hypothesis_profiles import DEFAULT_EXAMPLES, configure
 
 SUITE = str(resources.suites_dir() / "test_properties.py")
 
@@ -114,7 +114,7 @@ def test_wrong_implementation_fails_with_snippet_and_report_entry(wrong_run):
     failures = [f for f in report["failures"]
                 if f["case"] == "property:batchmean-equals-sum-over-size0"]
     assert failures and failures[0]["snippet"] and failures[0]["level"] == "must"
-    assert report["run"]["settings"]["max_examples"] == 40
+    assert report["run"]["settings"]["max_examples"] == DEFAULT_EXAMPLES
 
 
 def test_failing_example_becomes_a_case_that_check_spec_accepts_and_that_fails(wrong_run,
