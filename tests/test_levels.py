@@ -120,3 +120,15 @@ deviations:
     assert run.result.ret == pytest.ExitCode.USAGE_ERROR
     assert "deviations.yaml:3: field 'deviations[0].id': unknown case or claim id" in run.output
     assert "Traceback" not in run.output
+
+
+def test_missing_device_is_unsupported_with_the_reason(pytester):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the test is about a missing device")
+    run = run_suite(pytester, "torch", "-k", "batchmean-2d", "--kl-device=cuda")
+    assert run.result.ret == 0
+    assert "unsupported: torch does not support device cuda (has cpu)" in run.output
+    assert run.report["summary"]["unsupported"] == run.report["summary"]["total"] == 4
+    assert run.report["run"]["device"] == "cuda"
