@@ -6,7 +6,7 @@ none of them knows about pytest or reports.
 
 import numpy as np
 
-from klconform import oracle, reproduce
+from klconform import oracle, reproduce, tensors
 from klconform.dtypes import UNIT_ROUNDOFF
 from klconform.formatting import at_text, first_index, format_number, summarize, where_text
 
@@ -15,6 +15,12 @@ DEFAULT_REDUCTION = "mean"  # claim default-reduction-mean
 
 def effective_reduction(call):
     return call.reduction if call.reduction is not None else DEFAULT_REDUCTION
+
+
+def oracle_for(call, dtype=None):
+    """The oracle's Expected for exactly this call (its reduction, log_target and dtype)."""
+    return oracle.expected(call.input, call.target, reduction=effective_reduction(call),
+                           log_target=bool(call.log_target), dtype=dtype or call.dtype)
 
 
 def compare_with_oracle(actual, expected, failures, label):
@@ -49,20 +55,21 @@ def check_published(case, call, actual, expected, failures):
     published = case.expect.get("published")
     if not published:
         return
-    value = published.get("value", published.get("array"))
-    from klconform import tensors
-
-    number = tensors.build(value)
-    source_budget = oracle.expected(call.input, call.target, reduction=expected.reduction,
-                                    log_target=bool(call.log_target),
-                                    dtype=published.get("computed_in", "float64")).budget
-    tolerance = 0.5 * 10.0 ** -published["decimals"] + source_budget + expected.budget
+    number = tensors.build(published.get("value", published.get("array")))
+    source_budget = oracle_for(call, dtype=published.get("computed_in", "float64")).budget
+    tolerance = published_allowance(published, source_budget) + expected.budget
     difference = np.abs(np.asarray(actual) - number)
     if np.any(~(difference <= tolerance)):
         index = first_index(~(difference <= tolerance))
         failures.add(
             f"published: document gives {format_number(number[index])}{at_text(index, number)} "
             f"({published['decimals']} decimals), got {format_number(np.asarray(actual)[index])}")
+
+
+def published_allowance(published, source_budget):
+    """How far a printed number may be from the exact value: half a unit of its last
+    decimal, plus the rounding of the dtype the document computed it in."""
+    return 0.5 * 10.0 ** -published["decimals"] + source_budget
 
 
 def check_sign(expect, call, actual, expected, failures):
@@ -88,8 +95,6 @@ def check_cross_entropy(expect, call, actual, expected, failures):
     spec = expect.get("cross_entropy")
     if not spec:
         return
-    from klconform import tensors
-
     logits = tensors.build(spec["logits"])
     via_cross_entropy = oracle.cross_entropy_route(
         logits, call.target, reduction=effective_reduction(call), dim=spec.get("dim", -1))
@@ -110,18 +115,15 @@ def check_relation(case, adapter, calls, actual, expected, failures, outcome):
     except Exception as error:
         failures.add(f"relation: the second call raised {type(error).__name__}: {error}")
         return
-    other_expected = oracle.expected(other_call.input, other_call.target,
-                                     reduction=effective_reduction(other_call),
-                                     log_target=bool(other_call.log_target),
-                                     dtype=other_call.dtype)
+    other_expected = oracle_for(other_call)
     scale = relation["other"].get("scale", 1.0)
-    # The two calls see differently rounded inputs; what the exact mathematics gives on
-    # those inputs is not the implementation's error.
-    exact_difference = np.abs(np.asarray(expected.value) - scale * np.asarray(other_expected.value))
     if np.shape(other.value) != np.shape(actual):
         failures.add(f"relation: second call has shape {np.shape(other.value)}, "
                      f"first {np.shape(actual)}")
         return
+    # The two calls see differently rounded inputs; what the exact mathematics gives on
+    # those inputs is not the implementation's error.
+    exact_difference = np.abs(np.asarray(expected.value) - scale * np.asarray(other_expected.value))
     difference = np.abs(np.asarray(actual) - scale * np.asarray(other.value))
     allowed = expected.budget + abs(scale) * other_expected.budget
     with np.errstate(invalid="ignore"):

@@ -11,7 +11,7 @@ import numpy as np
 
 from klconform import precise, tensors
 from klconform.cases import load_cases
-from klconform.checks import DEFAULT_REDUCTION
+from klconform.checks import DEFAULT_REDUCTION, published_allowance
 from klconform.dtypes import round_to
 from klconform.errors import SpecError
 from klconform.oracle import expected as oracle_expected
@@ -86,7 +86,7 @@ def _check_published(case, published):
     stated = tensors.build(published.get("value", published.get("array")))
     computation = oracle_expected(x, t, reduction=reduction, log_target=log_target,
                                   dtype=source_dtype).budget
-    allowed = 0.5 * 10.0 ** -published["decimals"] + computation
+    allowed = published_allowance(published, computation)
     error = np.abs(exact - stated)
     if np.all(error <= allowed):
         return None

@@ -84,7 +84,9 @@ def run_suites(args):
     extra = list(args.pytest_args)
     if extra and extra[0] == "--":
         extra = extra[1:]
-    report_dir = args.report_dir or os.path.join(os.getcwd(), "reports", _slug(args.impl))
+    from klconform.session import default_report_dir
+
+    report_dir = args.report_dir or default_report_dir(os.getcwd(), args.impl)
     suites = str(resources.suites_dir())
     pytest_args = [
         suites,
@@ -125,12 +127,6 @@ def run_check_spec(args):
     print(f"check-spec: ok: {counts['claims']} claims, {counts['cases']} cases in "
           f"{counts['files']} files, {counts['published']} published numbers reproduced")
     return 0
-
-
-def _slug(text):
-    from klconform.session import report_slug
-
-    return report_slug(text)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ class Collector:
                      "message": reason}
         elif report.failed:
             entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
-                     "checks": [_first_line(report.longreprtext)]}
+                     "checks": [_last_line(report.longreprtext)]}
         else:
             return
         state.records.append(entry)
@@ -67,7 +67,7 @@ class Collector:
         # report must show it.
         entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
                  "case_id": _case_from_nodeid(report.nodeid), "level": "must",
-                 "checks": [_first_line(report.longreprtext)]}
+                 "checks": [_last_line(report.longreprtext)]}
         kl_session(self.config).records.append(entry)
         self._journal("record", **entry)
 
@@ -80,6 +80,7 @@ def _case_from_nodeid(nodeid):
     return nodeid.rsplit("[", 1)[-1].rstrip("]") if "[" in nodeid else nodeid
 
 
-def _first_line(text):
+def _last_line(text):
+    """pytest's failure text ends with the line that says what went wrong."""
     lines = [line.strip() for line in str(text).splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""

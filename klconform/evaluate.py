@@ -16,6 +16,7 @@ from klconform.checks import (
     check_warnings,
     compare_with_oracle,
     effective_reduction,
+    oracle_for,
 )
 from klconform.dtypes import round_to
 from klconform.formatting import first_line, summarize
@@ -132,8 +133,7 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
 
 
 def _expected(case, call):
-    expected = oracle.expected(call.input, call.target, reduction=effective_reduction(call),
-                               log_target=bool(call.log_target), dtype=call.dtype)
+    expected = oracle_for(call)
     if "published" in case.expect:
         # Worked examples: replace the float64 value by the extended-precision one.
         exact = precise.as_float64(precise.kl_value(

@@ -9,6 +9,8 @@ calls whatever its size. Target-gradient entries where target == 0 are implement
 defined (log 0) and recorded by a probe case, not checked here.
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 from klconform import oracle
@@ -68,14 +70,6 @@ def _direction(shape):
     count = int(np.prod(shape))
     values = np.cos(np.arange(1, count + 1) * 1.7) + 0.25
     return values.reshape(shape)
-
-
-def _replace(call, **changes):
-    fields = dict(input=call.input, target=call.target, dtype=call.dtype,
-                  reduction=call.reduction, log_target=call.log_target, legacy=call.legacy,
-                  device=call.device)
-    fields.update(changes)
-    return Call(**fields)
 
 
 def _total(adapter, call):
@@ -147,22 +141,22 @@ def _finite_differences(adapter, call, grad_input, grad_target, target_checked):
     direction = _direction(x.shape)
     # First order along `direction`, input side: the loss is linear in input.
     step_x = STEP * direction
-    slope = (_total(adapter, _replace(call, input=x + step_x))
-             - _total(adapter, _replace(call, input=x - step_x))) / 2.0
+    slope = (_total(adapter, replace(call, input=x + step_x))
+             - _total(adapter, replace(call, input=x - step_x))) / 2.0
     _check_slope("finite differences d/dinput", slope, float(np.sum(grad_input * step_x)),
                  failures, "gradient-input")
     # Target side: steps proportional to t keep t > 0 and leave zero targets alone.
     step_t = STEP * direction * np.where(target_checked, np.abs(t) if not call.log_target
                                          else 1.0, 0.0)
     if np.any(step_t):
-        slope = (_total(adapter, _replace(call, target=t + step_t))
-                 - _total(adapter, _replace(call, target=t - step_t))) / 2.0
+        slope = (_total(adapter, replace(call, target=t + step_t))
+                 - _total(adapter, replace(call, target=t - step_t))) / 2.0
         _check_slope("finite differences d/dtarget", slope,
                      float(np.sum(np.where(target_checked, grad_target, 0.0) * step_t)),
                      failures, "gradient-target")
         # Second order: gradients are diagonal in target, d2/dt2 and d2/dx dt known.
-        up_input, up_target = adapter.run_gradients(_replace(call, target=t + step_t))
-        down_input, down_target = adapter.run_gradients(_replace(call, target=t - step_t))
+        up_input, up_target = adapter.run_gradients(replace(call, target=t + step_t))
+        down_input, down_target = adapter.run_gradients(replace(call, target=t - step_t))
         scale = 1.0 / oracle.divisor_for(effective_reduction(call), x.shape)
         with np.errstate(divide="ignore", invalid="ignore"):
             if call.log_target:

@@ -17,8 +17,8 @@ from klconform.session import (
     RECORD_KEY,
     SESSION_KEY,
     KLSession,
+    default_report_dir,
     kl_session,
-    report_slug,
 )
 
 
@@ -58,8 +58,7 @@ def pytest_configure(config):
 
         option.kl_seed = secrets.randbits(32)
     impl = option.impl
-    report_dir = option.report_dir or os.path.join(
-        str(config.invocation_params.dir), "reports", report_slug(impl))
+    report_dir = option.report_dir or default_report_dir(config.invocation_params.dir, impl)
     config.stash[SESSION_KEY] = KLSession(
         impl=impl, report_dir=report_dir, strict=option.kl_strict, device=option.kl_device,
         profile=option.kl_profile, cases_dir=option.kl_cases, seed=option.kl_seed,
@@ -216,7 +215,7 @@ def pytest_sessionfinish(session, exitstatus):
     from klconform.report import write_reports
 
     try:
-        state.report_paths = write_reports(config, state, int(exitstatus))
+        state.report_paths = write_reports(state, int(exitstatus))
     except Exception as error:  # the report must never change pytest's exit status
         state.report_error = f"{type(error).__name__}: {error}"
         state.report_paths = None

@@ -26,11 +26,11 @@ from klconform.checks import (
     check_cross_entropy,
     check_sign,
     compare_with_oracle,
-    effective_reduction,
+    oracle_for,
 )
 from klconform.dtypes import round_to
 from klconform.evaluate import Guarded, make_call, unsupported_reason
-from klconform.formatting import format_number, summarize
+from klconform.formatting import first_line, format_number, summarize
 from klconform.isolation import DEFAULT_TIMEOUT_S
 from klconform.outcome import CheckFailures, Outcome
 from klconform.strategies import Options
@@ -43,7 +43,7 @@ class ImplementationRaised(Exception):
 
     def __init__(self, label, call, error):
         super().__init__(f"the implementation raised {type(error).__name__} on the {label} "
-                         f"call: {str(error).strip().splitlines()[0][:300] if str(error) else ''}")
+                         f"call: {first_line(error)}")
         self.call = call
 
 
@@ -83,7 +83,7 @@ class Probe:
             observation = self.adapter.run(call)
         except Exception as error:  # the implementation's failure is a result, not a crash
             raise ImplementationRaised(label, call, error) from error
-        expected = expectation(call)
+        expected = oracle_for(call)
         before = len(self.failures.lines)
         if observation.dtype != call.dtype:
             self.failures.add(f"result dtype of the {label} call: {observation.dtype} != input "
@@ -142,12 +142,6 @@ class Probe:
         self.cases.append({"note": note, "input": call.input.tolist(),
                            "target": call.target.tolist(), "call": arguments,
                            "expect": {"oracle": True, **expect}})
-
-
-def expectation(call):
-    """The oracle's Expected for a call."""
-    return oracle.expected(call.input, call.target, reduction=effective_reduction(call),
-                           log_target=bool(call.log_target), dtype=call.dtype)
 
 
 def measured(value, expected):
@@ -463,7 +457,7 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
     except HypothesisException as error:  # flaky implementation, nothing drawable, ...
         outcome.status = "errored"
         outcome.checks = [f"hypothesis: {type(error).__name__}: "
-                          f"{str(error).strip().splitlines()[0][:300]}"]
+                          f"{first_line(error)}"]
     return outcome
 
 

@@ -183,7 +183,7 @@ def attribute_records(records, cases):
     return records
 
 
-def write_reports(config, state, exitstatus, crashes=(), invocation=None):
+def write_reports(state, exitstatus, crashes=(), invocation=None):
     from klconform.cases import load_cases
     from klconform.markdown import render_markdown
     from klconform.spec import load_spec

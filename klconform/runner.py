@@ -68,7 +68,7 @@ def _write_merged(report_dir, impl, settings, events, crashes, started, exitstat
         collected=len(records), cases_dir=settings.get("cases_dir"),
         profile=settings.get("profile", "default"), strict=settings.get("strict", False),
         device=settings.get("device", "cpu"), settings={}, report_dir=report_dir)
-    paths = write_reports(None, state, exitstatus, crashes=crashes,
+    paths = write_reports(state, exitstatus, crashes=crashes,
                           invocation=["klconform", "run", *sys.argv[2:]])
     _remove_journal(report_dir)
     print(f"klconform: {impl} {paths[2].upper()} after {len(crashes)} crash(es); "

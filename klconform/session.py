@@ -1,5 +1,6 @@
 """The state of one klconform pytest session, shared by the plugin's hooks."""
 
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -39,5 +40,7 @@ def kl_session(config) -> KLSession:
     return config.stash[SESSION_KEY]
 
 
-def report_slug(text):
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_") or "impl"
+def default_report_dir(base_dir, impl):
+    """reports/<impl>/ under base_dir: runs against several implementations sit side by side."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", impl).strip("_") or "impl"
+    return os.path.join(str(base_dir), "reports", slug)
