@@ -35,7 +35,7 @@ def wall(command, repeats):
 
 
 def klconform_run(extra, report_dir):
-    return [sys.executable, "-m", "klconform.cli", "run", "--impl", "torch",
+    return [sys.executable, "-m", "klconform.cli.main", "run", "--impl", "torch",
             "--report-dir", report_dir, *extra]
 
 
@@ -74,7 +74,7 @@ def best_of(function, repeats):
 def oracle_against_torch(repeats):
     import torch
 
-    from klconform import oracle
+    from klconform.oracle import float64 as oracle
 
     rng = np.random.default_rng(0)
     rows = []

@@ -1,6 +1,6 @@
 """The property layer: Hypothesis-drawn examples against the implementation under test.
 
-One test per property (klconform.properties.PROPERTIES), at each dtype: test ids are
+One test per property (klconform.engine.properties.PROPERTIES), at each dtype: test ids are
 `<property id>-<dtype>`, records carry the case id `property:<property id>`. The default
 profile draws the same examples every run; `--kl-profile thorough` draws fresh ones (from
 `--kl-seed`, or a seed chosen and recorded in report.json under run.settings).
@@ -14,8 +14,8 @@ import os
 import pytest
 
 from klconform.dtypes import DTYPES
-from klconform.properties import BY_ID, run_property, session_seed
-from klconform.session import kl_session
+from klconform.engine.properties import BY_ID, run_property, session_seed
+from klconform.harness.session import kl_session
 
 pytestmark = pytest.mark.klconform
 

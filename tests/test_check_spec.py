@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from klconform import resources
-from klconform.checkspec import check_spec
-from klconform.cli import main
+from klconform.authoring.lint import check_spec
+from klconform.cli.main import main
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_passes_on_the_real_tree(capsys):
 def test_the_installed_command_passes_outside_the_repository(tmp_path):
     # The console script sits beside the interpreter of the environment klconform is in.
     script = Path(sys.executable).with_name("klconform")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "klconform.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "klconform.cli.main"]
     completed = subprocess.run([*command, "check-spec"], cwd=tmp_path, capture_output=True,
                                text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr

@@ -6,7 +6,7 @@ import sys
 
 
 def _klconform(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "klconform.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "klconform.cli.main", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -6,11 +6,11 @@ from functools import cache
 import numpy as np
 import pytest
 
-from klconform import oracle
 from klconform.adapters import load_adapter
-from klconform.cases import load_cases
-from klconform.diagnose import diagnose
-from klconform.evaluate import evaluate, make_call
+from klconform.engine.diagnosis import diagnose
+from klconform.engine.evaluate import evaluate, make_call
+from klconform.oracle import float64 as oracle
+from klconform.spec.cases import load_cases
 from tests.mutants import WRONG
 from tests.suite_runner import run_suite
 

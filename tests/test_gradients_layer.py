@@ -3,9 +3,9 @@
 import numpy as np
 
 from klconform.adapters import load_adapter
-from klconform.cases import load_cases
-from klconform.evaluate import make_call
-from klconform.gradients import analytic, evaluate_gradients
+from klconform.engine.evaluate import make_call
+from klconform.engine.gradients import analytic, evaluate_gradients
+from klconform.spec.cases import load_cases
 from tests.suite_runner import implementation_module, run_suite
 
 CUSTOM_BACKWARD = """

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from klconform import resources
-from klconform.cases import load_cases
 from klconform.errors import SpecError
-from klconform.yamlio import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
+from klconform.spec.cases import load_cases
+from klconform.spec.yaml_loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 
 # A valid case; tests corrupt one line of it. Line numbers of its fields, used in the
 # assertions: id 2, claims 3, description 4, provenance source 6, inputs 7, input 8,

@@ -92,7 +92,7 @@ def test_hard_crash_leaves_a_report_that_says_so(tmp_path, function, how):
     (tmp_path / "crashing_kl.py").write_text(textwrap.dedent(CRASHING))
     env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONFAULTHANDLER="")
     completed = subprocess.run(
-        [sys.executable, "-m", "klconform.cli", "run", f"--impl=crashing_kl:{function}",
+        [sys.executable, "-m", "klconform.cli.main", "run", f"--impl=crashing_kl:{function}",
          "--", "-k", "test_case and (roles or none-pointwise or none-terms)",
          "-p", "no:faulthandler"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)

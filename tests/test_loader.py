@@ -6,11 +6,11 @@ import textwrap
 import numpy as np
 import pytest
 
-from klconform import tensors
-from klconform.cases import _split, load_cases
 from klconform.errors import SpecError
-from klconform.spec import load_spec
-from klconform.yamlio import read_yaml
+from klconform.spec import tensors
+from klconform.spec.cases import _split, load_cases
+from klconform.spec.claims import load_spec
+from klconform.spec.yaml_loader import read_yaml
 
 # --- tensors.build ------------------------------------------------------------------------
 

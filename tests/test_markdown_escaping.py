@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from klconform.markdown import cell, fenced, render_markdown
+from klconform.report.markdown import cell, fenced, render_markdown
 
 HOSTILE = "a | b `code` <script>alert(1)</script> *bold* [link](http://x) # \\ & _x_"
 MULTILINE = "first line\nsecond | line\r\nthird\u2028fourth"

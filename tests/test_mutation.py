@@ -16,10 +16,10 @@ from functools import cache
 import pytest
 
 from klconform.adapters import load_adapter
-from klconform.cases import load_cases
-from klconform.evaluate import evaluate
-from klconform.gradients import GRADIENT_DTYPES, eligible, evaluate_gradients
-from klconform.spec import load_spec
+from klconform.engine.evaluate import evaluate
+from klconform.engine.gradients import GRADIENT_DTYPES, eligible, evaluate_gradients
+from klconform.spec.cases import load_cases
+from klconform.spec.claims import load_spec
 from tests.mutants import CORRECT, WRONG
 from tests.suite_runner import run_suite
 

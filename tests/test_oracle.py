@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from klconform import oracle, precise
 from klconform.dtypes import round_to
+from klconform.oracle import extended as precise
+from klconform.oracle import float64 as oracle
 
 RNG = np.random.default_rng(20261123)
 

@@ -12,11 +12,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from klconform import case_writer, properties, resources
+from klconform import resources
 from klconform.adapters.numpy_adapter import NumpyAdapter
-from klconform.cases import load_cases
-from klconform.checkspec import check_spec
-from klconform.hypothesis_profiles import DEFAULT_EXAMPLES, configure
+from klconform.authoring import case_from_example as case_writer
+from klconform.authoring.lint import check_spec
+from klconform.engine import properties
+from klconform.harness.hypothesis_profiles import DEFAULT_EXAMPLES, configure
+from klconform.spec.cases import load_cases
 
 SUITE = str(resources.suites_dir() / "test_properties.py")
 
@@ -25,8 +27,8 @@ SUITE = str(resources.suites_dir() / "test_properties.py")
 DIGEST_SCRIPT = textwrap.dedent("""
     import hashlib
     from klconform.adapters.numpy_adapter import NumpyAdapter
-    from klconform.hypothesis_profiles import configure
-    from klconform.properties import BY_ID, run_property
+    from klconform.harness.hypothesis_profiles import configure
+    from klconform.engine.properties import BY_ID, run_property
 
     class Recording(NumpyAdapter):
         digest = hashlib.sha256()
@@ -124,7 +126,7 @@ def test_failing_example_becomes_a_case_that_check_spec_accepts_and_that_fails(w
     cases_dir = tmp_path / "cases"
     shutil.copytree(resources.cases_dir(), cases_dir)
     found = cases_dir / "found.yaml"
-    subprocess.run([sys.executable, "-m", "klconform.cli", "case-from-example",
+    subprocess.run([sys.executable, "-m", "klconform.cli.main", "case-from-example",
                     str(example_file), "-o", str(found)], check=True, env=env)
 
     loaded = [case for case in load_cases(cases_dir) if case.file == found]
@@ -157,7 +159,7 @@ def test_strategy_values_are_exact_in_the_dtype():
     from hypothesis import given, settings
 
     from klconform.dtypes import round_to
-    from klconform.strategies import Options, examples
+    from klconform.engine.strategies import Options, examples
 
     @settings(max_examples=30, derandomize=True, database=None, deadline=None)
     @given(examples("bfloat16", ("sum",), (None, True), Options()))

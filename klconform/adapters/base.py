@@ -97,7 +97,7 @@ class Adapter:
         """Python source reproducing the call outside klconform.
 
         It may use `input_values` and `target_values`: float64 numpy arrays holding the exact
-        values of the call, defined by the lines klconform.reproduce puts before it.
+        values of the call, defined by the lines klconform.engine.snippets puts before it.
         """
         return (
             "from klconform.adapters import load_adapter\n"

@@ -1,8 +1,8 @@
-"""Adapter for klconform's own numpy implementation (klconform.reference_numpy)."""
+"""Adapter for klconform's own numpy implementation (klconform.adapters.numpy_reference)."""
 
 import numpy as np
 
-from klconform import reference_numpy
+from klconform.adapters import numpy_reference as reference_numpy
 from klconform.adapters.base import Adapter, Call, Capabilities, Observation
 
 
@@ -15,7 +15,7 @@ class NumpyAdapter(Adapter):
         return np.__version__
 
     def describe(self):
-        return "klconform.reference_numpy.kl_div (numpy)"
+        return "klconform.adapters.numpy_reference.kl_div (numpy)"
 
     def compute(self, call: Call) -> Observation:
         input = np.asarray(call.input).astype(call.dtype_of("input"))
@@ -26,7 +26,7 @@ class NumpyAdapter(Adapter):
     def snippet(self, call: Call):
         kwargs = ", ".join(f"{key}={value!r}" for key, value in call.keyword_arguments().items())
         return (
-            "from klconform.reference_numpy import kl_div\n"
+            "from klconform.adapters.numpy_reference import kl_div\n"
             f"print(kl_div(input_values.astype(np.{call.dtype_of('input')}), "
             f"target_values.astype(np.{call.dtype_of('target')}){', ' if kwargs else ''}"
             f"{kwargs}))\n"

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from klconform import __version__
-from klconform.messages import one_line
+from klconform.engine.failure_text import one_line
 
 REPORT_SCHEMA_VERSION = "1"
 FAILING = ("failed", "errored")
@@ -184,9 +184,9 @@ def attribute_records(records, cases):
 
 
 def write_reports(state, exitstatus, crashes=(), invocation=None):
-    from klconform.cases import load_cases
-    from klconform.markdown import render_markdown
-    from klconform.spec import load_spec
+    from klconform.report.markdown import render_markdown
+    from klconform.spec.cases import load_cases
+    from klconform.spec.claims import load_spec
 
     try:
         spec = load_spec()
@@ -196,7 +196,7 @@ def write_reports(state, exitstatus, crashes=(), invocation=None):
         spec = None
     if not state.settings:
         # xdist controller: the workers configured hypothesis, the options say how.
-        from klconform.hypothesis_profiles import describe
+        from klconform.harness.hypothesis_profiles import describe
 
         state.settings = describe(state.profile, getattr(state, "seed", None),
                                   getattr(state, "max_examples", None))

@@ -9,9 +9,9 @@ import math
 
 import numpy as np
 
-from klconform import oracle
-from klconform.checks import effective_reduction
 from klconform.dtypes import UNIT_ROUNDOFF
+from klconform.engine.expectations import effective_reduction
+from klconform.oracle import float64 as oracle
 
 LN2 = math.log(2.0)
 

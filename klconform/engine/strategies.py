@@ -136,7 +136,7 @@ class Options:
 def reduction_choices(adapter, options, dtype, device):
     """The drawn reductions / log_target values the adapter supports (never draw others)."""
     from klconform.adapters.base import Call
-    from klconform.evaluate import unsupported_reason
+    from klconform.engine.evaluate import unsupported_reason
 
     empty = np.zeros(1)
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from klconform import budget
+from klconform.oracle import budget
 
 CHUNK = 1 << 16
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
@@ -41,7 +41,7 @@ def terms_and_magnitudes(x, t, log_target=False):
     """(L_i, m_i): the pointwise terms and the size of the pieces they cancel from.
 
     One pass shares the logarithm and the products between the two; m_i is what the error
-    budget scales with (klconform.budget).
+    budget scales with (klconform.oracle.budget).
     """
     with np.errstate(all="ignore"):
         if log_target:

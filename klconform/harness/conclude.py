@@ -15,7 +15,7 @@ class ShouldLevelWarning(UserWarning):
 
 
 def conclude(outcome, record, strict, manifest=None):
-    from klconform.messages import failure_text
+    from klconform.engine.failure_text import failure_text
 
     failing = outcome.status in ("failed", "errored")
     deviation = manifest.match(outcome.case_id, outcome.claims, outcome.dtype) \

@@ -57,7 +57,7 @@ def main(argv=None):
 
 
 def run_case_from_example(args):
-    from klconform.case_writer import ExampleError, case_file_text, read_example
+    from klconform.authoring.case_from_example import ExampleError, case_file_text, read_example
 
     try:
         with (sys.stdin if args.example == "-" else open(args.example, encoding="utf-8")) as f:
@@ -79,12 +79,12 @@ def run_case_from_example(args):
 
 
 def run_suites(args):
-    from klconform.runner import run_isolated
+    from klconform.harness.child_runner import run_isolated
 
     extra = list(args.pytest_args)
     if extra and extra[0] == "--":
         extra = extra[1:]
-    from klconform.session import default_report_dir
+    from klconform.harness.session import default_report_dir
 
     report_dir = args.report_dir or default_report_dir(os.getcwd(), args.impl)
     suites = str(resources.suites_dir())
@@ -97,7 +97,7 @@ def run_suites(args):
         f"--kl-profile={args.profile}", "-ra", "-q",
     ]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
-        pytest_args += ["-p", "klconform.plugin"]
+        pytest_args += ["-p", "klconform.harness.plugin"]
     if args.strict:
         pytest_args.append("--kl-strict")
     if args.cases:
@@ -115,7 +115,7 @@ def run_suites(args):
 
 
 def run_check_spec(args):
-    from klconform.checkspec import check_spec
+    from klconform.authoring.lint import check_spec
 
     cases_dir = os.path.abspath(args.cases) if args.cases else None
     problems, counts = check_spec(args.spec_dir, cases_dir)

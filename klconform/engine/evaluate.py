@@ -1,14 +1,15 @@
 """One case at one dtype against one adapter: build the call, run it, compare with the oracle.
 
-This is where a case's expectations are read and dispatched to klconform.checks. The
+This is where a case's expectations are read and dispatched to klconform.engine.expectations. The
 result is an Outcome; turning it into a pytest result and a report entry happens elsewhere.
 """
 
 import numpy as np
 
-from klconform import oracle, precise, reproduce
 from klconform.adapters.base import REDUCTIONS, Call
-from klconform.checks import (
+from klconform.dtypes import round_to
+from klconform.engine import snippets as reproduce
+from klconform.engine.expectations import (
     check_cross_entropy,
     check_published,
     check_relation,
@@ -18,10 +19,11 @@ from klconform.checks import (
     effective_reduction,
     oracle_for,
 )
-from klconform.dtypes import round_to
-from klconform.formatting import first_line, summarize
-from klconform.isolation import DEFAULT_TIMEOUT_S, call_with_timeout
-from klconform.outcome import CheckFailures, Outcome, describe_observed, errored_outcome
+from klconform.engine.isolation import DEFAULT_TIMEOUT_S, call_with_timeout
+from klconform.engine.outcome import CheckFailures, Outcome, describe_observed, errored_outcome
+from klconform.oracle import extended as precise
+from klconform.oracle import float64 as oracle
+from klconform.short_text import first_line, summarize
 
 
 class Guarded:
@@ -125,7 +127,7 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     if failures:
         outcome.status = "failed"
         outcome.checks = failures.lines
-        from klconform.diagnose import diagnose
+        from klconform.engine.diagnosis import diagnose
 
         # diagnose() itself passes over mistakes whose shape differs from the result's.
         outcome.diagnosis = diagnose(call, observation.value, expected)

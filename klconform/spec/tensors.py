@@ -135,6 +135,6 @@ def _construct(description, path):
 
 
 def _log_softmax(logits, dim):
-    from klconform.oracle import log_softmax_deficit
+    from klconform.oracle.float64 import log_softmax_deficit
 
     return -log_softmax_deficit(logits, dim)

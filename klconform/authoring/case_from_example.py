@@ -39,7 +39,7 @@ def read_example(text):
 
 def cases_from_example(example, spec=None):
     """The case dicts (ready for a case file) for one failing example."""
-    from klconform.spec import load_spec
+    from klconform.spec.claims import load_spec
 
     spec = spec or load_spec()
     provenance = _provenance(example["claims"], spec)

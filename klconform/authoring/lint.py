@@ -9,13 +9,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from klconform import precise, tensors
-from klconform.cases import load_cases
-from klconform.checks import DEFAULT_REDUCTION, published_allowance
 from klconform.dtypes import round_to
+from klconform.engine.expectations import DEFAULT_REDUCTION, published_allowance
 from klconform.errors import SpecError
-from klconform.oracle import expected as oracle_expected
-from klconform.spec import load_spec
+from klconform.oracle import extended as precise
+from klconform.oracle.float64 import expected as oracle_expected
+from klconform.spec import tensors
+from klconform.spec.cases import load_cases
+from klconform.spec.claims import load_spec
 
 
 @dataclass
@@ -68,8 +69,8 @@ def generated_coverage(cases):
 
     suites/test_gradients.py derives a gradient check from every eligible value case.
     """
-    from klconform.gradients import CLAIMS as GRADIENT_CLAIMS
-    from klconform.gradients import eligible
+    from klconform.engine.gradients import CLAIMS as GRADIENT_CLAIMS
+    from klconform.engine.gradients import eligible
 
     return set(GRADIENT_CLAIMS) if any(eligible(case) for case in cases) else set()
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from klconform.session import RECORD_KEY, kl_session
+from klconform.harness.session import RECORD_KEY, kl_session
 
 
 class Collector:
@@ -21,7 +21,7 @@ class Collector:
             return
         try:
             if state.journal is None:
-                from klconform.journal import Journal
+                from klconform.harness.run_stream import Journal
 
                 state.journal = Journal(state.report_dir, append=state.journal_append)
                 state.journal.write("session", impl=state.impl, started=state.started)

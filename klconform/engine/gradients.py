@@ -13,15 +13,15 @@ from dataclasses import replace
 
 import numpy as np
 
-from klconform import oracle
 from klconform.adapters.base import Call
-from klconform.budget import K_ELEM
-from klconform.checks import effective_reduction
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
-from klconform.evaluate import Guarded, make_call, unsupported_reason
-from klconform.formatting import summarize
-from klconform.isolation import DEFAULT_TIMEOUT_S
-from klconform.outcome import Outcome, errored_outcome
+from klconform.engine.evaluate import Guarded, make_call, unsupported_reason
+from klconform.engine.expectations import effective_reduction
+from klconform.engine.isolation import DEFAULT_TIMEOUT_S
+from klconform.engine.outcome import Outcome, errored_outcome
+from klconform.oracle import float64 as oracle
+from klconform.oracle.budget import K_ELEM
+from klconform.short_text import summarize
 
 CLAIMS = ("gradient-input", "gradient-target")
 GRADIENT_DTYPES = ("float16", "bfloat16", "float32", "float64")
@@ -86,7 +86,7 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     if reason:
         outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
         return outcome
-    from klconform import reproduce
+    from klconform.engine import snippets as reproduce
 
     outcome.snippet = reproduce.snippet(adapter, call, case.id) + \
         "# gradients: adapter.run_gradients(Call(...)) or result.sum().backward()\n"

@@ -15,8 +15,8 @@ silently hide nothing.
 from dataclasses import dataclass
 
 from klconform.errors import SpecError
-from klconform.spec import dotted_path, validation_error
-from klconform.yamlio import read_yaml
+from klconform.spec.claims import dotted_path, validation_error
+from klconform.spec.yaml_loader import read_yaml
 
 SCHEMA = {
     "type": "object", "required": ["deviations"], "additionalProperties": False,

@@ -2,7 +2,7 @@
 
 A property is a plain function over a Probe (the adapter plus one drawn Example): it makes
 calls, compares every result with the float64 oracle exactly as a YAML case is compared
-(klconform.evaluate's helpers), then checks its own relation. run_property() searches for a
+(klconform.engine.evaluate's helpers), then checks its own relation. run_property() searches for a
 falsifying example with Hypothesis and turns the outcome into the same Outcome a case
 gives, so it reaches the report, the failure text and pytest the same way.
 
@@ -20,20 +20,22 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from klconform import oracle, reproduce, strategies
 from klconform.adapters.base import Call
-from klconform.checks import (
+from klconform.dtypes import round_to
+from klconform.engine import snippets as reproduce
+from klconform.engine import strategies
+from klconform.engine.evaluate import Guarded, make_call, unsupported_reason
+from klconform.engine.expectations import (
     check_cross_entropy,
     check_sign,
     compare_with_oracle,
     oracle_for,
 )
-from klconform.dtypes import round_to
-from klconform.evaluate import Guarded, make_call, unsupported_reason
-from klconform.formatting import first_line, format_number, summarize
-from klconform.isolation import DEFAULT_TIMEOUT_S
-from klconform.outcome import CheckFailures, Outcome
-from klconform.strategies import Options
+from klconform.engine.isolation import DEFAULT_TIMEOUT_S
+from klconform.engine.outcome import CheckFailures, Outcome
+from klconform.engine.strategies import Options
+from klconform.oracle import float64 as oracle
+from klconform.short_text import first_line, format_number, summarize
 
 EXAMPLE_FORMAT = 1
 
@@ -491,7 +493,7 @@ def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint):
 
 
 def example_record(prop, probe):
-    """The failing example as JSON data: what klconform.case_writer turns into a case."""
+    """The failing example as JSON data: what klconform.authoring.case_from_example turns into a case."""
     return {"klconform_example": EXAMPLE_FORMAT, "property": prop.id, "claims": list(prop.claims),
             "statement": prop.statement, "dtype": probe.example.dtype,
             "example": repr(probe.example), "failures": list(probe.failures.lines),

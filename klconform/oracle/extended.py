@@ -8,7 +8,7 @@ Small inputs only: it is a loop over elements.
 import mpmath
 import numpy as np
 
-from klconform.oracle import divisor_for
+from klconform.oracle.float64 import divisor_for
 
 DIGITS = 40
 

@@ -5,7 +5,7 @@ from functools import lru_cache
 
 @lru_cache(maxsize=1)
 def _claims():
-    from klconform.spec import load_spec
+    from klconform.spec.claims import load_spec
 
     try:
         return load_spec().claims

@@ -9,11 +9,11 @@ import os
 
 import pytest
 
-from klconform.collector import Collector
-from klconform.conclude import conclude
 from klconform.errors import KLConformError
-from klconform.journal import KEEP_JOURNAL_ENV
-from klconform.session import (
+from klconform.harness.collector import Collector
+from klconform.harness.conclude import conclude
+from klconform.harness.run_stream import KEEP_JOURNAL_ENV
+from klconform.harness.session import (
     RECORD_KEY,
     SESSION_KEY,
     KLSession,
@@ -77,7 +77,7 @@ def argparse_suppress():
 def loaded_cases(config):
     session = kl_session(config)
     if session.cases is None:
-        from klconform.cases import load_cases
+        from klconform.spec.cases import load_cases
 
         session.cases = load_cases(session.cases_dir)
     return session.cases
@@ -97,7 +97,7 @@ def pytest_generate_tests(metafunc):
     session = kl_session(metafunc.config)
     argument = "kl_case"
     if "kl_gradient_case" in names:
-        from klconform.gradients import GRADIENT_DTYPES, eligible
+        from klconform.engine.gradients import GRADIENT_DTYPES, eligible
 
         argument = "kl_gradient_case"
         cases = [case for case in cases if eligible(case)]
@@ -118,7 +118,7 @@ def pytest_collection_modifyitems(session, config, items):
     state = kl_session(config)
     state.collected = len(kl_items)
     if kl_items and not state.settings:
-        from klconform.hypothesis_profiles import configure
+        from klconform.harness.hypothesis_profiles import configure
 
         state.settings = configure(state.profile, state.seed, state.max_examples)
     if kl_items and state.xfails_path and state.manifest is None:
@@ -133,11 +133,11 @@ def pytest_collection_modifyitems(session, config, items):
 
 
 def _load_manifest(config, state):
-    from klconform.deviations import load_manifest
+    from klconform.spec.deviations import load_manifest
 
     cases = loaded_cases(config)
     claims = {claim for case in cases for claim in case.claims}
-    from klconform.spec import load_spec
+    from klconform.spec.claims import load_spec
 
     claims |= set(load_spec().claims)
     try:
@@ -187,7 +187,7 @@ def kl_conclude(request, kl_record):
 @pytest.fixture
 def kl_check(kl_adapter, kl_device, kl_timeout, kl_conclude):
     """Evaluate a case at a dtype and conclude it."""
-    from klconform.evaluate import evaluate
+    from klconform.engine.evaluate import evaluate
 
     def check(case, dtype):
         return kl_conclude(evaluate(case, dtype, kl_adapter, kl_device, kl_timeout))
@@ -212,7 +212,7 @@ def pytest_sessionfinish(session, exitstatus):
     state = kl_session(config)
     if not state.collected and not state.records:
         return
-    from klconform.report import write_reports
+    from klconform.report.build import write_reports
 
     try:
         state.report_paths = write_reports(state, int(exitstatus))

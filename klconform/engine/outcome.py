@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass, field
 
-from klconform.formatting import first_line
+from klconform.short_text import first_line
 
 
 @dataclass

@@ -79,6 +79,6 @@ def render_markdown(report):
 
 
 def _observed(observed):
-    from klconform.outcome import describe_observed
+    from klconform.engine.outcome import describe_observed
 
     return describe_observed(observed) if observed else ""

@@ -9,7 +9,7 @@ import jsonschema
 
 from klconform import resources
 from klconform.errors import SpecError
-from klconform.yamlio import read_yaml
+from klconform.spec.yaml_loader import read_yaml
 
 LEVELS = ("must", "should", "implementation-defined")
 

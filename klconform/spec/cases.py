@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from klconform import resources, tensors
+from klconform import resources
 from klconform.dtypes import DTYPES
 from klconform.errors import SpecError
-from klconform.spec import dotted_path, load_schema, load_spec, validation_error
-from klconform.yamlio import read_yaml
+from klconform.spec import tensors
+from klconform.spec.claims import dotted_path, load_schema, load_spec, validation_error
+from klconform.spec.yaml_loader import read_yaml
 
 DEFAULT_DTYPES = ("float32", "float64")
 REDUCTIONS = ("none", "mean", "sum", "batchmean")

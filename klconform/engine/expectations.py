@@ -6,9 +6,11 @@ none of them knows about pytest or reports.
 
 import numpy as np
 
-from klconform import oracle, reproduce, tensors
 from klconform.dtypes import UNIT_ROUNDOFF
-from klconform.formatting import at_text, first_index, format_number, summarize, where_text
+from klconform.engine import snippets as reproduce
+from klconform.oracle import float64 as oracle
+from klconform.short_text import at_text, first_index, format_number, summarize, where_text
+from klconform.spec import tensors
 
 DEFAULT_REDUCTION = "mean"  # claim default-reduction-mean
 

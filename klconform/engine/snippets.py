@@ -33,7 +33,7 @@ def preamble(call, case_id=None):
     lines = ["import numpy as np", "from numpy import inf, nan"]
     if case_id and max(call.input.size, call.target.size) > INLINE_LIMIT:
         lines += [
-            "from klconform.reproduce import case_values",
+            "from klconform.engine.snippets import case_values",
             f"input_values, target_values = case_values({case_id!r}, {call.dtype!r})",
         ]
     else:
@@ -48,8 +48,8 @@ def snippet(adapter, call, case_id=None):
 
 def case_values(case_id, dtype, cases_dir=None):
     """The exact (input, target) values a case gives an implementation at `dtype`."""
-    from klconform.cases import load_cases
     from klconform.dtypes import round_to
+    from klconform.spec.cases import load_cases
 
     for case in load_cases(cases_dir):
         if case.id == case_id:

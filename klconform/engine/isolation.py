@@ -5,7 +5,7 @@ that hangs is abandoned with its thread (a thread cannot be killed): the case fa
 clear message, a fresh worker takes the next call, and the run goes on. One long-lived
 worker serves all calls, so the guard costs a hand-off, not a thread start, per call.
 Hard crashes (segfault, os._exit) kill the process; `klconform run` survives them by
-running pytest in a child process (klconform.runner).
+running pytest in a child process (klconform.harness.child_runner).
 """
 
 import queue

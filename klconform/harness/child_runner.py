@@ -13,7 +13,7 @@ import sys
 import time
 from types import SimpleNamespace
 
-from klconform.journal import KEEP_JOURNAL_ENV, in_flight, read_journal
+from klconform.harness.run_stream import KEEP_JOURNAL_ENV, in_flight, read_journal
 
 MAX_CRASHES = 10
 
@@ -50,7 +50,7 @@ def run_isolated(pytest_args, report_dir, impl, settings):
 
 
 def _write_merged(report_dir, impl, settings, events, crashes, started, exitstatus):
-    from klconform.report import write_reports
+    from klconform.report.build import write_reports
 
     records = {}
     for event in events:
@@ -79,7 +79,7 @@ def _write_merged(report_dir, impl, settings, events, crashes, started, exitstat
 def _remove_journal(report_dir):
     from pathlib import Path
 
-    from klconform.journal import JOURNAL_NAME
+    from klconform.harness.run_stream import JOURNAL_NAME
 
     (Path(report_dir) / JOURNAL_NAME).unlink(missing_ok=True)
 

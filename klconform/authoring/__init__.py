@@ -1,0 +1,1 @@
+"""Tools for people writing cases: the spec linter (check-spec) and case-from-example."""
