@@ -493,7 +493,7 @@ def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint):
 
 
 def example_record(prop, probe):
-    """The failing example as JSON data: what klconform.authoring.case_from_example turns into a case."""
+    """The failing example as JSON data, which authoring.case_from_example turns into a case."""
     return {"klconform_example": EXAMPLE_FORMAT, "property": prop.id, "claims": list(prop.claims),
             "statement": prop.statement, "dtype": probe.example.dtype,
             "example": repr(probe.example), "failures": list(probe.failures.lines),
