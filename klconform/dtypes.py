@@ -6,7 +6,7 @@ dtype under test here (bfloat16 included, which numpy lacks) before both get the
 
 import numpy as np
 
-DTYPES = ("float16", "bfloat16", "float32", "float64")
+from klconform.constants import DTYPES
 
 # Unit roundoff (half the machine epsilon) is the error of one correctly rounded operation.
 UNIT_ROUNDOFF = {

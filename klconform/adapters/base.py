@@ -12,9 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from klconform.dtypes import DTYPES
-
-REDUCTIONS = ("none", "mean", "sum", "batchmean")
+from klconform.constants import DTYPES, REDUCTIONS
 
 
 @dataclass(frozen=True)

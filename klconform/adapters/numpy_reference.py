@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 
+# Stated here, not imported: this module stands for third-party code written from the docs.
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
 
 

@@ -10,15 +10,15 @@ import inspect
 import numpy as np
 
 from klconform.adapters.base import (
-    REDUCTIONS,
     Adapter,
     Call,
     Capabilities,
     ImplementationResultError,
     Observation,
 )
+from klconform.constants import DTYPES, REDUCTIONS
 
-TORCH_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+TORCH_DTYPES = frozenset(DTYPES)
 
 
 def _torch():

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from klconform.constants import DEFAULT_REDUCTION
 from klconform.dtypes import round_to
-from klconform.engine.expectations import DEFAULT_REDUCTION, published_allowance
+from klconform.engine.expectations import published_allowance
 from klconform.errors import SpecError
 from klconform.oracle import extended as precise
 from klconform.oracle.float64 import expected as oracle_expected

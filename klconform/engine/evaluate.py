@@ -7,6 +7,7 @@ result is an Outcome; turning it into a pytest result and a report entry happens
 import numpy as np
 
 from klconform.adapters.base import REDUCTIONS, Call
+from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine.expectations import (
@@ -19,7 +20,7 @@ from klconform.engine.expectations import (
     effective_reduction,
     oracle_for,
 )
-from klconform.engine.isolation import DEFAULT_TIMEOUT_S, call_with_timeout
+from klconform.engine.isolation import call_with_timeout
 from klconform.engine.outcome import CheckFailures, Outcome, describe_observed, errored_outcome
 from klconform.oracle import extended as precise
 from klconform.oracle import float64 as oracle

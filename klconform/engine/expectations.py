@@ -6,13 +6,12 @@ none of them knows about pytest or reports.
 
 import numpy as np
 
+from klconform.constants import DEFAULT_REDUCTION
 from klconform.dtypes import UNIT_ROUNDOFF
 from klconform.engine import snippets as reproduce
 from klconform.oracle import float64 as oracle
 from klconform.short_text import at_text, first_index, format_number, summarize, where_text
 from klconform.spec import tensors
-
-DEFAULT_REDUCTION = "mean"  # claim default-reduction-mean
 
 
 def effective_reduction(call):

@@ -14,17 +14,17 @@ from dataclasses import replace
 import numpy as np
 
 from klconform.adapters.base import Call
+from klconform.constants import DEFAULT_TIMEOUT_S, DTYPES
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
 from klconform.engine.evaluate import Guarded, make_call, unsupported_reason
 from klconform.engine.expectations import effective_reduction
-from klconform.engine.isolation import DEFAULT_TIMEOUT_S
 from klconform.engine.outcome import Outcome, errored_outcome
 from klconform.oracle import float64 as oracle
 from klconform.oracle.budget import K_ELEM
 from klconform.short_text import summarize
 
 CLAIMS = ("gradient-input", "gradient-target")
-GRADIENT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+GRADIENT_DTYPES = DTYPES
 # Finite differences only where float64 rounding leaves them meaningful.
 FINITE_DIFFERENCE_DTYPE = "float64"
 STEP = 1e-5

@@ -11,7 +11,7 @@ running pytest in a child process (klconform.harness.child_runner).
 import queue
 import threading
 
-DEFAULT_TIMEOUT_S = 60.0
+from klconform.constants import DEFAULT_TIMEOUT_S
 
 
 class CallTimeout(Exception):

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from klconform.adapters.base import Call
+from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import strategies
@@ -31,7 +32,6 @@ from klconform.engine.expectations import (
     compare_with_oracle,
     oracle_for,
 )
-from klconform.engine.isolation import DEFAULT_TIMEOUT_S
 from klconform.engine.outcome import CheckFailures, Outcome
 from klconform.engine.strategies import Options
 from klconform.oracle import float64 as oracle

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from klconform.constants import DEFAULT_TIMEOUT_S
+
 RECORD_KEY = "klconform"       # user_properties key of a result record
 SESSION_KEY = pytest.StashKey["KLSession"]()
 
@@ -27,7 +29,7 @@ class KLSession:
     max_examples: int | None = None
     settings: dict = field(default_factory=dict)
     xfails_path: str | None = None
-    timeout: float = 60.0
+    timeout: float = DEFAULT_TIMEOUT_S
     journal_append: bool = False
     journal: object = None
     manifest: object = None

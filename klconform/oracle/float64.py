@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from klconform.constants import REDUCTIONS
 from klconform.oracle import budget
 
 CHUNK = 1 << 16
-REDUCTIONS = ("none", "mean", "sum", "batchmean")
 
 
 @dataclass(frozen=True)

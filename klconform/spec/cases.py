@@ -13,14 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from klconform import resources
-from klconform.dtypes import DTYPES
+from klconform.constants import DEFAULT_DTYPES, DTYPES, LEVELS, REDUCTIONS
 from klconform.errors import SpecError
 from klconform.spec import tensors
 from klconform.spec.claims import dotted_path, load_schema, load_spec, validation_error
 from klconform.spec.yaml_loader import read_yaml
-
-DEFAULT_DTYPES = ("float32", "float64")
-REDUCTIONS = ("none", "mean", "sum", "batchmean")
 
 
 @dataclass(frozen=True)
@@ -65,7 +62,7 @@ def build_pair(inputs):
 
 
 def _strictest(levels):
-    for level in ("must", "should", "implementation-defined"):
+    for level in LEVELS:
         if level in levels:
             return level
     raise ValueError(f"no known level among {levels}")

@@ -11,7 +11,6 @@ from klconform import resources
 from klconform.errors import SpecError
 from klconform.spec.yaml_loader import read_yaml
 
-LEVELS = ("must", "should", "implementation-defined")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,16 @@
+"""Facts of the specification that code in every stage needs, each stated once here."""
+
+# The canonical (torch-convention) reductions, in the order reports list them.
+REDUCTIONS = ("none", "mean", "sum", "batchmean")
+# What a call without a reduction argument means in the canonical convention
+# (claim default-reduction-mean).
+DEFAULT_REDUCTION = "mean"
+
+DTYPES = ("float16", "bfloat16", "float32", "float64")
+# The dtypes a case runs at when it names none.
+DEFAULT_DTYPES = ("float32", "float64")
+
+LEVELS = ("must", "should", "implementation-defined")
+
+# Seconds one implementation call may take before it fails (--kl-timeout).
+DEFAULT_TIMEOUT_S = 60.0
