@@ -12,7 +12,6 @@ from klconform.errors import SpecError
 from klconform.spec.yaml_loader import read_yaml
 
 
-
 @dataclass(frozen=True)
 class Claim:
     id: str
