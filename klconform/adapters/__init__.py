@@ -1,7 +1,7 @@
 """Turning an --impl string into an Adapter.
 
 Resolution order:
-  1. a built-in name (torch, torch-module, numpy);
+  1. a built-in name: one of the records in klconform/adapters/records/;
   2. an entry point in the group `klconform.adapters` (an Adapter instance or subclass);
   3. MODULE:ATTR, ATTR being an Adapter (instance or subclass) or a plain callable with
      the torch convention (input, target, reduction='mean', log_target=False);
@@ -13,6 +13,7 @@ import re
 from importlib.metadata import entry_points
 
 from klconform.adapters.base import Adapter, Call, Capabilities, Observation
+from klconform.adapters.registry import adapter_from_record, builtin_records
 from klconform.errors import ImplementationLoadError
 
 ENTRY_POINT_GROUP = "klconform.adapters"
@@ -20,39 +21,24 @@ MODULE_ATTRIBUTE = "KLCONFORM_ADAPTER"
 _MODULE_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-def _builtin_torch():
-    from klconform.adapters.torch_adapter import functional_adapter
-
-    return functional_adapter()
-
-
-def _builtin_torch_module():
-    from klconform.adapters.torch_adapter import TorchModuleAdapter
-
-    return TorchModuleAdapter()
-
-
-def _builtin_numpy():
-    from klconform.adapters.numpy_adapter import NumpyAdapter
-
-    return NumpyAdapter()
-
-
-BUILTINS = {"torch": _builtin_torch, "torch-module": _builtin_torch_module,
-            "numpy": _builtin_numpy}
-
-
-def load_adapter(spec: str) -> Adapter:
+def load_adapter(spec: str, convention=None) -> Adapter:
+    """The adapter for an --impl string; `convention` (a record file) states how a
+    MODULE:ATTR function is called, instead of assuming the torch convention."""
     spec = spec.strip()
     if not spec:
         raise ImplementationLoadError("--impl is empty")
-    if spec in BUILTINS:
+    if convention is not None:
+        return _with_convention(spec, convention)
+    records = builtin_records()
+    if spec in records:
         try:
-            return BUILTINS[spec]()
+            return adapter_from_record(records[spec])
         except ImportError as error:
+            extra = records[spec].extra
+            hint = f'; pip install "klconform[{extra}]"' if extra else ""
             raise ImplementationLoadError(
                 f"--impl {spec}: built-in adapter needs a library that does not import "
-                f"({type(error).__name__}: {error})") from None
+                f"({type(error).__name__}: {error}){hint}") from None
     for entry_point in entry_points(group=ENTRY_POINT_GROUP):
         if entry_point.name == spec:
             return _from_entry_point(entry_point, spec)
@@ -74,6 +60,23 @@ def load_adapter(spec: str) -> Adapter:
             f"--impl {spec}: module {spec!r} defines no {MODULE_ATTRIBUTE}; "
             f"name an attribute with {spec}:ATTR or define {MODULE_ATTRIBUTE}")
     return as_adapter(getattr(module, MODULE_ATTRIBUTE), spec)
+
+
+def _with_convention(spec, convention_path):
+    """A record file for the user's own function: --impl MODULE:ATTR names the function
+    (overriding any `function:` in the file), or the file names it and --impl its name."""
+    import dataclasses
+
+    from klconform.spec.conventions import load_record
+
+    record = load_record(convention_path, injected_function=spec if ":" in spec else None)
+    if record.adapter:
+        raise ImplementationLoadError(
+            f"--convention {convention_path}: a convention file describes a function "
+            f"(function: or loss_class:), not an adapter class")
+    if ":" in spec:
+        record = dataclasses.replace(record, name=spec)
+    return adapter_from_record(record)
 
 
 def as_adapter(target, spec) -> Adapter:
@@ -126,7 +129,7 @@ def _import(module_name, spec, unknown_if_missing=False):
 
 
 def _unknown(spec):
-    names = ", ".join(sorted(BUILTINS) + sorted(ep.name for ep in entry_points(
+    names = ", ".join(sorted(builtin_records()) + sorted(ep.name for ep in entry_points(
         group=ENTRY_POINT_GROUP)))
     return (f"--impl {spec}: unknown implementation: not a built-in or entry point ({names}), "
             f"and not an importable MODULE or MODULE:ATTR")

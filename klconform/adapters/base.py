@@ -25,6 +25,10 @@ class Capabilities:
     module_form: bool = False           # the call goes through a loss object
     autograd: bool = False
     devices: tuple = ("cpu",)
+    # Canonical reductions klconform computes itself from the library's finer output: the
+    # values are still the library's, but the reduction's own claims cannot be judged.
+    composed_reductions: frozenset = frozenset()
+    ranks: tuple = (0, None)            # (min, max) input rank; None: no upper bound
 
     def as_dict(self):
         return {
@@ -32,7 +36,23 @@ class Capabilities:
             "default_reduction": self.default_reduction, "dtypes": sorted(self.dtypes),
             "legacy_args": self.legacy_args, "module_form": self.module_form,
             "autograd": self.autograd, "devices": list(self.devices),
+            "composed_reductions": sorted(self.composed_reductions),
+            "ranks": list(self.ranks),
         }
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an adapter will carry out one canonical call, known before it is made.
+
+    `unsupported` is the reason the call cannot be made at all. `composed` says a reduction
+    is klconform's arithmetic over the library's output; `conversions` name arguments that
+    klconform converted between spaces (each adds a rounding the budget must allow).
+    """
+
+    unsupported: str | None = None
+    composed: str | None = None
+    conversions: tuple = ()            # e.g. ("prediction: exp", "target: log")
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,10 @@ class Adapter:
         """(d input, d target) of the sum of the result, as float64 numpy arrays."""
         raise NotImplementedError(f"adapter {self.name!r} declares no autograd")
 
+    def plan(self, call: Call) -> Plan:
+        """Whether and how this adapter carries out `call` (from its capabilities)."""
+        return Plan(unsupported=unsupported_reason(self.capabilities, call))
+
     def snippet(self, call: Call) -> str:
         """Python source reproducing the call outside klconform.
 
@@ -124,3 +148,27 @@ class Adapter:
         messages = tuple(f"{w.category.__name__}: {w.message}" for w in caught)
         return Observation(observation.value, observation.dtype, observation.shape,
                            observation.warnings + messages)
+
+
+def unsupported_reason(caps: Capabilities, call: Call):
+    """What `call` asks for that the capabilities lack, as a phrase; None if nothing."""
+    if call.dtype not in caps.dtypes:
+        return f"dtype {call.dtype}"
+    if call.device.split(":")[0] not in caps.devices:
+        return f"device {call.device} (has {', '.join(caps.devices)})"
+    rank = np.ndim(call.input)
+    low, high = caps.ranks
+    if rank < low or (high is not None and rank > high):
+        return f"rank-{rank} inputs (takes ranks {low} to {'any' if high is None else high})"
+    if call.reduction is None and not caps.default_reduction:
+        return "calls without a reduction argument"
+    if call.reduction is not None:
+        if not caps.reductions:
+            return "a reduction argument"
+        if call.reduction in REDUCTIONS and call.reduction not in caps.reductions:
+            return f"reduction {call.reduction!r}"
+    if call.log_target is not None and not caps.log_target:
+        return f"a log_target argument (log_target={call.log_target})"
+    if call.legacy and not caps.legacy_args:
+        return "legacy size_average/reduce arguments"
+    return None

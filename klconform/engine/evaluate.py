@@ -6,7 +6,7 @@ result is an Outcome; turning it into a pytest result and a report entry happens
 
 import numpy as np
 
-from klconform.adapters.base import REDUCTIONS, Call
+from klconform.adapters.base import Call
 from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
@@ -67,23 +67,7 @@ def _round_argument(values, dtype):
 
 
 def unsupported_reason(adapter, call: Call):
-    caps = adapter.capabilities
-    if call.dtype not in caps.dtypes:
-        return f"dtype {call.dtype}"
-    if call.device.split(":")[0] not in caps.devices:
-        return f"device {call.device} (has {', '.join(caps.devices)})"
-    if call.reduction is None and not caps.default_reduction:
-        return "calls without a reduction argument"
-    if call.reduction is not None:
-        if not caps.reductions:
-            return "a reduction argument"
-        if call.reduction in REDUCTIONS and call.reduction not in caps.reductions:
-            return f"reduction {call.reduction!r}"
-    if call.log_target is not None and not caps.log_target:
-        return f"a log_target argument (log_target={call.log_target})"
-    if call.legacy and not caps.legacy_args:
-        return "legacy size_average/reduce arguments"
-    return None
+    return adapter.plan(call).unsupported
 
 
 def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:

@@ -1,0 +1,57 @@
+"""Array bridges: numpy float64 values in, a library's arrays out, and back.
+
+A convention adapter (klconform.adapters.convention) is generic over the array type; what
+differs between numpy, torch, jax, tensorflow, paddle, mindspore and mlx lives in one small
+bridge each, registered by the name a record's `arrays:` field uses.
+"""
+
+import importlib
+
+import numpy as np
+
+from klconform.adapters.base import ImplementationResultError
+
+BRIDGE_MODULES = {
+    "numpy": "klconform.adapters.arrays.numpy_arrays",
+    "torch": "klconform.adapters.arrays.torch_arrays",
+    "jax": "klconform.adapters.arrays.jax_arrays",
+    "tensorflow": "klconform.adapters.arrays.tensorflow_arrays",
+    "paddle": "klconform.adapters.arrays.paddle_arrays",
+    "mindspore": "klconform.adapters.arrays.mindspore_arrays",
+    "mlx": "klconform.adapters.arrays.mlx_arrays",
+}
+
+
+class ArrayBridge:
+    """One array library, as the convention adapter needs it. Subclasses fill these in."""
+
+    name = "?"
+    distribution = None      # the package whose version identifies the array library
+
+    def setup(self, setup: dict):
+        """Library-wide switches a record asks for (jax 64-bit mode, ...), before any call."""
+
+    def from_numpy(self, values: np.ndarray, dtype: str, device: str):
+        raise NotImplementedError
+
+    def to_numpy(self, result):
+        """(float64 values, dtype name, shape) of a result; ImplementationResultError if the
+        result is not an array of this library."""
+        raise NotImplementedError
+
+    def gradients(self, function, first, second):
+        """d sum(function(first, second)) / d first and / d second, as float64 numpy."""
+        raise NotImplementedError(f"{self.name} arrays have no autograd bridge")
+
+    def devices(self):
+        return ("cpu",)
+
+
+def bridge(name) -> ArrayBridge:
+    module = importlib.import_module(BRIDGE_MODULES[name])
+    return module.BRIDGE
+
+
+def not_an_array(result, expected):
+    return ImplementationResultError(
+        f"returned {type(result).__name__}, expected {expected}")

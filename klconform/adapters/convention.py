@@ -1,0 +1,284 @@
+"""The generic adapter: any KL function described by an implementation record.
+
+It maps a canonical call (input = log Q, target = P or log P, a canonical reduction) onto the
+library's own convention: argument order, the space each argument is in, the native
+reduction that computes the same thing on the shape at hand. Where the library has no such
+reduction, klconform composes it from the library's finest output (elementwise terms or
+per-row sums) and says so in the plan; where that is impossible the call is unsupported,
+with the reason. Conversions between spaces are done in float64 and rounded once to the
+dtype under test, and the plan names them so the budget can allow for that rounding.
+"""
+
+import importlib
+import os
+from importlib import metadata
+
+import numpy as np
+
+from klconform.adapters.arrays import bridge
+from klconform.adapters.base import (
+    Adapter,
+    Call,
+    Capabilities,
+    ImplementationResultError,
+    Observation,
+    Plan,
+    unsupported_reason,
+)
+from klconform.constants import REDUCTIONS
+from klconform.errors import ImplementationLoadError
+from klconform.spec.conventions import CANONICAL_MEANING, MEANING_TEXT, NO_ARGUMENT, divisor
+
+
+def resolve(path, record_name):
+    """MODULE:ATTR -> the object, or a one-line ImplementationLoadError."""
+    module_name, _, attribute_path = path.partition(":")
+    try:
+        target = importlib.import_module(module_name)
+    except Exception as error:
+        raise ImplementationLoadError(
+            f"--impl {record_name}: cannot import {module_name!r} "
+            f"({type(error).__name__}: {' '.join(str(error).split())[:200]})") from None
+    for part in attribute_path.split("."):
+        if not hasattr(target, part):
+            raise ImplementationLoadError(
+                f"--impl {record_name}: {module_name!r} has no attribute {attribute_path!r}")
+        target = getattr(target, part)
+    return target
+
+
+def apply_environment(record):
+    """Environment a library reads at import time (KERAS_BACKEND), before importing it."""
+    for key, value in ((record.setup or {}).get("environment") or {}).items():
+        current = os.environ.get(key)
+        if current is not None and current != value:
+            raise ImplementationLoadError(
+                f"--impl {record.name}: needs {key}={value}, but the environment has "
+                f"{key}={current}; run it in a separate process or tox env")
+        os.environ[key] = value
+
+
+class ConventionAdapter(Adapter):
+    def __init__(self, record, function=None):
+        self.record = record
+        self.name = record.name
+        apply_environment(record)
+        self.bridge = bridge(record.arrays)
+        try:
+            self.bridge.setup(record.setup or {})
+        except ImportError as error:
+            raise ImplementationLoadError(
+                f"--impl {record.name}: {record.arrays} does not import ({error})") from None
+        self.function = function
+        self.loss_class = None
+        if function is None and record.function:
+            self.function = resolve(record.function, record.name)
+        if function is None and record.loss_class:
+            self.loss_class = resolve(record.loss_class, record.name)
+        log_target = record.log_target or {}
+        self.log_target_function = (resolve(log_target["function"], record.name)
+                                    if "function" in log_target else None)
+        self.capabilities = self._capabilities()
+
+    # -- what the record allows -------------------------------------------------------------
+
+    def _capabilities(self):
+        record = self.record
+        finest_name, finest = record.finest_output()
+        reductions, composed = set(), set()
+        for canonical, meaning in CANONICAL_MEANING.items():
+            if meaning in record.native_meanings.values():
+                reductions.add(canonical)
+            elif finest == "elementwise" or (finest == "rows" and canonical != "none"):
+                reductions.add(canonical)
+                composed.add(canonical)
+        by_device = record.dtypes_by_device
+        ranks = record.ranks or {}
+        spaces = record.spaces
+        return Capabilities(
+            reductions=frozenset(reductions),
+            log_target=bool(record.log_target) or spaces["target"] == "log-probabilities",
+            default_reduction=record.default_meaning == CANONICAL_MEANING["mean"],
+            dtypes=frozenset(by_device.get("cpu", ())) | frozenset().union(
+                *(set(d) for d in by_device.values())),
+            module_form=bool(record.loss_class),
+            autograd=record.autograd not in (None, "none"),
+            devices=tuple(by_device),
+            composed_reductions=frozenset(composed),
+            ranks=(ranks.get("min", 0), ranks.get("max")),
+        )
+
+    def version(self):
+        for name in (self.record.library, self.bridge.distribution):
+            if name:
+                try:
+                    return metadata.version(name)
+                except metadata.PackageNotFoundError:
+                    continue
+        return "unknown"
+
+    def describe(self):
+        return f"{self.record.description} [{self.record.convention_summary()}]"
+
+    def plan(self, call: Call) -> Plan:
+        record = self.record
+        reason = unsupported_reason(self.capabilities, call)
+        device = call.device.split(":")[0]
+        if reason is None and call.dtype not in record.dtypes_by_device.get(device, ()):
+            reason = f"dtype {call.dtype} on {device}"
+        if reason is None and call.legacy:
+            reason = "legacy size_average/reduce arguments"
+        if reason is None and call.reduction is None and not record.reduction \
+                and record.default_meaning != CANONICAL_MEANING["mean"]:
+            reason = (f"calls without a reduction argument (it returns "
+                      f"{MEANING_TEXT[record.default_meaning]}, not the canonical 'mean')")
+        if reason is None and call.reduction is None and record.reduction \
+                and record.default_meaning != CANONICAL_MEANING["mean"]:
+            default = record.reduction.get("default")
+            reason = ("calls without a reduction argument" if default is None else
+                      f"calls without a reduction argument (its default {default!r} is "
+                      f"{MEANING_TEXT[record.default_meaning]}, not the canonical 'mean')")
+        if reason is None and call.reduction not in (None, *REDUCTIONS) and not record.reduction:
+            reason = "a reduction argument"
+        if reason:
+            return Plan(unsupported=reason)
+        composed = None
+        if call.reduction in REDUCTIONS and record.native_for(call.reduction,
+                                                              np.shape(call.input)) is None:
+            name, meaning = record.finest_output()
+            source = "its output" if name == NO_ARGUMENT else f"its {name!r} output"
+            composed = (f"{call.reduction!r} is computed by klconform from {source} "
+                        f"({MEANING_TEXT[meaning]})")
+        return Plan(composed=composed, conversions=self._conversions(call))
+
+    def _conversions(self, call):
+        spaces = self.record.spaces
+        conversions = []
+        if spaces["prediction"] == "probabilities":
+            conversions.append("prediction: exp of the log-probabilities")
+        if spaces["target"] == "log-probabilities" and not call.log_target:
+            conversions.append("target: log of the probabilities")
+        return tuple(conversions)
+
+    # -- making the call ------------------------------------------------------------------
+
+    def _native_arrays(self, call):
+        """(prediction, target) as float64 in the library's spaces, before rounding."""
+        spaces = self.record.spaces
+        prediction = np.asarray(call.input, dtype=np.float64)
+        target = np.asarray(call.target, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if spaces["prediction"] == "probabilities":
+                prediction = np.exp(prediction)
+            if spaces["target"] == "log-probabilities" and not call.log_target:
+                target = np.log(target)
+        return prediction, target
+
+    def _call_function(self, call):
+        """A function of (prediction, target) native arrays that makes the native call."""
+        record = self.record
+        keywords = {}
+        function = self.function
+        log_target = record.log_target or {}
+        if call.log_target is not None and "keyword" in log_target:
+            keywords[log_target["keyword"]] = bool(call.log_target)
+        if call.log_target and "function" in log_target:
+            function = self.log_target_function
+        reduction_name = None
+        if call.reduction is not None and record.reduction:
+            reduction_name = (record.native_for(call.reduction, np.shape(call.input))
+                              if call.reduction in REDUCTIONS else call.reduction)
+            if reduction_name is None:
+                reduction_name = record.finest_output()[0]
+            if reduction_name == NO_ARGUMENT:
+                reduction_name = None
+        axis = record.axis or {}
+        if "keyword" in axis:
+            keywords[axis["keyword"]] = axis.get("value", -1)
+        order = record.arguments
+        reduction_keyword = (record.reduction or {}).get("keyword")
+
+        def invoke(prediction, target):
+            by_role = {"prediction": prediction, "target": target}
+            positional = [by_role[role] for role in order]
+            if self.loss_class is not None:
+                built = dict(keywords)
+                if reduction_name is not None:
+                    built[reduction_keyword] = reduction_name
+                return self.loss_class(**built)(*positional)
+            extra = dict(keywords)
+            if reduction_name is not None:
+                extra[reduction_keyword] = reduction_name
+            return function(*positional, **extra)
+
+        return invoke
+
+    def _to_canonical(self, value, call, plan):
+        """The native result as the canonical reduction's value (composed if the plan says)."""
+        if not plan.composed:
+            return value
+        shape = np.shape(call.input)
+        _, meaning = self.record.finest_output()
+        wanted = shape if meaning == "elementwise" else shape[:-1]
+        if np.shape(value) != tuple(wanted):
+            raise ImplementationResultError(
+                f"its {MEANING_TEXT[meaning]} output has shape {np.shape(value)}, expected "
+                f"{tuple(wanted)} for a {shape} input (as its record says)")
+        with np.errstate(all="ignore"):
+            total = np.sum(value, dtype=np.float64)
+            return np.asarray(total / divisor(CANONICAL_MEANING[call.reduction], shape))
+
+    def compute(self, call: Call) -> Observation:
+        plan = self.plan(call)
+        if plan.unsupported:
+            raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
+        prediction, target = self._native_arrays(call)
+        prediction = self.bridge.from_numpy(prediction, call.dtype_of("input"), call.device)
+        target = self.bridge.from_numpy(target, call.dtype_of("target"), call.device)
+        result = self._call_function(call)(prediction, target)
+        value, dtype, shape = self.bridge.to_numpy(result)
+        value = self._to_canonical(value, call, plan)
+        return Observation(value, dtype, tuple(np.shape(value)) if plan.composed else shape)
+
+    def gradients(self, call: Call):
+        plan = self.plan(call)
+        prediction64, target64 = self._native_arrays(call)
+        prediction = self.bridge.from_numpy(prediction64, call.dtype_of("input"), call.device)
+        target = self.bridge.from_numpy(target64, call.dtype_of("target"), call.device)
+        grad_prediction, grad_target = self.bridge.gradients(
+            self._call_function(call), prediction, target)
+        scale = 1.0
+        if plan.composed:
+            scale = 1.0 / divisor(CANONICAL_MEANING[call.reduction], np.shape(call.input))
+        spaces = self.record.spaces
+        with np.errstate(all="ignore"):
+            # Chain rule back to the canonical arguments (log Q, and P or log P).
+            if grad_prediction is not None:
+                grad_prediction = grad_prediction * scale
+                if spaces["prediction"] == "probabilities":
+                    grad_prediction = grad_prediction * prediction64
+            if grad_target is not None:
+                grad_target = grad_target * scale
+                if spaces["target"] == "log-probabilities" and not call.log_target:
+                    grad_target = grad_target / np.asarray(call.target, dtype=np.float64)
+        return grad_prediction, grad_target
+
+    def snippet(self, call: Call) -> str:
+        record = self.record
+        plan = self.plan(call)
+        target_name = record.function or record.loss_class
+        lines = [
+            "# klconform's own float64 conversions to the library's convention:",
+            "from klconform.adapters import load_adapter",
+            f"adapter = load_adapter({self.name!r})",
+            f"call = Call(input_values, target_values, dtype={call.dtype!r}, "
+            f"reduction={call.reduction!r}, log_target={call.log_target!r}, "
+            f"device={call.device!r})",
+            "print(adapter.run(call))",
+            f"# which calls {target_name} with {', '.join(record.arguments)} "
+            f"({record.spaces['prediction']} prediction, {record.spaces['target']} target)",
+        ]
+        if plan.composed:
+            lines.append(f"# {plan.composed}")
+        lines.insert(1, "from klconform.adapters.base import Call")
+        return "\n".join(lines) + "\n"

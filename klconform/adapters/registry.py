@@ -1,0 +1,40 @@
+"""The implementation records klconform ships, one YAML file each in records/.
+
+The record names are the built-in `--impl` names and the rows of the matrix; the README's
+list and the docs are generated from the same records.
+"""
+
+from functools import lru_cache
+from pathlib import Path
+
+from klconform.errors import ImplementationLoadError
+from klconform.spec.conventions import load_record
+
+RECORDS_DIR = Path(__file__).resolve().parent / "records"
+
+
+@lru_cache(maxsize=1)
+def builtin_records():
+    """name -> ImplementationRecord, in name order."""
+    records = {}
+    for path in sorted(RECORDS_DIR.glob("*.yaml")):
+        record = load_record(path, source=f"built-in record {path.name}")
+        if record.name in records:
+            raise ImplementationLoadError(f"{path}: duplicate built-in record {record.name!r}")
+        records[record.name] = record
+    return dict(sorted(records.items()))
+
+
+def adapter_from_record(record, function=None):
+    """The adapter a record describes: its own class where it names one, else generic."""
+    if record.adapter:
+        from klconform.adapters.convention import resolve
+
+        factory = resolve(record.adapter, record.name)
+        adapter = factory()
+        adapter.name = record.name
+        adapter.record = record
+        return adapter
+    from klconform.adapters.convention import ConventionAdapter
+
+    return ConventionAdapter(record, function=function)

@@ -1,0 +1,179 @@
+"""Implementation records: a KL implementation and the convention it follows, as data.
+
+A record says how to reach the function (MODULE:ATTR, a loss class, or an adapter class),
+which positional argument is the prediction and which the target, the space each is in,
+what its reductions compute, its dtypes and its autograd. It is validated against
+spec/implementation.schema.json; the built-in records live in klconform/adapters/records/
+and `--convention FILE` takes the same format.
+
+The canonical convention of the claims is torch's: input = log Q, target = P (log P with
+log_target), reductions none / sum / mean / batchmean. What each reduction name computes is
+a *meaning*; a native name keeps whatever meaning the record gives it, and a canonical
+reduction is realised by any native one with the same divisor on the shape at hand.
+"""
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from klconform.constants import DTYPES
+from klconform.errors import SpecError
+from klconform.spec.claims import dotted_path, load_schema, validation_error
+from klconform.spec.yaml_loader import read_yaml
+
+# What each canonical reduction computes.
+CANONICAL_MEANING = {"none": "elementwise", "sum": "sum", "mean": "mean-elements",
+                     "batchmean": "mean-batch"}
+SCALAR_MEANINGS = ("sum", "mean-elements", "mean-rows", "mean-batch")
+MEANING_TEXT = {
+    "elementwise": "elementwise terms", "rows": "one sum per row",
+    "sum": "the total", "mean-elements": "the total / number of elements",
+    "mean-rows": "the total / number of rows", "mean-batch": "the total / size(0)",
+}
+# The "name" of the native reduction of a function that takes no reduction argument.
+NO_ARGUMENT = "(no reduction argument)"
+
+
+def divisor(meaning, shape):
+    """What a scalar meaning divides the total by, for an input of `shape`.
+
+    Rows are positions along every axis but the last (the class axis); a 0-d input is one
+    row of one element and has no batch dimension.
+    """
+    numel = math.prod(shape)
+    if meaning == "mean-elements":
+        return numel
+    if meaning == "mean-rows":
+        return math.prod(shape[:-1]) if len(shape) else 1
+    if meaning == "mean-batch":
+        return shape[0] if len(shape) else 1
+    return 1
+
+
+@dataclass(frozen=True)
+class ImplementationRecord:
+    name: str
+    description: str
+    data: dict = field(repr=False)          # the validated document, as written
+    source: str = "built-in"                 # the file it came from
+
+    def __getattr__(self, key):
+        # Optional fields read as None; the schema already fixed what each one can be.
+        if key in ("data", "name", "description", "source"):
+            raise AttributeError(key)
+        return self.data.get(key)
+
+    @property
+    def dtypes_by_device(self):
+        return {device: tuple(dtypes) for device, dtypes in (self.data.get("dtypes") or {
+            "cpu": list(DTYPES)}).items()}
+
+    @property
+    def reduction_names(self):
+        return dict((self.data.get("reduction") or {}).get("names") or {})
+
+    @property
+    def native_meanings(self):
+        """Native reduction name -> meaning; NO_ARGUMENT for a function without a reduction
+        argument (its one output)."""
+        if self.data.get("reduction"):
+            return self.reduction_names
+        return {NO_ARGUMENT: self.data["output"]} if self.data.get("output") else {}
+
+    @property
+    def default_meaning(self):
+        """What a call without a reduction argument computes."""
+        reduction = self.data.get("reduction")
+        if reduction:
+            default = reduction.get("default")
+            return reduction["names"].get(default) if default else None
+        return self.data.get("output")
+
+    def native_for(self, canonical, shape):
+        """The native reduction name that computes the canonical reduction on `shape`.
+
+        Exact meaning first; else a native name whose divisor coincides on this shape (on a
+        2-D input, the mean over rows is the mean over size(0)). None if there is none.
+        """
+        wanted = CANONICAL_MEANING[canonical]
+        names = self.native_meanings
+        for name, meaning in names.items():
+            if meaning == wanted:
+                return name
+        if wanted in SCALAR_MEANINGS:
+            for name, meaning in names.items():
+                if meaning in SCALAR_MEANINGS and divisor(meaning, shape) == divisor(wanted,
+                                                                                        shape):
+                    return name
+        return None
+
+    def finest_output(self):
+        """(native reduction name or None, meaning) of the least reduced output available."""
+        for meaning in ("elementwise", "rows"):
+            for name, named in self.native_meanings.items():
+                if named == meaning:
+                    return name, meaning
+        return None, None
+
+    def convention_summary(self):
+        """The convention in one line, for reports."""
+        if self.data.get("adapter") and not self.data.get("spaces"):
+            return self.description
+        order = ", ".join(f"{role} ({self.data['spaces'][role]})"
+                          for role in self.data["arguments"])
+        names = self.reduction_names
+        if names:
+            reductions = "; ".join(f"{name!r}: {MEANING_TEXT[meaning]}"
+                                   for name, meaning in names.items())
+            default = self.data["reduction"].get("default")
+            reductions += f"; default {default!r}" if default else "; no default"
+        else:
+            reductions = f"no reduction argument, returns {MEANING_TEXT[self.data['output']]}"
+        return f"f({order}); {reductions}"
+
+
+def load_record(path, source=None, injected_function=None) -> ImplementationRecord:
+    """Read and validate a record; `injected_function` (MODULE:ATTR from --impl) takes the
+    place of the file's own `function:`."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(path, "implementation record (convention file) not found")
+    document = read_yaml(path)
+    if injected_function and isinstance(document.data, dict):
+        document.data.pop("loss_class", None)
+        document.data["function"] = injected_function
+        document.data.setdefault("name", injected_function)
+    problem = validation_error(document, load_schema("implementation.schema.json"))
+    if problem:
+        data_path, message = problem
+        raise SpecError(path, " ".join(message.split())[:200], field=dotted_path(data_path),
+                        line=document.line_of(data_path))
+    data = document.data
+    _check_consistency(path, document)
+    return ImplementationRecord(name=data["name"], description=data["description"], data=data,
+                                source=source or str(path))
+
+
+def _check_consistency(path, document):
+    """What the schema cannot say: fields that must agree with each other."""
+    data = document.data
+
+    def fail(message, data_path):
+        raise SpecError(path, message, field=dotted_path(data_path),
+                        line=document.line_of(data_path))
+
+    reduction = data.get("reduction")
+    if reduction and reduction.get("default") is not None \
+            and reduction["default"] not in reduction["names"]:
+        fail(f"default {reduction['default']!r} is not one of the names "
+             f"{sorted(reduction['names'])}", ["reduction", "default"])
+    if reduction and data.get("output"):
+        fail("give either `output` (no reduction argument) or `reduction`, not both",
+             ["output"])
+    spaces = data.get("spaces") or {}
+    if data.get("log_target") and spaces.get("target") != "probabilities":
+        fail("a log_target switch needs the target's own space to be probabilities",
+             ["log_target"])
+    if spaces.get("target") == "logits":
+        fail("a target given as logits is not a distribution klconform can state; use "
+             "probabilities or log-probabilities", ["spaces", "target"])
