@@ -40,12 +40,15 @@ class MutantRun:
     def add(self, outcome, label):
         if outcome.status not in FAILING:
             return
-        if outcome.level == "must":
-            for claim in outcome.claims:
+        results = outcome.claim_results or {claim: outcome.status for claim in outcome.claims}
+        levels = load_spec().claims
+        for claim, status in results.items():
+            if status not in FAILING:
+                continue
+            if levels[claim].level == "must":
                 self.killed_on.setdefault(claim, []).append(label)
                 self.first_failure.setdefault(claim, f"{label}: {outcome.checks[0]}")
-        elif outcome.level == "should":
-            for claim in outcome.claims:
+            elif levels[claim].level == "should":
                 self.warned_on.setdefault(claim, []).append(label)
 
 

@@ -109,9 +109,7 @@ def run_suites(args):
     if args.max_examples is not None:
         pytest_args.append(f"--kl-max-examples={args.max_examples}")
     pytest_args.append(f"--kl-timeout={args.timeout}")
-    settings = {"profile": args.profile, "strict": args.strict, "device": args.device,
-                "cases_dir": os.path.abspath(args.cases) if args.cases else None}
-    return run_isolated(pytest_args + extra, report_dir, args.impl, settings)
+    return run_isolated(pytest_args + extra, report_dir)
 
 
 def run_check_spec(args):

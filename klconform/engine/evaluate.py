@@ -4,6 +4,8 @@ This is where a case's expectations are read and dispatched to klconform.engine.
 result is an Outcome; turning it into a pytest result and a report entry happens elsewhere.
 """
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from klconform.adapters.base import Call
@@ -15,16 +17,26 @@ from klconform.engine.expectations import (
     check_published,
     check_relation,
     check_sign,
+    check_summation_accuracy,
     check_warnings,
     compare_with_oracle,
     effective_reduction,
     oracle_for,
 )
 from klconform.engine.isolation import call_with_timeout
+from klconform.engine.judging import (
+    DTYPE_CLAIM,
+    claims_of_family,
+    settle,
+    unsupported_claims,
+    value_claims,
+)
 from klconform.engine.outcome import CheckFailures, Outcome, describe_observed, errored_outcome
+from klconform.oracle import budget
 from klconform.oracle import extended as precise
 from klconform.oracle import float64 as oracle
 from klconform.short_text import first_line, summarize
+from klconform.spec.claims import load_spec
 
 
 class Guarded:
@@ -70,48 +82,148 @@ def unsupported_reason(adapter, call: Call):
     return adapter.plan(call).unsupported
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What the checks of one case look at: the call, its result, the oracle's answer, and
+    for a relation the second call's result and answer."""
+
+    case: object
+    call: Call
+    observation: object
+    value: np.ndarray
+    expected: object
+    other_value: np.ndarray | None = None
+    other_expected: object = None
+
+
+# expect key -> (families of the claims it judges, check). `oracle` is every value case's.
+EXPECTATION_CHECKS = {}
+
+
+def expectation(key, families=()):
+    def register(check):
+        EXPECTATION_CHECKS[key] = (families, check)
+        return check
+    return register
+
+
+@expectation("published", ("worked-examples",))
+def _published(evidence, failures, claims):
+    check_published(evidence.case, evidence.call, evidence.value, evidence.expected, failures,
+                    claims)
+
+
+@expectation("sign", ("sign",))
+def _sign(evidence, failures, claims):
+    check_sign(evidence.case.expect, evidence.call, evidence.value, evidence.expected, failures,
+               claims)
+
+
+@expectation("cross_entropy", ("cross-entropy",))
+def _cross_entropy(evidence, failures, claims):
+    check_cross_entropy(evidence.case.expect, evidence.call, evidence.value, evidence.expected,
+                        failures, claims)
+
+
+@expectation("relation", ("roles", "reductions", "log-target", "pointwise", "sign"))
+def _relation(evidence, failures, claims):
+    check_relation(evidence.case.expect["relation"], evidence.value, evidence.expected,
+                   evidence.other_value, evidence.other_expected, failures, claims)
+
+
+@expectation("warns", ("warnings",))
+def _warns(evidence, failures, claims):
+    check_warnings(evidence.case.expect["warns"], evidence.observation, failures, claims)
+
+
+@expectation("summation_accuracy", ("precision",))
+def _summation_accuracy(evidence, failures, claims):
+    return check_summation_accuracy(evidence.case.expect["summation_accuracy"], evidence.call,
+                                    evidence.value, evidence.expected, failures, claims)
+
+
+# Keys that are not checks of a value: they choose another kind of case.
+NOT_VALUE_CHECKS = ("oracle", "raises", "probe", "probe_gradient")
+
+
 def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
     adapter = Guarded(adapter, timeout)
+    spec = load_spec()
     outcome = Outcome("passed", case.id, dtype, case.claims, case.level)
     call = make_call(case, dtype, device)
     calls = [call]
     if "relation" in case.expect:
         other_arrays, other_args = case.other_call()
         calls.append(make_call(case, dtype, device, other_arrays, other_args))
-    for each in calls:
-        reason = unsupported_reason(adapter, each)
-        if reason:
+    plans = [adapter.plan(each) for each in calls]
+    for plan in plans:
+        if plan.unsupported:
             outcome.status = "unsupported"
-            outcome.message = f"{adapter.name} does not support {reason}"
+            outcome.message = f"{adapter.name} does not support {plan.unsupported}"
+            outcome.claim_results = {claim: "unsupported" for claim in case.claims}
             return outcome
+    plan = plans[0]
+    judged = list(case.claims)
+    if case.kind == "value":
+        judged += value_claims(case.claims, call, spec)
+    unsupported = unsupported_claims(judged, plans[-1] if plans[-1].composed else plan,
+                                     adapter.capabilities, spec)
+    if all(claim in unsupported for claim in judged):
+        outcome.status = "unsupported"
+        reasons = sorted(set(unsupported.values()))
+        outcome.message = f"{adapter.name}: {'; '.join(reasons)}"
+        outcome.claim_results = {claim: "unsupported" for claim in judged}
+        outcome.claim_reasons = dict(unsupported)
+        return outcome
+    if plan.composed:
+        outcome.notes.append(plan.composed)
     outcome.snippet = reproduce.snippet(adapter, call, case.id)
     if case.kind == "probe":
         return _probe(case, adapter, call, outcome)
     if case.kind == "raises":
-        return _expect_error(adapter, call, outcome)
+        _expect_error(adapter, call, outcome)
+        outcome.claim_results = {claim: ("failed" if outcome.status == "failed" else "passed")
+                                 for claim in case.claims}
+        return outcome
     try:
         observation = adapter.run(call)
     except Exception as error:  # the implementation's failure is a result, not a crash
-        return errored_outcome(outcome, error)
+        errored_outcome(outcome, error)
+        outcome.claim_results = {claim: ("unsupported" if claim in unsupported else "errored")
+                                 for claim in judged}
+        outcome.claim_reasons = dict(unsupported)
+        return outcome
     failures = CheckFailures()
-    expected = _expected(case, call)
+    expected = _expected(case, call, plan)
     outcome.expected = summarize(expected.value)
     outcome.actual = summarize(observation.value)
     outcome.budget = float(np.max(expected.budget)) if expected.budget.size else 0.0
     if observation.dtype != call.dtype:
-        failures.add(f"result dtype {observation.dtype} != input dtype {call.dtype}")
+        failures.add(f"result dtype {observation.dtype} != input dtype {call.dtype}",
+                     [DTYPE_CLAIM])
+        judged.append(DTYPE_CLAIM)
+    values = value_claims(case.claims, call, spec)
     if observation.shape != expected.value.shape:
-        failures.add(f"shape {observation.shape} != expected {expected.value.shape}")
+        failures.add(f"shape {observation.shape} != expected {expected.value.shape}", values)
     else:
-        compare_with_oracle(observation.value, expected, failures, "oracle")
-        check_published(case, call, observation.value, expected, failures)
-        check_sign(case.expect, call, observation.value, expected, failures)
-        check_cross_entropy(case.expect, call, observation.value, expected, failures)
-        check_relation(case, adapter, calls, observation.value, expected, failures, outcome)
-    check_warnings(case, observation, failures)
-    if failures:
-        outcome.status = "failed"
-        outcome.checks = failures.lines
+        compare_with_oracle(observation.value, expected, failures, "oracle", values, call.dtype)
+        evidence = Evidence(case, call, observation, observation.value, expected)
+        if "relation" in case.expect:
+            evidence = _second_call(adapter, calls[1], plans[1], evidence, failures, outcome,
+                                    values)
+        for key in case.expect:
+            if key in NOT_VALUE_CHECKS or evidence is None:
+                continue
+            families, check = EXPECTATION_CHECKS[key]
+            claims = claims_of_family(families, case.claims, call, spec)
+            figures = check(evidence, failures, claims)
+            if figures:
+                outcome.message = figures
+    if "warns" in case.expect and observation.shape != expected.value.shape:
+        _warns(Evidence(case, call, observation, observation.value, expected), failures,
+               claims_of_family(("warnings",), case.claims, call, spec))
+    settle(outcome, failures, judged, unsupported, spec)
+    if outcome.status == "failed":
         from klconform.engine.diagnosis import diagnose
 
         # diagnose() itself passes over mistakes whose shape differs from the result's.
@@ -119,8 +231,37 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     return outcome
 
 
-def _expected(case, call):
-    expected = oracle_for(call)
+def _second_call(adapter, other_call, other_plan, evidence, failures, outcome, claims):
+    """Run a relation's second call; None (with a failure) if it raised."""
+    try:
+        other = adapter.run(other_call)
+    except Exception as error:
+        failures.add(f"relation: the second call raised {type(error).__name__}: "
+                     f"{first_line(error)}", claims)
+        return None
+    outcome.snippet += "# second call of the relation:\n" + reproduce.snippet(
+        adapter, other_call, evidence.case.id)
+    return replace(evidence, other_value=other.value,
+                   other_expected=with_conversions(oracle_for(other_call), other_call,
+                                                    other_plan))
+
+
+def with_conversions(expected, call, plan):
+    """The oracle's budget plus what klconform's own space conversions can add."""
+    if not plan.conversions:
+        return expected
+    extra = budget.conversion_budget(call.input, call.target, bool(call.log_target),
+                                     plan.conversions, call.dtype)
+    if expected.reduction == "none":
+        widened = expected.budget + extra
+    else:
+        with np.errstate(invalid="ignore"):
+            widened = np.asarray(expected.budget + np.sum(extra) / expected.divisor)
+    return replace(expected, budget=widened)
+
+
+def _expected(case, call, plan):
+    expected = with_conversions(oracle_for(call), call, plan)
     if "published" in case.expect:
         # Worked examples: replace the float64 value by the extended-precision one.
         exact = precise.as_float64(precise.kl_value(

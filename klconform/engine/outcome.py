@@ -20,14 +20,30 @@ class Outcome:
     diagnosis: str | None = None
     snippet: str | None = None
     observed: dict | None = None                  # probes: what the implementation did
+    # Each claim the outcome bears on -> passed | failed | unsupported (| warned | xfailed
+    # once concluded): one failing check fails only the claim it tests.
+    claim_results: dict = field(default_factory=dict)
+    claim_reasons: dict = field(default_factory=dict)   # claim -> why unsupported / deviation
+    notes: list = field(default_factory=list)           # implementation-defined observations
 
 
 class CheckFailures:
+    """Failed checks, each attributed to the claims it tests (None: the outcome's own)."""
+
     def __init__(self):
         self.lines = []
+        self.by_claim = {}
+        self.notes = []
 
-    def add(self, line):
+    def add(self, line, claims=None):
         self.lines.append(line)
+        for claim in claims or (None,):
+            self.by_claim.setdefault(claim, []).append(line)
+
+    def note(self, text):
+        """Something implementation-defined seen while checking, not a failure."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def __bool__(self):
         return bool(self.lines)

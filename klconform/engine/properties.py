@@ -25,17 +25,25 @@ from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import strategies
-from klconform.engine.evaluate import Guarded, make_call, unsupported_reason
+from klconform.engine.evaluate import Guarded, make_call, unsupported_reason, with_conversions
 from klconform.engine.expectations import (
     check_cross_entropy,
     check_sign,
     compare_with_oracle,
     oracle_for,
 )
+from klconform.engine.judging import (
+    DTYPE_CLAIM,
+    settle,
+    strictest,
+    unsupported_claims,
+    value_claims,
+)
 from klconform.engine.outcome import CheckFailures, Outcome
 from klconform.engine.strategies import Options
 from klconform.oracle import float64 as oracle
 from klconform.short_text import first_line, format_number, summarize
+from klconform.spec.claims import load_spec
 
 EXAMPLE_FORMAT = 1
 
@@ -60,8 +68,9 @@ class PropertyViolation(Exception):
 class Probe:
     """One example under test: makes calls, compares them, collects failures and cases."""
 
-    def __init__(self, adapter, example, device):
+    def __init__(self, adapter, example, device, claims=()):
         self.adapter = adapter
+        self.claims = tuple(claims)  # the property's: what an unattributed failure breaks
         self.example = example
         self.device = device
         self.failures = CheckFailures()
@@ -85,18 +94,21 @@ class Probe:
             observation = self.adapter.run(call)
         except Exception as error:  # the implementation's failure is a result, not a crash
             raise ImplementationRaised(label, call, error) from error
-        expected = oracle_for(call)
+        expected = with_conversions(oracle_for(call), call, self.adapter.plan(call))
         before = len(self.failures.lines)
         if observation.dtype != call.dtype:
             self.failures.add(f"result dtype of the {label} call: {observation.dtype} != input "
-                              f"dtype {call.dtype}")
+                              f"dtype {call.dtype}", [DTYPE_CLAIM])
         value = None
+        values = [claim for claim in self.claims if claim != DTYPE_CLAIM] or value_claims(
+            (), call, load_spec())
         if observation.shape != expected.value.shape:
             self.failures.add(f"shape of the {label} call: {observation.shape} != expected "
-                              f"{expected.value.shape}")
+                              f"{expected.value.shape}", values)
         else:
             value = np.asarray(observation.value, dtype=np.float64)
-            compare_with_oracle(value, expected, self.failures, f"oracle ({label} call)")
+            compare_with_oracle(value, expected, self.failures, f"oracle ({label} call)",
+                                values, call.dtype)
         if len(self.failures.lines) > before:
             self.note_failure(call, expected, observation.value)
         return value, expected
@@ -340,12 +352,30 @@ class Property:
             (reductions[0], log_target) for log_target in self.needs_log_target]
         return next(filter(None, (reason(*pair) for pair in needed)), None)
 
+    def unsupported_claims(self, adapter, dtype, device, spec):
+        """claim -> reason for the claims no drawn call can judge on this adapter."""
+        reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
+                                                               device)
+        reasons = {}
+        for reduction in (*reductions, *self.needs):
+            for log_target in (*log_targets, *self.needs_log_target):
+                sample = Call(np.zeros((2, 3)), np.full((2, 3), 1 / 3), dtype=dtype,
+                              device=device, reduction=reduction, log_target=log_target)
+                plan = adapter.plan(sample)
+                if not plan.unsupported:
+                    reasons.update(unsupported_claims(self.claims, plan, adapter.capabilities,
+                                                      spec))
+        return reasons
+
     def strategy(self, adapter, dtype, device):
         if self.special == "one-hot":
             return strategies.one_hot_examples(dtype)
         reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
                                                                device)
-        drawn = strategies.examples(dtype, reductions, log_targets, self.options)
+        # A must-level property never draws an implementation-defined point: 0-d 'batchmean'
+        # (impl-0d-batchmean) has no batch to divide by.
+        drawn = strategies.examples(dtype, reductions, log_targets, self.options).filter(
+            lambda example: not (example.reduction == "batchmean" and np.ndim(example.input) == 0))
         if self.special == "asymmetric":
             return drawn.filter(clearly_asymmetric)
         if self.special == "permutation":
@@ -428,16 +458,26 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
     from hypothesis import seed as use_seed
     from hypothesis.errors import HypothesisException
 
-    outcome = Outcome("passed", f"property:{prop.id}", dtype, prop.claims, "must")
+    spec = load_spec()
+    outcome = Outcome("passed", f"property:{prop.id}", dtype, prop.claims,
+                      strictest(spec.claims[claim].level for claim in prop.claims))
     reason = prop.unsupported(adapter, dtype, device)
     if reason:
         outcome.status = "unsupported"
         outcome.message = f"{adapter.name} does not support {reason}"
         return outcome
+    unsupported = prop.unsupported_claims(adapter, dtype, device, spec)
+    if all(claim in unsupported for claim in prop.claims):
+        outcome.status = "unsupported"
+        outcome.message = f"{adapter.name}: {'; '.join(sorted(set(unsupported.values())))}"
+        outcome.claim_results = {claim: "unsupported" for claim in prop.claims}
+        outcome.claim_reasons = dict(unsupported)
+        return outcome
+    judged = [claim for claim in prop.claims if claim not in unsupported]
     guarded = Guarded(adapter, timeout)
 
     def search(example):
-        probe = Probe(guarded, example, device)
+        probe = Probe(guarded, example, device, judged)
         try:
             prop.check(probe, example)
         except ImplementationRaised as error:
@@ -456,10 +496,21 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         test()
     except PropertyViolation as violation:
         _describe_failure(outcome, prop, violation.probe, adapter, example_dir, replay_hint)
+        failures = violation.probe.failures
+        settle(outcome, failures, list(prop.claims) + [
+            claim for claim in failures.by_claim if claim], unsupported, spec)
+        if violation.probe.error:
+            outcome.status = "errored"
+        return outcome
     except HypothesisException as error:  # flaky implementation, nothing drawable, ...
         outcome.status = "errored"
         outcome.checks = [f"hypothesis: {type(error).__name__}: "
                           f"{first_line(error)}"]
+    settle(outcome, CheckFailures(), prop.claims, unsupported, spec)
+    if outcome.checks:
+        outcome.status = "errored"
+        outcome.claim_results = {claim: ("unsupported" if claim in unsupported else "errored")
+                                 for claim in prop.claims}
     return outcome
 
 

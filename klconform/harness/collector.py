@@ -1,4 +1,4 @@
-"""Gathering result records from test reports, and journaling them as they arrive."""
+"""Gathering result records from test reports, and streaming them as they arrive."""
 
 import pytest
 
@@ -8,8 +8,9 @@ from klconform.harness.session import RECORD_KEY, kl_session
 class Collector:
     """Gathers records from reports; on the controller under xdist, from every worker.
 
-    Every start and result also goes to the journal, so that a hard crash of the
-    implementation leaves enough behind for `klconform run` to write the report.
+    Every start and result also goes to the run stream (klconform.harness.run_stream), so
+    that a hard crash of the implementation leaves enough behind to write the report; the
+    stream opens with its header, written before the first test starts.
     """
 
     def __init__(self, config):
@@ -17,19 +18,70 @@ class Collector:
 
     def _journal(self, event, **fields):
         state = kl_session(self.config)
-        if hasattr(self.config, "workerinput") or state.journal is False:
+        if hasattr(self.config, "workerinput"):
+            return
+        if not state.events:
+            state.events.append({"event": "header", **self._header()})
+            self._write(state, state.events[0])
+        entry = {"event": event, **fields}
+        state.events.append(entry)
+        self._write(state, entry)
+
+    def _write(self, state, entry):
+        if state.journal is False:
             return
         try:
             if state.journal is None:
-                from klconform.harness.run_stream import Journal
+                from klconform.harness.run_stream import RunStream
 
-                state.journal = Journal(state.report_dir, append=state.journal_append)
-                state.journal.write("session", impl=state.impl, started=state.started)
-            state.journal.write(event, **fields)
+                state.journal = RunStream(state.report_dir, append=state.journal_append)
+            fields = {key: value for key, value in entry.items() if key != "event"}
+            state.journal.write(entry["event"], **fields)
         except OSError as error:
-            # Without a journal only crash recovery is lost; the run itself goes on.
+            # Without the stream file only crash recovery is lost; the report is still
+            # built from the events kept in memory.
             state.journal = False
-            state.report_error = f"journal disabled: {error}"
+            state.report_error = f"run stream file disabled: {error}"
+
+    def _header(self):
+        from klconform.harness.stream_header import header
+
+        state = kl_session(self.config)
+        if state.adapter is None:
+            # xdist controller: the workers make the calls; the adapter is loaded here only to
+            # describe it.
+            try:
+                from klconform.adapters import load_adapter
+
+                state.adapter = load_adapter(state.impl)
+            except Exception:
+                state.adapter = None
+        if state.manifest is None and state.adapter is not None:
+            try:
+                from klconform.harness.plugin import known_deviations
+
+                state.manifest = known_deviations(self.config, state)
+            except Exception:
+                state.manifest = None
+        try:
+            from klconform.harness.plugin import loaded_cases
+            from klconform.spec.claims import load_spec
+
+            spec, cases = load_spec(), loaded_cases(self.config)
+        except Exception:
+            spec, cases = None, ()
+        if not state.settings:
+            from klconform.harness.hypothesis_profiles import describe
+
+            state.settings = describe(state.profile, state.seed, state.max_examples)
+        return header(state, cases, spec)
+
+    def finish(self, exitstatus, partial=()):
+        """The footer: the run ended (a stream without one was cut short)."""
+        import time
+
+        self._journal("footer", exitstatus=int(exitstatus), finished=time.time(),
+                      partial=list(partial))
 
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid, location):

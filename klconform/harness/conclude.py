@@ -1,7 +1,8 @@
 """Turning an Outcome into a pytest result and a report record.
 
-Requirement levels and the known-deviation manifest are applied here, once, for cases,
-gradients and properties alike.
+Requirement levels and known deviations (the --kl-xfails manifest and the implementation
+record's own `deviations:`) are applied here, once, claim by claim, for cases, gradients and
+properties alike: a deviation covers the claims it names, never the case's other claims.
 """
 
 import warnings
@@ -9,27 +10,46 @@ from dataclasses import asdict
 
 import pytest
 
+FAILING = ("failed", "errored")
+
 
 class ShouldLevelWarning(UserWarning):
     """A should-level claim failed: reported, and failing only under --kl-strict."""
 
 
-def conclude(outcome, record, strict, manifest=None):
+def conclude(outcome, record, strict, manifest=None, levels=None):
+    """`levels` maps claim ids to requirement levels (spec/claims.yaml)."""
     from klconform.engine.failure_text import failure_text
 
-    failing = outcome.status in ("failed", "errored")
-    deviation = manifest.match(outcome.case_id, outcome.claims, outcome.dtype) \
-        if manifest else None
-    if deviation and failing:
-        outcome.status = "xfailed"
-        outcome.message = deviation.describe()
-    elif deviation and outcome.status == "passed" and deviation.id == outcome.case_id:
-        # Only a case entry can go stale: a claim entry covers a claim whose other cases
-        # may well pass.
-        outcome.status = "stale"
-        outcome.message = f"passes now; remove the stale {deviation.describe()}"
-    elif failing and outcome.level == "should" and not strict:
+    levels = levels or {}
+    results = dict(outcome.claim_results) or {claim: outcome.status for claim in outcome.claims}
+    failing = [claim for claim, status in results.items() if status in FAILING]
+    case_deviation = None
+    for claim in failing:
+        deviation = manifest.match(outcome.case_id, (claim,), outcome.dtype) if manifest else None
+        if deviation:
+            results[claim] = "xfailed"
+            outcome.claim_reasons[claim] = deviation.describe()
+            case_deviation = case_deviation or deviation
+    if not strict:
+        for claim in failing:
+            if results[claim] in FAILING and levels.get(claim, outcome.level) == "should":
+                results[claim] = "warned"
+    still_failing = [claim for claim in failing if results[claim] in FAILING]
+    warned = [claim for claim in failing if results[claim] == "warned"]
+    if not still_failing and warned:
         outcome.status = "warned"
+    elif not still_failing and failing:
+        outcome.status = "xfailed"
+        outcome.message = case_deviation.describe()
+    elif outcome.status == "passed" and manifest:
+        deviation = manifest.match(outcome.case_id, (), outcome.dtype)
+        if deviation and deviation.id == outcome.case_id:
+            # Only a case entry can go stale: a claim entry covers a claim whose other cases
+            # may well pass.
+            outcome.status = "stale"
+            outcome.message = f"passes now; remove the stale {deviation.describe()}"
+    outcome.claim_results = results
     entry = asdict(outcome)
     entry["kind"] = "case"
     record(**entry)
@@ -44,5 +64,5 @@ def conclude(outcome, record, strict, manifest=None):
         warnings.warn(ShouldLevelWarning(outcome.message), stacklevel=2)
     elif outcome.status == "warned":
         warnings.warn(ShouldLevelWarning(failure_text(outcome)), stacklevel=2)
-    elif failing:
+    elif outcome.status in FAILING:
         pytest.fail(failure_text(outcome), pytrace=False)

@@ -12,7 +12,6 @@ import pytest
 from klconform.errors import KLConformError
 from klconform.harness.collector import Collector
 from klconform.harness.conclude import conclude
-from klconform.harness.run_stream import KEEP_JOURNAL_ENV
 from klconform.harness.session import (
     RECORD_KEY,
     SESSION_KEY,
@@ -121,8 +120,6 @@ def pytest_collection_modifyitems(session, config, items):
         from klconform.harness.hypothesis_profiles import configure
 
         state.settings = configure(state.profile, state.seed, state.max_examples)
-    if kl_items and state.xfails_path and state.manifest is None:
-        state.manifest = _load_manifest(config, state)
     if kl_items and state.adapter is None:
         from klconform.adapters import load_adapter
 
@@ -130,6 +127,19 @@ def pytest_collection_modifyitems(session, config, items):
             state.adapter = load_adapter(state.impl)
         except KLConformError as error:
             raise pytest.UsageError(str(error)) from None
+    if kl_items and state.manifest is None:
+        state.manifest = known_deviations(config, state)
+
+
+def known_deviations(config, state):
+    """The --kl-xfails manifest plus the deviations the implementation's record declares."""
+    from klconform.spec.deviations import Manifest, record_deviations
+
+    manifest = _load_manifest(config, state) if state.xfails_path else Manifest([])
+    record = getattr(state.adapter, "record", None)
+    if record is not None and record.deviations:
+        manifest = Manifest(manifest.deviations + record_deviations(record))
+    return manifest
 
 
 def _load_manifest(config, state):
@@ -172,13 +182,19 @@ def kl_record(request):
     return record
 
 
+def claim_levels():
+    from klconform.spec.claims import load_spec
+
+    return {claim.id: claim.level for claim in load_spec().claims.values()}
+
+
 @pytest.fixture
 def kl_conclude(request, kl_record):
     """Record an Outcome and turn it into pass / fail / skip / xfail / warning."""
     state = kl_session(request.config)
 
     def finish(outcome):
-        conclude(outcome, kl_record, state.strict, state.manifest)
+        conclude(outcome, kl_record, state.strict, state.manifest, claim_levels())
         return outcome
 
     return finish
@@ -208,22 +224,24 @@ def pytest_report_teststatus(report, config):
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput"):
-        return  # xdist worker: the controller writes the one merged report
+        return  # xdist worker: the controller writes the one stream and report
     state = kl_session(config)
     if not state.collected and not state.records:
         return
+    config.pluginmanager.get_plugin("klconform-collector").finish(
+        exitstatus, getattr(state, "partial", ()))
+    from klconform.harness.run_stream import read_stream
     from klconform.report.build import write_reports
 
     try:
-        state.report_paths = write_reports(state, int(exitstatus))
+        # After a crash restart the file holds the earlier processes' events too.
+        events = read_stream(state.journal.path) if state.journal else state.events
+        state.report_paths = write_reports(events, state.report_dir)
     except Exception as error:  # the report must never change pytest's exit status
         state.report_error = f"{type(error).__name__}: {error}"
         state.report_paths = None
     if state.journal:
-        state.journal.write("finished", exitstatus=int(exitstatus))
-        # `klconform run` reads the journal after the child exits and removes it itself.
-        keep = state.journal_append or os.environ.get(KEEP_JOURNAL_ENV)
-        state.journal.close(remove=state.report_paths is not None and not keep)
+        state.journal.close()
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

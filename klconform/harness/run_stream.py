@@ -1,38 +1,49 @@
-"""An append-only record of a run, so a run killed by its implementation still has a report.
+"""The run stream: one JSON object per line, everything a report is built from.
 
-The plugin (serial run or xdist controller) appends one JSON line per test start and per
-result, flushed as it goes. If the process dies hard (segfault, os._exit), `klconform run`
-reads the journal, names the test that was running, and writes the report itself.
+    header   what ran: the implementation (description, version, capabilities, convention,
+             its declared deviations), environment, settings, the known-deviation manifest,
+             and the map from test id to the case and claims it checks;
+    start    a test began (so a hard crash can be pinned on the test that was running);
+    record   one result (an Outcome as data, with its per-claim results);
+    footer   the run ended: pytest's exit status, and why it was partial if it was.
+
+A stream without a footer was cut short. `klconform run` appends the streams of the pytest
+processes it restarts after crashes to one file. report.json and report.md are a pure
+function of a stream and spec/claims.yaml (klconform.report.build.build_report); the format
+is spec/run-stream.schema.json, and a remote or out-of-process runner would emit the same.
+
+Events are flushed as written, not fsynced: an implementation that kills the process leaves
+the lines already written in the page cache, which is all the crash recovery needs.
 """
 
 import json
-import os
 from pathlib import Path
 
-JOURNAL_NAME = "journal.jsonl"
-# Set by `klconform run` for its child: the runner reads the journal and removes it itself.
-KEEP_JOURNAL_ENV = "KLCONFORM_KEEP_JOURNAL"
+STREAM_NAME = "run.jsonl"
+STREAM_FORMAT = 1
+# Set by `klconform run` for its child: the runner reads the stream after the child exits.
+KEEP_STREAM_ENV = "KLCONFORM_KEEP_STREAM"
 
 
-class Journal:
+class RunStream:
     def __init__(self, report_dir, append=False):
-        self.path = Path(report_dir) / JOURNAL_NAME
+        self.path = Path(report_dir) / STREAM_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stream = open(self.path, "a" if append else "w", encoding="utf-8")  # noqa: SIM115
 
     def write(self, event, **fields):
         self._stream.write(json.dumps({"event": event, **fields}, default=str) + "\n")
         self._stream.flush()
-        os.fsync(self._stream.fileno())
 
-    def close(self, remove=False):
+    def close(self):
         self._stream.close()
-        if remove:
-            self.path.unlink(missing_ok=True)
 
 
-def read_journal(report_dir):
-    path = Path(report_dir) / JOURNAL_NAME
+def read_stream(path):
+    """The events of a stream file (a report dir or the file itself); [] if there is none."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / STREAM_NAME
     if not path.exists():
         return []
     events = []
@@ -52,3 +63,7 @@ def in_flight(events):
         if nodeid not in finished:
             return nodeid
     return None
+
+
+def finished(events):
+    return bool(events) and events[-1]["event"] == "footer"

@@ -31,7 +31,8 @@ class KLSession:
     xfails_path: str | None = None
     timeout: float = DEFAULT_TIMEOUT_S
     journal_append: bool = False
-    journal: object = None
+    journal: object = None             # the RunStream file, False once writing it failed
+    events: list = field(default_factory=list)  # the run stream, kept in memory as well
     manifest: object = None
     report_paths: tuple | None = None
     report_error: str | None = None

@@ -1,152 +1,217 @@
-"""report.json and report.md from the records of one run.
+"""report.json and report.md from a run stream and the claims, and nothing else.
 
-Layout of report.json: spec/report.schema.json (documented in spec/README.md).
-Both files are written atomically: a run interrupted at any point leaves either the
-previous complete file or the new complete file, never half of one.
+The stream (klconform.harness.run_stream) carries the implementation's description, the
+settings and every result; the claims come from spec/claims.yaml. Nothing here imports an
+adapter, the engine or the case loader, so a saved stream rebuilds the same report on a
+machine where the implementation cannot even be imported.
+
+Layout of report.json: spec/report.schema.json. Files are written atomically and readable
+by everyone (0644): they are CI artefacts.
 """
 
 import json
 import os
-import platform
-import sys
 import tempfile
-import time
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 
-from klconform import __version__
-from klconform.engine.failure_text import one_line
-
-REPORT_SCHEMA_VERSION = "1"
+REPORT_SCHEMA_VERSION = "2"
 FAILING = ("failed", "errored")
 STATUSES = ("passed", "failed", "errored", "warned", "unsupported", "recorded", "skipped",
             "xfailed", "stale")
-PACKAGES = ("numpy", "torch", "pytest", "hypothesis", "jsonschema", "PyYAML", "pytest-xdist")
+# A record's (or one of its claims') status -> the claim status it contributes.
+CLAIM_STATUS = {"passed": "pass", "stale": "pass", "failed": "fail", "errored": "fail",
+                "warned": "warn", "xfailed": "known-deviation", "unsupported": "unsupported",
+                "recorded": "recorded", "skipped": "not-run"}
+# The claim status that wins when a claim's records disagree, strongest first.
+CLAIM_PRECEDENCE = ("fail", "warn", "known-deviation", "pass", "recorded", "unsupported",
+                    "not-run")
+CHECKED = ("pass", "fail", "warn", "known-deviation")
 
 
-def build_report(state, exitstatus, spec, invocation=(), crashes=()):
-    records = sorted(state.records, key=lambda r: (r.get("case_id") or "", r.get("dtype") or "",
-                                                    r.get("nodeid", "")))
+def build_report(events, spec):
+    """The report dict of one stream (several pytest processes' events, in order)."""
+    headers = [event for event in events if event["event"] == "header"]
+    footers = [event for event in events if event["event"] == "footer"]
+    head = headers[0] if headers else {}
+    foot = footers[-1] if footers else None
+    records = _records(events, head.get("tests") or {})
     summary = {status: 0 for status in STATUSES}
     for record in records:
-        summary[record.get("status", "skipped")] = summary.get(record.get("status"), 0) + 1
+        status = record.get("status", "skipped")
+        summary[status] = summary.get(status, 0) + 1
     summary["total"] = len(records)
-    adapter = state.adapter
-    verdict = _verdict(summary, exitstatus, state)
+    run = dict(head.get("run") or {})
+    started = run.get("started") or 0.0
+    ended = foot.get("finished", started) if foot else _last_time(events, started)
+    exitstatus = foot.get("exitstatus", 3) if foot else 3
+    partial = list(foot.get("partial") or ()) if foot else []
+    if not foot:
+        partial.append("the run was cut short (the stream has no footer)")
+    crashes = [event["crash"] for event in events if event["event"] == "crash"]
+    complete = bool(foot) and exitstatus in (0, 1) and not partial and bool(records)
+    claims = _claims_section(records, spec)
+    coverage = _coverage(claims)
+    verdict, reason = _verdict(summary, exitstatus, run.get("strict"), complete, partial,
+                               records)
     return {
         "report_schema": REPORT_SCHEMA_VERSION,
-        "klconform_version": __version__,
-        "spec_version": spec.version if spec else None,
-        "implementation": {
-            "name": state.impl,
-            "description": adapter.describe() if adapter else None,
-            "version": _safe(adapter.version) if adapter else None,
-            "capabilities": adapter.capabilities.as_dict() if adapter else None,
-        },
-        "environment": {
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "machine": platform.machine(),
-            "packages": {name: _package_version(name) for name in PACKAGES},
-        },
+        "klconform_version": head.get("klconform_version"),
+        "spec_version": spec.version if spec else head.get("spec_version"),
+        "implementation": head.get("implementation") or {
+            "name": None, "description": None, "version": None, "capabilities": None},
+        "environment": head.get("environment") or {"python": "", "platform": "",
+                                                   "packages": {}},
         "run": {
-            "started": _iso(state.started),
-            "finished": _iso(time.time()),
-            "duration_s": round(time.time() - state.started, 3),
+            "started": _iso(started),
+            "finished": _iso(ended),
+            "duration_s": round(max(ended - started, 0.0), 3),
             "pytest_exit_status": exitstatus,
-            "complete": exitstatus in (0, 1),
-            "profile": state.profile,
-            "strict": state.strict,
-            "device": state.device,
-            "invocation": list(invocation),
-            "settings": dict(getattr(state, "settings", {}) or {}),
+            "complete": complete,
+            "partial": partial,
+            "profile": run.get("profile", "default"),
+            "strict": bool(run.get("strict")),
+            "device": run.get("device", "cpu"),
+            "invocation": list(run.get("invocation") or ()),
+            "settings": dict(run.get("settings") or {}),
         },
         "verdict": verdict,
-        "crashes": list(crashes),
+        "verdict_reason": reason,
+        "coverage": coverage,
+        "crashes": crashes,
         "summary": summary,
-        "claims": _claims_section(records, spec),
+        "claims": claims,
+        "deviations": list(head.get("deviations") or ()),
         "failures": [_failure(r) for r in records if r.get("status") in FAILING + ("warned",)],
-        "implementation_defined": [
-            {"case": r["case_id"], "dtype": r["dtype"], "point": r.get("message", "").split(":")[0],
-             "observed": r.get("observed")}
-            for r in records if r.get("status") == "recorded"
-        ],
+        "implementation_defined": _implementation_defined(records),
     }
 
 
-def _verdict(summary, exitstatus, state):
+def _records(events, tests):
+    """Result records, the last one per test id (a re-run test: its last result wins), with
+    claims restored from the header's test map for records that lost them (crashes)."""
+    by_node = {}
+    for event in events:
+        if event["event"] == "record":
+            entry = {key: value for key, value in event.items() if key != "event"}
+            by_node[entry.get("nodeid") or id(entry)] = entry
+    records = list(by_node.values())
+    for record in records:
+        if record.get("claims") or "[" not in str(record.get("nodeid", "")):
+            continue
+        param = record["nodeid"].rsplit("[", 1)[1].rstrip("]")
+        test = tests.get(param)
+        if test:
+            gradient = "test_gradient" in record["nodeid"]
+            record.update(case_id=("grad:" if gradient else "") + test["case"],
+                          dtype=test["dtype"], level="must" if gradient else test["level"],
+                          claims=test["gradient_claims"] if gradient else test["claims"])
+    return sorted(records, key=lambda r: (r.get("case_id") or "", r.get("dtype") or "",
+                                          r.get("nodeid", "")))
+
+
+def claim_results(record):
+    """claim -> record-level status, for one record."""
+    results = record.get("claim_results")
+    if results:
+        return results
+    return {claim: record.get("status", "skipped") for claim in record.get("claims") or ()}
+
+
+def _verdict(summary, exitstatus, strict, complete, partial, records):
+    """(verdict, reason): fail if anything must-level failed, even in a partial run."""
     if summary["failed"] or summary["errored"]:
-        return "fail"  # a crash or a wrong value fails the run even if it stopped early
-    if exitstatus not in (0, 1) or not summary["total"]:
-        return "incomplete"
-    if state.strict and summary["stale"]:
-        return "fail"
-    return "pass"
+        count = summary["failed"] + summary["errored"]
+        return "fail", f"{count} test(s) failed or errored"
+    if strict and summary["stale"]:
+        return "fail", f"{summary['stale']} stale known deviation(s) under --strict"
+    if not records:
+        return "incomplete", "no conformance test ran"
+    if not complete:
+        why = "; ".join(partial) if partial else f"pytest exited with status {exitstatus}"
+        return "incomplete", why
+    return "pass", "every must-level claim that was checked holds"
 
 
 def _claims_section(records, spec):
     by_claim = {}
     for record in records:
-        for claim in record.get("claims") or ():
-            by_claim.setdefault(claim, []).append(record)
+        for claim, status in claim_results(record).items():
+            by_claim.setdefault(claim, []).append((record, status))
     section = []
-    claims = spec.claims.values() if spec else ()
-    for claim in claims:
+    for claim in (spec.claims.values() if spec else ()):
         entries = by_claim.get(claim.id, [])
-        statuses = {entry["status"] for entry in entries}
-        if statuses & set(FAILING):
-            status = "fail"
-        elif "warned" in statuses:
-            status = "warn"
-        elif "xfailed" in statuses:
-            status = "known-deviation"
-        elif "passed" in statuses or "stale" in statuses:
-            status = "pass"
-        elif "recorded" in statuses:
-            status = "recorded"
-        elif "unsupported" in statuses:
-            status = "unsupported"
-        else:
-            status = "not-run"
+        statuses = {CLAIM_STATUS.get(status, "not-run") for _, status in entries}
+        status = next((s for s in CLAIM_PRECEDENCE if s in statuses), "not-run")
+        counts = {}
+        for _, each in entries:
+            counts[each] = counts.get(each, 0) + 1
+        reasons = sorted({(record.get("claim_reasons") or {}).get(claim.id)
+                          for record, _ in entries} - {None})
         section.append({
-            "id": claim.id, "level": claim.level, "statement": claim.statement,
-            "status": status,
-            "counts": {s: sum(1 for e in entries if e["status"] == s) for s in sorted(statuses)},
-            "cases": [{"case": e.get("case_id"), "dtype": e.get("dtype"), "status": e["status"],
-                       "nodeid": e.get("nodeid")} for e in entries],
+            "id": claim.id, "level": claim.level, "family": claim.family,
+            "statement": claim.statement, "status": status,
+            "counts": dict(sorted(counts.items())),
+            "reasons": reasons,
+            "cases": [{"case": record.get("case_id"), "dtype": record.get("dtype"),
+                       "status": each, "nodeid": record.get("nodeid")}
+                      for record, each in entries],
         })
     return section
 
 
+def _coverage(claims):
+    """Claims checked / claims applicable: a claim declared away (unsupported) counts as
+    applicable and unchecked, so declaring things away cannot look like passing."""
+    judged = [c for c in claims if c["level"] != "implementation-defined"]
+    checked = [c["id"] for c in judged if c["status"] in CHECKED]
+    unsupported = [c["id"] for c in judged if c["status"] == "unsupported"]
+    not_run = [c["id"] for c in judged if c["status"] == "not-run"]
+    applicable = len(checked) + len(unsupported)
+    return {"checked": len(checked), "applicable": applicable,
+            "ratio": round(len(checked) / applicable, 4) if applicable else 0.0,
+            "unsupported": unsupported, "not_run": not_run}
+
+
 def _failure(record):
+    checks = list(record.get("checks") or ())
     return {
         "case": record.get("case_id"), "dtype": record.get("dtype"),
         "claims": list(record.get("claims") or ()), "level": record.get("level"),
         "status": record.get("status"), "nodeid": record.get("nodeid"),
-        "summary": one_line(record), "checks": list(record.get("checks") or ()),
+        "summary": " ".join(str(checks[0] if checks else record.get("message", "")).split()),
+        "checks": checks,
         "expected": record.get("expected"), "actual": record.get("actual"),
         "budget": record.get("budget"), "diagnosis": record.get("diagnosis"),
         "snippet": record.get("snippet"),
     }
 
 
+def _implementation_defined(records):
+    points = [{"case": r["case_id"], "dtype": r["dtype"],
+               "point": r.get("message", "").split(":")[0], "observed": r.get("observed")}
+              for r in records if r.get("status") == "recorded"]
+    seen = set()
+    for record in records:
+        for note in record.get("notes") or ():
+            if "computed by klconform" in note:
+                continue  # composition is shown as coverage, not as behaviour
+            key = note.split(" (")[0]
+            if key not in seen:
+                seen.add(key)
+                points.append({"case": record.get("case_id"), "dtype": record.get("dtype"),
+                               "point": key, "observed": {"note": note}})
+    return points
+
+
+def _last_time(events, default):
+    times = [event.get("time") for event in events if event.get("time")]
+    return max(times) if times else default
+
+
 def _iso(timestamp):
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).isoformat(timespec="seconds")
-
-
-def _safe(function):
-    try:
-        return str(function())
-    except Exception as error:
-        return f"unknown ({type(error).__name__})"
-
-
-def _package_version(name):
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
+    return datetime.fromtimestamp(timestamp or 0.0, tz=timezone.utc).isoformat(
+        timespec="seconds")
 
 
 def write_atomically(path: Path, text: str):
@@ -155,63 +220,25 @@ def write_atomically(path: Path, text: str):
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a CI artefact is for everyone
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
-def attribute_records(records, cases):
-    """Give claims to records that lost them (a crashed test has only its node id)."""
-    by_param = {}
-    for case in cases:
-        for dtype in case.dtypes:
-            by_param[f"{case.id}-{dtype}"] = (case, dtype)
-    for record in records:
-        if record.get("claims") or "[" not in record.get("nodeid", ""):
-            continue
-        param = record["nodeid"].rsplit("[", 1)[1].rstrip("]")
-        if param in by_param:
-            case, dtype = by_param[param]
-            gradient = "test_gradient" in record["nodeid"]
-            record.update(case_id=("grad:" if gradient else "") + case.id, dtype=dtype,
-                          level="must" if gradient else case.level,
-                          claims=["gradient-input", "gradient-target"] if gradient
-                          else list(case.claims))
-    return records
-
-
-def write_reports(state, exitstatus, crashes=(), invocation=None):
+def write_reports(events, report_dir, spec=None):
+    """Build and write report.json and report.md; (json path, md path, verdict, summary)."""
     from klconform.report.markdown import render_markdown
-    from klconform.spec.cases import load_cases
     from klconform.spec.claims import load_spec
 
-    try:
-        spec = load_spec()
-        cases = getattr(state, "cases", None) or load_cases(state.cases_dir, spec=spec)
-        attribute_records(state.records, cases)
-    except Exception:
-        spec = None
-    if not state.settings:
-        # xdist controller: the workers configured hypothesis, the options say how.
-        from klconform.harness.hypothesis_profiles import describe
-
-        state.settings = describe(state.profile, getattr(state, "seed", None),
-                                  getattr(state, "max_examples", None))
-    if state.adapter is None:
-        # xdist controller, or a report written after a crash: load only for its metadata.
+    if spec is None:
         try:
-            from klconform.adapters import load_adapter
-
-            state.adapter = load_adapter(state.impl)
+            spec = load_spec()
         except Exception:
-            state.adapter = None
-    report = build_report(state, exitstatus, spec,
-                          invocation=sys.argv if invocation is None else invocation,
-                          crashes=crashes)
-    directory = Path(state.report_dir)
+            spec = None
+    report = build_report(events, spec)
+    directory = Path(report_dir)
     json_path, md_path = directory / "report.json", directory / "report.md"
     write_atomically(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
     write_atomically(md_path, render_markdown(report))

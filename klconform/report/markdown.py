@@ -38,6 +38,8 @@ def render_markdown(report):
         f"profile {cell(report['run']['profile'])}, device {cell(report['run']['device'])}, "
         f"{report['run']['duration_s']} s.",
         "",
+        _coverage_line(report),
+        "",
         "| passed | failed | errored | warned | unsupported | recorded | skipped | xfailed |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
         "| " + " | ".join(str(summary.get(key, 0)) for key in (
@@ -82,3 +84,14 @@ def _observed(observed):
     from klconform.engine.outcome import describe_observed
 
     return describe_observed(observed) if observed else ""
+
+
+def _coverage_line(report):
+    coverage = report.get("coverage") or {}
+    line = (f"**Coverage: {coverage.get('checked', 0)} of {coverage.get('applicable', 0)} "
+            f"applicable claims checked**")
+    if coverage.get("unsupported"):
+        line += f"; unsupported: {cell(', '.join(coverage['unsupported']))}"
+    if report.get("verdict_reason"):
+        line += f". Verdict: {cell(report['verdict_reason'])}."
+    return line

@@ -20,6 +20,8 @@ class Claim:
     formula: str | None
     provenance: tuple
     decision: str | None = None
+    family: str = "implementation-defined"
+    requires: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -69,7 +71,8 @@ def _load_spec_cached(spec_dir: Path) -> Spec:
         claims[entry["id"]] = Claim(
             id=entry["id"], level=entry["level"], statement=entry["statement"],
             formula=entry.get("formula"), provenance=tuple(entry["provenance"]),
-            decision=entry.get("decision"),
+            decision=entry.get("decision"), family=entry["family"],
+            requires=tuple(entry.get("requires", ())),
         )
     return Spec(version=document.data["spec_version"], claims=claims,
                 sources=document.data["sources"], path=path)

@@ -38,6 +38,7 @@ class Deviation:
     reason: str
     link: str | None
     dtypes: tuple | None
+    source: str = "manifest"     # or "record": declared by the implementation's record
 
     def describe(self):
         return f"known deviation {self.id!r}: {self.reason}" + (
@@ -76,3 +77,10 @@ def load_manifest(path, known_case_ids, known_claim_ids) -> Manifest:
         deviations.append(Deviation(entry["id"], entry["reason"], entry.get("link"),
                                     tuple(entry["dtypes"]) if "dtypes" in entry else None))
     return Manifest(deviations)
+
+
+def record_deviations(record):
+    """An implementation record's `deviations:` as manifest entries."""
+    return [Deviation(entry["id"], entry["reason"], entry.get("link"),
+                      tuple(entry["dtypes"]) if entry.get("dtypes") else None, "record")
+            for entry in record.deviations or ()]

@@ -1,0 +1,92 @@
+"""Which claims a check judges, which claims a call cannot judge, and the per-claim verdict.
+
+A case names the claims it supports, but its checks test different things: a wrong result
+dtype says nothing about the roles, a missing warning nothing about the value. Each check
+kind judges the case's claims of its own family; a value check judges the case's value
+claims, or, in a case that names none (a warning case), the claim of the call itself (its
+reduction, its log_target), so a wrong value can never pass as a mere warning.
+
+A claim can need what a call does not give (spec/claims.yaml `requires`): the library's own
+reduction rather than one klconform composed, the target in the library's own space,
+autograd. Such a claim is unsupported for that call, with the reason, and counted so.
+"""
+
+from klconform.constants import LEVELS
+
+# Families of claims that are not about the value of the call.
+NOT_VALUE_FAMILIES = ("warnings", "precision", "implementation-defined")
+CALL_CLAIM = {None: "default-reduction-mean", "none": "none-pointwise", "sum": "reduction-sum",
+              "mean": "reduction-mean", "batchmean": "reduction-batchmean"}
+DTYPE_CLAIM = "result-dtype"
+
+
+def value_claims(case_claims, call, spec):
+    """The claims a wrong value (or shape) of this call breaks."""
+    claims = [claim for claim in case_claims
+              if spec.claims[claim].family not in NOT_VALUE_FAMILIES]
+    if claims:
+        return claims
+    derived = [CALL_CLAIM.get(call.reduction, "invalid-reduction-rejected")]
+    if call.log_target:
+        derived.append("log-target")
+    return [claim for claim in derived if claim in spec.claims]
+
+
+def claims_of_family(families, case_claims, call, spec):
+    """The case's claims in `families`, else its value claims."""
+    claims = [claim for claim in case_claims if spec.claims[claim].family in families]
+    return claims or value_claims(case_claims, call, spec)
+
+
+def unsupported_claims(claims, plan, capabilities, spec):
+    """claim -> reason, for the claims this call cannot judge."""
+    reasons = {}
+    for claim in claims:
+        for need in spec.claims[claim].requires:
+            if need == "native-reduction" and plan.composed:
+                reasons[claim] = plan.composed
+            elif need == "unconverted-target" and any(
+                    conversion.startswith("target") for conversion in plan.conversions):
+                reasons[claim] = ("the target is converted to the library's log space by "
+                                  "klconform, where 0 becomes -inf")
+            elif need == "autograd" and not capabilities.autograd:
+                reasons[claim] = "autograd (declared absent)"
+    return reasons
+
+
+def settle(outcome, failures, judged, unsupported, spec):
+    """Per-claim results from the attributed failures; the outcome's status from them."""
+    results = {}
+    for claim in dict.fromkeys(judged):
+        if claim in unsupported:
+            results[claim] = "unsupported"
+            outcome.claim_reasons[claim] = unsupported[claim]
+        elif failures.by_claim.get(claim):
+            results[claim] = "failed"
+        else:
+            results[claim] = "passed"
+    # Lines not attributed to a claim fall on every judged claim (a check that could not
+    # say which claim it tests must not get lost).
+    if failures.by_claim.get(None):
+        for claim, status in results.items():
+            if status == "passed":
+                results[claim] = "failed"
+    outcome.claim_results = results
+    outcome.notes = list(failures.notes)
+    failing = [claim for claim, status in results.items() if status == "failed"]
+    if failing:
+        outcome.status = "failed"
+        outcome.claims = tuple(failing)
+        outcome.level = strictest(spec.claims[claim].level for claim in failing)
+        outcome.checks = failures.lines
+    elif results and all(status == "unsupported" for status in results.values()):
+        outcome.status = "unsupported"
+    return outcome
+
+
+def strictest(levels):
+    levels = set(levels)
+    for level in LEVELS:
+        if level in levels:
+            return level
+    return LEVELS[-1]
