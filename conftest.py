@@ -7,9 +7,14 @@ never from here, so the suites behave the same inside and outside this repositor
 # In-process pytester runs restore sys.modules afterwards, dropping modules first imported
 # during the run. Extension modules with native state (hypothesis' compiled core, torch)
 # cannot be imported a second time after that, so they are imported here, once, up front.
+import contextlib
+
 import hypothesis  # noqa: F401
 import hypothesis.strategies  # noqa: F401
-import torch  # noqa: F401
-import torch.nn.functional  # noqa: F401
+
+# torch is optional: library environments (mlx, jax, ...) run the suites without it.
+with contextlib.suppress(ImportError):
+    import torch  # noqa: F401
+    import torch.nn.functional  # noqa: F401
 
 pytest_plugins = ["pytester"]

@@ -71,14 +71,27 @@ class ConventionAdapter(Adapter):
                 f"--impl {record.name}: {record.arrays} does not import ({error})") from None
         self.function = function
         self.loss_class = None
+        self.log_target_function = None
+        # A GPU-only library is expected not to import on a machine without its GPU stack:
+        # every call is then unsupported, with the reason, instead of the run failing.
+        self.unavailable = None
+        try:
+            self._resolve_targets(function)
+        except ImplementationLoadError as error:
+            if not record.requires_gpu:
+                raise
+            self.unavailable = f"a machine without its GPU stack installed ({error})"
+        self.capabilities = self._capabilities()
+
+    def _resolve_targets(self, function):
+        record = self.record
         if function is None and record.function:
             self.function = resolve(record.function, record.name)
         if function is None and record.loss_class:
             self.loss_class = resolve(record.loss_class, record.name)
         log_target = record.log_target or {}
-        self.log_target_function = (resolve(log_target["function"], record.name)
-                                    if "function" in log_target else None)
-        self.capabilities = self._capabilities()
+        if "function" in log_target:
+            self.log_target_function = resolve(log_target["function"], record.name)
 
     # -- what the record allows -------------------------------------------------------------
 
@@ -109,21 +122,24 @@ class ConventionAdapter(Adapter):
         )
 
     def version(self):
-        for name in (self.record.library, self.bridge.distribution):
-            if name:
-                try:
-                    return metadata.version(name)
-                except metadata.PackageNotFoundError:
-                    continue
-        return "unknown"
+        # The array library's version stands in only where the record names no library:
+        # a missing library must not be reported under its array library's version.
+        name = self.record.library or self.bridge.distribution
+        try:
+            return metadata.version(name) if name else "unknown"
+        except metadata.PackageNotFoundError:
+            return "not installed"
 
     def describe(self):
         return f"{self.record.description} [{self.record.convention_summary()}]"
 
     def plan(self, call: Call) -> Plan:
         record = self.record
-        reason = unsupported_reason(self.capabilities, call)
+        reason = self.unavailable or unsupported_reason(self.capabilities, call)
         device = call.device.split(":")[0]
+        if reason is None and record.requires_gpu and device not in self.bridge.devices():
+            reason = (f"device {device}: absent on this machine (it has "
+                      f"{', '.join(self.bridge.devices())})")
         if reason is None and call.dtype not in record.dtypes_by_device.get(device, ()):
             reason = f"dtype {call.dtype} on {device}"
         if reason is None and call.legacy:
