@@ -335,7 +335,10 @@ class Property:
 
     def unsupported(self, adapter, dtype, device):
         """Why the adapter cannot run this property at `dtype`, or None."""
-        empty = np.zeros(1)
+        if self.options_for(adapter) is None:
+            low, high = adapter.capabilities.ranks
+            return f"the ranks this property draws (takes ranks {low} to {high})"
+        empty = strategies.sample_array(adapter)
 
         def reason(reduction, log_target):
             return unsupported_reason(adapter, Call(empty, empty, dtype=dtype, device=device,
@@ -359,7 +362,8 @@ class Property:
         reasons = {}
         for reduction in (*reductions, *self.needs):
             for log_target in (*log_targets, *self.needs_log_target):
-                sample = Call(np.zeros((2, 3)), np.full((2, 3), 1 / 3), dtype=dtype,
+                shape = strategies.sample_array(adapter).shape
+                sample = Call(np.zeros(shape), np.full(shape, 0.5), dtype=dtype,
                               device=device, reduction=reduction, log_target=log_target)
                 plan = adapter.plan(sample)
                 if not plan.unsupported:
@@ -367,14 +371,24 @@ class Property:
                                                       spec))
         return reasons
 
+    def options_for(self, adapter):
+        """The property's options narrowed to the ranks the adapter takes; None if none fit."""
+        low, high = adapter.capabilities.ranks
+        options = replace(self.options, min_dims=max(self.options.min_dims, low),
+                          max_dims=min(self.options.max_dims,
+                                       self.options.max_dims if high is None else high))
+        minimum = 2 if self.special == "one-hot" else options.min_dims
+        return options if minimum <= options.max_dims else None
+
     def strategy(self, adapter, dtype, device):
+        options = self.options_for(adapter)
         if self.special == "one-hot":
-            return strategies.one_hot_examples(dtype)
+            return strategies.one_hot_examples(dtype, options.max_dims)
         reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
                                                                device)
         # A must-level property never draws an implementation-defined point: 0-d 'batchmean'
         # (impl-0d-batchmean) has no batch to divide by.
-        drawn = strategies.examples(dtype, reductions, log_targets, self.options).filter(
+        drawn = strategies.examples(dtype, reductions, log_targets, options).filter(
             lambda example: not (example.reduction == "batchmean" and np.ndim(example.input) == 0))
         if self.special == "asymmetric":
             return drawn.filter(clearly_asymmetric)

@@ -133,12 +133,19 @@ class Options:
     positive: bool = False            # every probability positive in the dtype
 
 
+def sample_array(adapter):
+    """Zeros of a rank the adapter takes (2 where it can), to ask its plan about a call."""
+    low, high = adapter.capabilities.ranks
+    rank = max(low, min(2, high if high is not None else 2))
+    return np.zeros((2,) * rank)
+
+
 def reduction_choices(adapter, options, dtype, device):
     """The drawn reductions / log_target values the adapter supports (never draw others)."""
     from klconform.adapters.base import Call
     from klconform.engine.evaluate import unsupported_reason
 
-    empty = np.zeros(1)
+    empty = sample_array(adapter)
 
     def supported(reduction, log_target):
         call = Call(empty, empty, dtype=dtype, reduction=reduction, log_target=log_target,
@@ -182,9 +189,9 @@ def examples(draw, dtype, reductions, log_targets, options=Options()):
 
 
 @st.composite
-def one_hot_examples(draw, dtype):
+def one_hot_examples(draw, dtype, max_dims=4):
     """log_softmax(logits) as input and a one-hot target, with the logits kept."""
-    shape = draw(shapes(min_dims=2))
+    shape = draw(shapes(min_dims=2, max_dims=max(max_dims, 2)))
     scale = draw(st.sampled_from((1.0, 0.1, 4.0, 30.0)))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     rows, width = _as_rows(shape)

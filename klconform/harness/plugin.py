@@ -151,7 +151,9 @@ def _load_manifest(config, state):
 
     claims |= set(load_spec().claims)
     try:
-        return load_manifest(state.xfails_path, {case.id for case in cases}, claims)
+        from klconform.engine.properties import BY_ID
+
+        return load_manifest(state.xfails_path, {case.id for case in cases}, claims, set(BY_ID))
     except KLConformError as error:
         raise pytest.UsageError(str(error)) from None
 

@@ -53,7 +53,7 @@ def build_report(events, spec):
     claims = _claims_section(records, spec)
     coverage = _coverage(claims)
     verdict, reason = _verdict(summary, exitstatus, run.get("strict"), complete, partial,
-                               records)
+                               records, coverage)
     return {
         "report_schema": REPORT_SCHEMA_VERSION,
         "klconform_version": head.get("klconform_version"),
@@ -118,7 +118,7 @@ def claim_results(record):
     return {claim: record.get("status", "skipped") for claim in record.get("claims") or ()}
 
 
-def _verdict(summary, exitstatus, strict, complete, partial, records):
+def _verdict(summary, exitstatus, strict, complete, partial, records, coverage):
     """(verdict, reason): fail if anything must-level failed, even in a partial run."""
     if summary["failed"] or summary["errored"]:
         count = summary["failed"] + summary["errored"]
@@ -127,6 +127,8 @@ def _verdict(summary, exitstatus, strict, complete, partial, records):
         return "fail", f"{summary['stale']} stale known deviation(s) under --strict"
     if not records:
         return "incomplete", "no conformance test ran"
+    if not coverage["checked"]:
+        return "incomplete", "no claim could be checked (every applicable claim is unsupported)"
     if not complete:
         why = "; ".join(partial) if partial else f"pytest exited with status {exitstatus}"
         return "incomplete", why

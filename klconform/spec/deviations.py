@@ -58,7 +58,7 @@ class Manifest:
         return None
 
 
-def load_manifest(path, known_case_ids, known_claim_ids) -> Manifest:
+def load_manifest(path, known_case_ids, known_claim_ids, known_property_ids=()) -> Manifest:
     document = read_yaml(path)
     problem = validation_error(document, SCHEMA)
     if problem:
@@ -69,7 +69,9 @@ def load_manifest(path, known_case_ids, known_claim_ids) -> Manifest:
     for index, entry in enumerate(document.data["deviations"]):
         known = entry["id"] in known_case_ids or entry["id"] in known_claim_ids
         # Generated checks (properties, gradients) carry ids with a prefix, e.g. "grad:<case>".
-        prefixed = ":" in entry["id"] and entry["id"].split(":", 1)[1] in known_case_ids
+        prefix, _, rest = entry["id"].partition(":")
+        prefixed = (prefix == "grad" and rest in known_case_ids) or (
+            prefix == "property" and rest in known_property_ids)
         if not (known or prefixed):
             raise SpecError(path, f"unknown case or claim id {entry['id']!r}",
                             field=f"deviations[{index}].id",
