@@ -167,10 +167,18 @@ class ConventionAdapter(Adapter):
                         f"({MEANING_TEXT[meaning]})")
         return Plan(composed=composed, conversions=self._conversions(call))
 
+    def _prediction_space(self, call):
+        """The prediction's space in the form `call` selects: a log_target switch may move
+        the prediction into log space as well."""
+        if call.log_target:
+            return (self.record.log_target or {}).get("prediction",
+                                                      self.record.spaces["prediction"])
+        return self.record.spaces["prediction"]
+
     def _conversions(self, call):
         spaces = self.record.spaces
         conversions = []
-        if spaces["prediction"] == "probabilities":
+        if self._prediction_space(call) == "probabilities":
             conversions.append("prediction: exp of the log-probabilities")
         if spaces["target"] == "log-probabilities" and not call.log_target:
             conversions.append("target: log of the probabilities")
@@ -184,7 +192,7 @@ class ConventionAdapter(Adapter):
         prediction = np.asarray(call.input, dtype=np.float64)
         target = np.asarray(call.target, dtype=np.float64)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if spaces["prediction"] == "probabilities":
+            if self._prediction_space(call) == "probabilities":
                 prediction = np.exp(prediction)
             if spaces["target"] == "log-probabilities" and not call.log_target:
                 target = np.log(target)
@@ -271,7 +279,7 @@ class ConventionAdapter(Adapter):
             # Chain rule back to the canonical arguments (log Q, and P or log P).
             if grad_prediction is not None:
                 grad_prediction = grad_prediction * scale
-                if spaces["prediction"] == "probabilities":
+                if self._prediction_space(call) == "probabilities":
                     grad_prediction = grad_prediction * prediction64
             if grad_target is not None:
                 grad_target = grad_target * scale
@@ -292,7 +300,8 @@ class ConventionAdapter(Adapter):
             f"device={call.device!r})",
             "print(adapter.run(call))",
             f"# which calls {target_name} with {', '.join(record.arguments)} "
-            f"({record.spaces['prediction']} prediction, {record.spaces['target']} target)",
+            f"({self._prediction_space(call)} prediction, "
+            f"{'log-probabilities' if call.log_target else record.spaces['target']} target)",
         ]
         if plan.composed:
             lines.append(f"# {plan.composed}")

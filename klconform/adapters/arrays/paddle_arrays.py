@@ -1,0 +1,43 @@
+"""paddle tensors (CPU); gradients through paddle.grad."""
+
+import numpy as np
+
+from klconform.adapters.arrays import ArrayBridge, not_an_array
+
+
+class PaddleBridge(ArrayBridge):
+    name = "paddle"
+    distribution = "paddlepaddle"
+
+    def from_numpy(self, values, dtype, device):
+        import paddle
+
+        values = np.asarray(values, dtype=np.float64)
+        # numpy has no bfloat16: build float32 (exact for these values) and cast.
+        staged = values if dtype == "float64" else values.astype(np.float32)
+        tensor = paddle.to_tensor(staged, place=paddle.CPUPlace())
+        return tensor if str(tensor.dtype).endswith(dtype) else tensor.astype(dtype)
+
+    def to_numpy(self, result):
+        import paddle
+
+        if not isinstance(result, paddle.Tensor):
+            raise not_an_array(result, "a paddle.Tensor")
+        value = result.astype("float64").numpy().copy()
+        return value, str(result.dtype).removeprefix("paddle."), tuple(result.shape)
+
+    def gradients(self, function, first, second):
+        import paddle
+
+        first = first.detach()
+        second = second.detach()
+        first.stop_gradient = False
+        second.stop_gradient = False
+        result = function(first, second)
+        self.to_numpy(result)  # a clear message for non-tensor results
+        grads = paddle.grad([result.sum()], [first, second], allow_unused=True)
+        return tuple(None if grad is None else grad.astype("float64").numpy()
+                     for grad in grads)
+
+
+BRIDGE = PaddleBridge()
