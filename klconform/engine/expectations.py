@@ -82,18 +82,22 @@ def published_allowance(published, source_budget):
     return 0.5 * 10.0 ** -published["decimals"] + source_budget
 
 
-def check_sign(expect, call, actual, expected, failures, claims=None):
-    sign = expect.get("sign")
-    if not sign:
-        return
-    # A sign is a statement about the exact distributions the case describes, so rounding
-    # the inputs to the dtype (which can make two identical distributions differ) counts.
+def representation_allowance(call, expected):
+    """How far rounding the inputs to the dtype moves the value of the exact distributions a
+    case describes (two identical distributions can differ once rounded), per the divisor."""
     with np.errstate(invalid="ignore"):
         target_mass = float(np.nansum(np.abs(np.exp(call.target) if call.log_target
                                              else call.target)))
     representation = 2 * UNIT_ROUNDOFF[call.dtype] * (expected.magnitude_sum + target_mass)
+    return representation / expected.divisor
+
+
+def check_sign(expect, call, actual, expected, failures, claims=None):
+    sign = expect.get("sign")
+    if not sign:
+        return
     value = float(actual)
-    tolerance = float(expected.budget) + representation / expected.divisor
+    tolerance = float(expected.budget) + representation_allowance(call, expected)
     ok = {"negative": value < -tolerance, "nonnegative": value >= -tolerance,
           "zero": abs(value) <= tolerance}[sign]
     if not ok:
