@@ -294,7 +294,9 @@ class ConventionAdapter(Adapter):
         lines = [
             "# klconform's own float64 conversions to the library's convention:",
             "from klconform.adapters import load_adapter",
-            f"adapter = load_adapter({self.name!r})",
+            f"adapter = load_adapter({self.name!r}"
+            + (")" if record.source.startswith("built-in") else
+               f", convention={record.source!r})"),
             f"call = Call(input_values, target_values, dtype={call.dtype!r}, "
             f"reduction={call.reduction!r}, log_target={call.log_target!r}, "
             f"device={call.device!r})",

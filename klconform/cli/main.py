@@ -32,6 +32,9 @@ def main(argv=None):
                      help="seed for the property layer (thorough profile)")
     run.add_argument("--max-examples", type=int, default=None,
                      help="examples per property")
+    run.add_argument("--convention", default=None,
+                     help="implementation record (YAML, spec/implementation.schema.json) "
+                          "saying how the --impl MODULE:ATTR function is called")
     run.add_argument("--timeout", type=float, default=60.0,
                      help="seconds one implementation call may take (0: no limit)")
     run.add_argument("pytest_args", nargs=argparse.REMAINDER,
@@ -48,12 +51,32 @@ def main(argv=None):
     found.add_argument("-o", "--output", default=None,
                        help="write the case file here (default: print it); must not exist")
 
+    matrix = commands.add_parser(
+        "matrix", help="merge report.json files into matrix.json and matrix.md")
+    matrix.add_argument("reports", nargs="+", help="report.json files, one per implementation")
+    matrix.add_argument("--out", required=True, help="directory for matrix.json and matrix.md")
+
     args = parser.parse_args(argv)
     if args.command == "run":
         return run_suites(args)
+    if args.command == "matrix":
+        return run_matrix(args)
     if args.command == "case-from-example":
         return run_case_from_example(args)
     return run_check_spec(args)
+
+
+def run_matrix(args):
+    from klconform.report.matrix import MatrixError, write_matrix
+
+    try:
+        matrix = write_matrix(args.reports, args.out)
+    except MatrixError as error:
+        print(f"matrix: {error}", file=sys.stderr)
+        return 2
+    print(f"matrix: {len(matrix['implementations'])} implementations -> "
+          f"{os.path.join(args.out, 'matrix.md')}")
+    return 0
 
 
 def run_case_from_example(args):
@@ -109,6 +132,8 @@ def run_suites(args):
     if args.max_examples is not None:
         pytest_args.append(f"--kl-max-examples={args.max_examples}")
     pytest_args.append(f"--kl-timeout={args.timeout}")
+    if args.convention:
+        pytest_args.append(f"--kl-convention={os.path.abspath(args.convention)}")
     return run_isolated(pytest_args + extra, report_dir)
 
 

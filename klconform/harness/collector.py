@@ -53,7 +53,7 @@ class Collector:
             try:
                 from klconform.adapters import load_adapter
 
-                state.adapter = load_adapter(state.impl)
+                state.adapter = load_adapter(state.impl, convention=state.convention)
             except Exception:
                 state.adapter = None
         if state.manifest is None and state.adapter is not None:

@@ -43,6 +43,10 @@ def pytest_addoption(parser):
                     help="seconds one implementation call may take before it fails (0: none)")
     group.addoption("--kl-journal-append", action="store_true", default=False,
                     help=argparse_suppress())
+    group.addoption("--kl-convention", default=None,
+                    help="implementation record (YAML) saying how the --impl MODULE:ATTR "
+                         "function is called; without it a function is held to torch's "
+                         "convention")
     group.addoption("--kl-cases", default=None,
                     help="directory of case files to run instead of the bundled ones")
 
@@ -62,7 +66,8 @@ def pytest_configure(config):
         impl=impl, report_dir=report_dir, strict=option.kl_strict, device=option.kl_device,
         profile=option.kl_profile, cases_dir=option.kl_cases, seed=option.kl_seed,
         max_examples=option.kl_max_examples, xfails_path=option.kl_xfails,
-        timeout=option.kl_timeout, journal_append=option.kl_journal_append)
+        timeout=option.kl_timeout, journal_append=option.kl_journal_append,
+        convention=option.kl_convention)
     config.addinivalue_line("markers", "klconform: a conformance test run against --impl")
     config.pluginmanager.register(Collector(config), "klconform-collector")
 
@@ -124,7 +129,7 @@ def pytest_collection_modifyitems(session, config, items):
         from klconform.adapters import load_adapter
 
         try:
-            state.adapter = load_adapter(state.impl)
+            state.adapter = load_adapter(state.impl, convention=state.convention)
         except KLConformError as error:
             raise pytest.UsageError(str(error)) from None
     if kl_items and state.manifest is None:

@@ -31,6 +31,7 @@ class KLSession:
     xfails_path: str | None = None
     timeout: float = DEFAULT_TIMEOUT_S
     journal_append: bool = False
+    convention: str | None = None      # --kl-convention: the record file for --impl
     journal: object = None             # the RunStream file, False once writing it failed
     events: list = field(default_factory=list)  # the run stream, kept in memory as well
     manifest: object = None
