@@ -122,13 +122,22 @@ class ConventionAdapter(Adapter):
         )
 
     def version(self):
-        # The array library's version stands in only where the record names no library:
-        # a missing library must not be reported under its array library's version.
-        name = self.record.library or self.bridge.distribution
-        try:
-            return metadata.version(name) if name else "unknown"
-        except metadata.PackageNotFoundError:
-            return "not installed"
+        """The version of the library the record names, else of the distribution the
+        function's module belongs to; never the array library's for someone else's code,
+        and a missing library is "not installed", not its array library's version."""
+        if self.record.library:
+            try:
+                return metadata.version(self.record.library)
+            except metadata.PackageNotFoundError:
+                return "not installed"
+        function = self.function or self.loss_class
+        top = (getattr(function, "__module__", None) or "").split(".")[0]
+        for name in metadata.packages_distributions().get(top, []) if top else []:
+            try:
+                return metadata.version(name)
+            except metadata.PackageNotFoundError:
+                continue
+        return "unknown (not an installed distribution)"
 
     def describe(self):
         return f"{self.record.description} [{self.record.convention_summary()}]"
