@@ -1,4 +1,4 @@
-"""Numbers and arrays as short text for failure messages and reports."""
+"""Numbers, arrays and observed behaviour as short text for failure messages and reports."""
 
 import numpy as np
 
@@ -38,3 +38,16 @@ def summarize(values, limit=6):
     shown = ", ".join(format_number(v) for v in flat[:limit])
     more = f", ... ({flat.size} values)" if flat.size > limit else ""
     return f"array{list(values.shape)} [{shown}{more}]"
+
+
+def describe_observed(observed):
+    if "raises" in observed:
+        return f"raises {observed['raises']}"
+    text = f"returns {observed['value']} ({observed['dtype']}, shape {tuple(observed['shape'])})"
+    if observed.get("warnings"):
+        text += f", warns {observed['warnings'][0]}"
+    else:
+        text += ", no warning"
+    if observed.get("gradient"):
+        text += f"; gradient: {observed['gradient']}"
+    return text

@@ -1,8 +1,8 @@
 """The property layer: Hypothesis-drawn examples against the implementation under test.
 
-One test per property (klconform.engine.properties.PROPERTIES), at each dtype: test ids are
-`<property id>-<dtype>`, records carry the case id `property:<property id>`. The default
-profile draws the same examples every run; `--kl-profile thorough` draws fresh ones (from
+One test per property of the table klconform.engine.properties.PROPERTIES, at each dtype:
+test ids are `test_property[<property id>-<dtype>]`, records carry the case id
+`property:<property id>`. The default profile draws the same examples every run; `--kl-profile thorough` draws fresh ones (from
 `--kl-seed`, or a seed chosen and recorded in report.json under run.settings).
 
 A failure prints the shrunk example, its reproducing snippet and the command that turns it
@@ -35,59 +35,7 @@ def check_property(request, kl_adapter, kl_device, kl_timeout, kl_conclude):
     return check
 
 
-dtypes = pytest.mark.parametrize("dtype", DTYPES)
-
-
-@dtypes
-def test_sum_equals_none_sum(check_property, dtype):
-    check_property("sum-equals-none-sum", dtype)
-
-
-@dtypes
-def test_mean_equals_sum_over_numel(check_property, dtype):
-    check_property("mean-equals-sum-over-numel", dtype)
-
-
-@dtypes
-def test_batchmean_equals_sum_over_size0(check_property, dtype):
-    check_property("batchmean-equals-sum-over-size0", dtype)
-
-
-@dtypes
-def test_log_target_equivalence(check_property, dtype):
-    check_property("log-target-equivalence", dtype)
-
-
-@dtypes
-def test_normalized_nonnegative(check_property, dtype):
-    check_property("normalized-nonnegative", dtype)
-
-
-@dtypes
-def test_identical_is_zero(check_property, dtype):
-    check_property("identical-is-zero", dtype)
-
-
-@dtypes
-def test_asymmetric(check_property, dtype):
-    check_property("asymmetric", dtype)
-
-
-@dtypes
-def test_permutation_invariant_sum(check_property, dtype):
-    check_property("permutation-invariant-sum", dtype)
-
-
-@dtypes
-def test_none_keeps_shape(check_property, dtype):
-    check_property("none-keeps-shape", dtype)
-
-
-@dtypes
-def test_result_dtype(check_property, dtype):
-    check_property("result-dtype", dtype)
-
-
-@dtypes
-def test_one_hot_cross_entropy(check_property, dtype):
-    check_property("one-hot-cross-entropy", dtype)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("property_id", list(BY_ID))
+def test_property(check_property, property_id, dtype):
+    check_property(property_id, dtype)

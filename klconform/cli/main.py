@@ -56,7 +56,14 @@ def main(argv=None):
     matrix.add_argument("reports", nargs="+", help="report.json files, one per implementation")
     matrix.add_argument("--out", required=True, help="directory for matrix.json and matrix.md")
 
+    rebuild = commands.add_parser(
+        "report", help="rebuild report.json and report.md from a saved run stream")
+    rebuild.add_argument("stream", help="a run stream (run.jsonl) or the report dir holding it")
+    rebuild.add_argument("--out", required=True, help="directory for report.json and report.md")
+
     args = parser.parse_args(argv)
+    if args.command == "report":
+        return run_report(args)
     if args.command == "run":
         return run_suites(args)
     if args.command == "matrix":
@@ -64,6 +71,19 @@ def main(argv=None):
     if args.command == "case-from-example":
         return run_case_from_example(args)
     return run_check_spec(args)
+
+
+def run_report(args):
+    from klconform.harness.run_stream import read_stream
+    from klconform.report.build import write_reports
+
+    events = read_stream(args.stream)
+    if not events:
+        print(f"report: {args.stream}: no run stream there (run.jsonl)", file=sys.stderr)
+        return 2
+    paths = write_reports(events, args.out)
+    print(f"report: {paths[2].upper()}; {paths[0]}")
+    return 0
 
 
 def run_matrix(args):

@@ -32,11 +32,11 @@ from klconform.engine.judging import (
     unsupported_claims,
     value_claims,
 )
-from klconform.engine.outcome import CheckFailures, Outcome, describe_observed, errored_outcome
+from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome
 from klconform.oracle import budget
 from klconform.oracle import extended as precise
 from klconform.oracle import float64 as oracle
-from klconform.short_text import first_line, summarize
+from klconform.short_text import describe_observed, first_line, summarize
 from klconform.spec.claims import load_spec
 
 

@@ -54,16 +54,3 @@ def errored_outcome(outcome, error):
     outcome.actual = f"{type(error).__name__}: {first_line(error)}"
     outcome.checks = [f"the implementation raised {outcome.actual}"]
     return outcome
-
-
-def describe_observed(observed):
-    if "raises" in observed:
-        return f"raises {observed['raises']}"
-    text = f"returns {observed['value']} ({observed['dtype']}, shape {tuple(observed['shape'])})"
-    if observed.get("warnings"):
-        text += f", warns {observed['warnings'][0]}"
-    else:
-        text += ", no warning"
-    if observed.get("gradient"):
-        text += f"; gradient: {observed['gradient']}"
-    return text

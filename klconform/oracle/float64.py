@@ -11,6 +11,7 @@ import numpy as np
 
 from klconform.constants import REDUCTIONS
 from klconform.oracle import budget
+from klconform.spec.tensors import log_softmax_deficit
 
 CHUNK = 1 << 16
 
@@ -131,18 +132,3 @@ def cross_entropy_route(logits, t, *, reduction, dim=-1):
         negative_entropy[t == 0] = 0.0
     total = math.fsum(cross.ravel()) + math.fsum(negative_entropy.ravel())
     return total / divisor_for(reduction, t.shape)
-
-
-def log_softmax_deficit(logits, dim=-1):
-    """-log_softmax(logits), accurate where one logit dominates.
-
-    Written as (top - z) + log1p(sum of the others' exp(z - top)): the largest logit is
-    never added in and subtracted again, which would cost u * |top| and, for a dominant
-    class, more than the whole float64 budget of a KL near 0.
-    """
-    logits = np.asarray(logits, dtype=np.float64)
-    top_index = np.argmax(logits, axis=dim, keepdims=True)
-    top = np.take_along_axis(logits, top_index, axis=dim)
-    others = np.exp(logits - top)
-    np.put_along_axis(others, top_index, 0.0, axis=dim)
-    return (top - logits) + np.log1p(np.sum(others, axis=dim, keepdims=True))

@@ -81,7 +81,7 @@ def render_markdown(report):
 
 
 def _observed(observed):
-    from klconform.engine.outcome import describe_observed
+    from klconform.short_text import describe_observed
 
     return describe_observed(observed) if observed else ""
 
