@@ -123,3 +123,24 @@ def test_report_is_rebuilt_from_the_stream_where_the_implementation_cannot_impor
     assert rebuilt == run.report
     assert (elsewhere / "rebuilt" / "report.md").read_text() == \
         (run.report_dir / "report.md").read_text()
+
+
+def test_every_stream_event_matches_the_stream_schema(pytester):
+    import jsonschema
+
+    from klconform import resources
+
+    schema = json.loads((resources.spec_dir() / "run-stream.schema.json").read_text())
+    run = run_suite(pytester, "numpy", "-k", "roles")
+    events = [json.loads(line) for line in
+              (run.report_dir / "run.jsonl").read_text().splitlines()]
+    assert [events[0]["event"], events[-1]["event"]] == ["header", "footer"]
+    for event in events:
+        jsonschema.validate(event, schema)
+    assert any(event["event"] == "record" for event in events)
+    try:
+        jsonschema.validate({"event": "record"}, schema)  # no nodeid, no status
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("the stream schema accepted a record without nodeid and status")
