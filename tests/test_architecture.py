@@ -144,3 +144,13 @@ def test_every_stream_event_matches_the_stream_schema(pytester):
         pass
     else:
         raise AssertionError("the stream schema accepted a record without nodeid and status")
+
+
+def test_every_expectation_key_of_the_case_schema_has_one_check():
+    from klconform import resources
+    from klconform.engine.evaluate import EXPECTATION_CHECKS, NOT_VALUE_CHECKS
+
+    schema = json.loads((resources.spec_dir() / "case.schema.json").read_text())
+    keys = set(schema["$defs"]["expect"]["properties"])
+    assert keys == set(EXPECTATION_CHECKS) | set(NOT_VALUE_CHECKS)
+    assert not set(EXPECTATION_CHECKS) & set(NOT_VALUE_CHECKS)
