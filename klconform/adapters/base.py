@@ -53,6 +53,9 @@ class Plan:
     unsupported: str | None = None
     composed: str | None = None
     conversions: tuple = ()            # e.g. ("prediction: exp", "target: log")
+    # (claim, reason) pairs this call cannot judge whatever the case: a gradient with respect
+    # to logits is not the gradient with respect to log-probabilities, say.
+    unjudged: tuple = ()
 
 
 @dataclass(frozen=True)

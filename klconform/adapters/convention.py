@@ -29,6 +29,9 @@ from klconform.constants import REDUCTIONS
 from klconform.errors import ImplementationLoadError
 from klconform.spec.conventions import CANONICAL_MEANING, MEANING_TEXT, NO_ARGUMENT, divisor
 
+# Spaces whose values are log P up to a constant: log P itself is a valid member of each.
+LOG_SPACES = ("log-probabilities", "logits")
+
 
 def resolve(path, record_name):
     """MODULE:ATTR -> the object, or a one-line ImplementationLoadError."""
@@ -56,6 +59,19 @@ def apply_environment(record):
                 f"--impl {record.name}: needs {key}={value}, but the environment has "
                 f"{key}={current}; run it in a separate process or tox env")
         os.environ[key] = value
+
+
+def _normalised(values, log_space, dtype):
+    """Rows (last axis) that sum to 1, within what rounding to `dtype` allows."""
+    from klconform.dtypes import UNIT_ROUNDOFF
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim == 0 or values.size == 0 or not np.all(np.isfinite(values)):
+        return values.ndim > 0 and values.size > 0 and not np.any(np.isnan(values))
+    with np.errstate(all="ignore"):
+        mass = np.sum(np.exp(values) if log_space else values, axis=-1)
+    width = values.shape[-1]
+    return bool(np.all(np.abs(mass - 1.0) <= 4 * width * UNIT_ROUNDOFF[dtype] + 1e-12))
 
 
 class ConventionAdapter(Adapter):
@@ -110,7 +126,7 @@ class ConventionAdapter(Adapter):
         spaces = record.spaces
         return Capabilities(
             reductions=frozenset(reductions),
-            log_target=bool(record.log_target) or spaces["target"] == "log-probabilities",
+            log_target=bool(record.log_target) or spaces["target"] in LOG_SPACES,
             default_reduction=record.default_meaning == CANONICAL_MEANING["mean"],
             dtypes=frozenset(by_device.get("cpu", ())) | frozenset().union(
                 *(set(d) for d in by_device.values())),
@@ -174,7 +190,26 @@ class ConventionAdapter(Adapter):
             source = "its output" if name == NO_ARGUMENT else f"its {name!r} output"
             composed = (f"{call.reduction!r} is computed by klconform from {source} "
                         f"({MEANING_TEXT[meaning]})")
-        return Plan(composed=composed, conversions=self._conversions(call))
+        spaces = self.record.spaces
+        prediction_space = self._prediction_space(call)
+        target_space = spaces["target"] if spaces["target"] in LOG_SPACES else (
+            "log-probabilities" if call.log_target else spaces["target"])
+        if prediction_space == "logits" and not _normalised(call.input, True, call.dtype):
+            return Plan(unsupported="input rows that are not normalised log-probabilities "
+                                    "(a logits argument is normalised by the library)")
+        if target_space == "logits" and not _normalised(call.target, call.log_target,
+                                                       call.dtype):
+            return Plan(unsupported="target rows that are not normalised (a logits argument "
+                                    "is normalised by the library)")
+        unjudged = []
+        if prediction_space == "logits":
+            unjudged.append(("gradient-input", "the gradient with respect to logits carries "
+                                               "the softmax's own term (Q - P, not -P)"))
+        if target_space == "logits":
+            unjudged.append(("gradient-target", "the gradient with respect to logits carries "
+                                                "the softmax's own term"))
+        return Plan(composed=composed, conversions=self._conversions(call),
+                    unjudged=tuple(unjudged))
 
     def _prediction_space(self, call):
         """The prediction's space in the form `call` selects: a log_target switch may move
@@ -189,7 +224,7 @@ class ConventionAdapter(Adapter):
         conversions = []
         if self._prediction_space(call) == "probabilities":
             conversions.append("prediction: exp of the log-probabilities")
-        if spaces["target"] == "log-probabilities" and not call.log_target:
+        if spaces["target"] in LOG_SPACES and not call.log_target:
             conversions.append("target: log of the probabilities")
         return tuple(conversions)
 
@@ -203,7 +238,7 @@ class ConventionAdapter(Adapter):
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self._prediction_space(call) == "probabilities":
                 prediction = np.exp(prediction)
-            if spaces["target"] == "log-probabilities" and not call.log_target:
+            if spaces["target"] in LOG_SPACES and not call.log_target:
                 target = np.log(target)
         return prediction, target
 
@@ -292,7 +327,7 @@ class ConventionAdapter(Adapter):
                     grad_prediction = grad_prediction * prediction64
             if grad_target is not None:
                 grad_target = grad_target * scale
-                if spaces["target"] == "log-probabilities" and not call.log_target:
+                if spaces["target"] in LOG_SPACES and not call.log_target:
                     grad_target = grad_target / np.asarray(call.target, dtype=np.float64)
         return grad_prediction, grad_target
 

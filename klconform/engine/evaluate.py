@@ -164,11 +164,21 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
             outcome.claim_results = {claim: "unsupported" for claim in case.claims}
             return outcome
     plan = plans[0]
+    composed = any(each.composed for each in plans)
     judged = list(case.claims)
-    if case.kind == "value":
-        judged += value_claims(case.claims, call, spec)
-    unsupported = unsupported_claims(judged, plans[-1] if plans[-1].composed else plan,
-                                     adapter.capabilities, spec)
+    values = value_claims(case.claims, call, spec, composed) if case.kind == "value" else []
+    judged += values
+    unsupported = {}
+    for each in plans:
+        unsupported.update(unsupported_claims(judged, each, adapter.capabilities, spec))
+    if case.kind == "value" and _zeros_lost(plan, call):
+        # The library takes the target only in log space, where P = 0 is -inf: what the
+        # call gives is that claim's finding, and says nothing about the case's others.
+        for claim in judged:
+            unsupported.setdefault(claim, ZEROS_LOST)
+        unsupported.pop(ZERO_TARGET_CLAIM, None)
+        judged.append(ZERO_TARGET_CLAIM)
+        values = [ZERO_TARGET_CLAIM]
     if all(claim in unsupported for claim in judged):
         outcome.status = "unsupported"
         reasons = sorted(set(unsupported.values()))
@@ -208,7 +218,6 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
         failures.add(f"result dtype {observation.dtype} != input dtype {call.dtype}",
                      [DTYPE_CLAIM])
         judged.append(DTYPE_CLAIM)
-    values = value_claims(case.claims, call, spec)
     if observation.shape != expected.value.shape:
         failures.add(f"shape {observation.shape} != expected {expected.value.shape}", values)
     else:
@@ -221,13 +230,15 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
             if key in NOT_VALUE_CHECKS or evidence is None:
                 continue
             families, check = EXPECTATION_CHECKS[key]
-            claims = claims_of_family(families, case.claims, call, spec)
+            claims = claims_of_family(families, case.claims, call, spec, composed)
+            if values == [ZERO_TARGET_CLAIM]:
+                claims = values
             figures = check(evidence, failures, claims)
             if figures:
                 outcome.message = figures
     if "warns" in case.expect and observation.shape != expected.value.shape:
         _warns(Evidence(case, call, observation, observation.value, expected), failures,
-               claims_of_family(("warnings",), case.claims, call, spec))
+               claims_of_family(("warnings",), case.claims, call, spec, composed))
     settle(outcome, failures, judged, unsupported, spec)
     if outcome.status == "failed":
         from klconform.engine.diagnosis import diagnose
@@ -235,6 +246,16 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
         # diagnose() itself passes over mistakes whose shape differs from the result's.
         outcome.diagnosis = diagnose(call, observation.value, expected)
     return outcome
+
+
+ZERO_TARGET_CLAIM = "zero-target"
+ZEROS_LOST = ("the target has zeros, which the library's log-space target states as -inf "
+              "(judged as zero-target)")
+
+
+def _zeros_lost(plan, call):
+    return any(conversion.startswith("target") for conversion in plan.conversions) \
+        and not call.log_target and bool(np.any(np.asarray(call.target) == 0))
 
 
 def _second_call(adapter, other_call, other_plan, evidence, failures, outcome, claims):

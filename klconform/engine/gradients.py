@@ -96,6 +96,17 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     if reason:
         outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
         return outcome
+    from klconform.engine.judging import unsupported_claims
+    from klconform.spec.claims import load_spec
+
+    plan = adapter.plan(call)
+    unjudged = unsupported_claims(CLAIMS, plan, adapter.capabilities, load_spec())
+    if len(unjudged) == len(CLAIMS):
+        outcome.status = "unsupported"
+        outcome.message = f"{adapter.name}: {'; '.join(sorted(set(unjudged.values())))}"
+        outcome.claim_reasons = dict(unjudged)
+        outcome.claim_results = {claim: "unsupported" for claim in CLAIMS}
+        return outcome
     from klconform.engine import snippets as reproduce
 
     outcome.snippet = reproduce.snippet(adapter, call, case.id) + \
@@ -120,10 +131,16 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     outcome.expected = f"d/dinput {summarize(want_input)}; d/dtarget {summarize(want_target)}"
     outcome.actual = f"d/dinput {summarize(grad_input)}; d/dtarget {summarize(grad_target)}"
     outcome.budget = float(np.max(budget_input))
+    # Name only the claims that broke: a wrong d/dtarget says nothing about d/dinput.
+    failures = [(claim, text) for claim, text in failures if claim not in unjudged]
+    broken = {claim for claim, _ in failures}
+    outcome.claim_results = {claim: ("unsupported" if claim in unjudged else
+                                     "failed" if claim in broken else "passed")
+                             for claim in CLAIMS}
+    outcome.claim_reasons = dict(unjudged)
     if failures:
         outcome.status = "failed"
-        # Name only the claims that broke: a wrong d/dtarget says nothing about d/dinput.
-        outcome.claims = tuple(claim for claim in CLAIMS if any(c == claim for c, _ in failures))
+        outcome.claims = tuple(claim for claim in CLAIMS if claim in broken)
         outcome.checks = [text for _, text in failures]
     return outcome
 

@@ -20,27 +20,33 @@ CALL_CLAIM = {None: "default-reduction-mean", "none": "none-pointwise", "sum": "
 DTYPE_CLAIM = "result-dtype"
 
 
-def value_claims(case_claims, call, spec):
-    """The claims a wrong value (or shape) of this call breaks."""
+def value_claims(case_claims, call, spec, composed=False):
+    """The claims a wrong value (or shape) of this call breaks.
+
+    Derived from the call where the case names none; a reduction klconform composed says
+    nothing about the library's reduction, so its value falls on `roles` (the value is
+    KL(P||Q)) instead.
+    """
     claims = [claim for claim in case_claims
               if spec.claims[claim].family not in NOT_VALUE_FAMILIES]
     if claims:
         return claims
-    derived = [CALL_CLAIM.get(call.reduction, "invalid-reduction-rejected")]
+    derived = ["roles" if composed and call.reduction is not None
+               else CALL_CLAIM.get(call.reduction, "invalid-reduction-rejected")]
     if call.log_target:
         derived.append("log-target")
     return [claim for claim in derived if claim in spec.claims]
 
 
-def claims_of_family(families, case_claims, call, spec):
+def claims_of_family(families, case_claims, call, spec, composed=False):
     """The case's claims in `families`, else its value claims."""
     claims = [claim for claim in case_claims if spec.claims[claim].family in families]
-    return claims or value_claims(case_claims, call, spec)
+    return claims or value_claims(case_claims, call, spec, composed)
 
 
 def unsupported_claims(claims, plan, capabilities, spec):
     """claim -> reason, for the claims this call cannot judge."""
-    reasons = {}
+    reasons = {claim: reason for claim, reason in plan.unjudged if claim in claims}
     for claim in claims:
         for need in spec.claims[claim].requires:
             if need == "native-reduction" and plan.composed:

@@ -101,7 +101,7 @@ class Probe:
                               f"dtype {call.dtype}", [DTYPE_CLAIM])
         value = None
         values = [claim for claim in self.claims if claim != DTYPE_CLAIM] or value_claims(
-            (), call, load_spec())
+            (), call, load_spec(), bool(self.adapter.plan(call).composed))
         if observation.shape != expected.value.shape:
             self.failures.add(f"shape of the {label} call: {observation.shape} != expected "
                               f"{expected.value.shape}", values)
@@ -338,6 +338,8 @@ class Property:
         if self.options_for(adapter) is None:
             low, high = adapter.capabilities.ranks
             return f"the ranks this property draws (takes ranks {low} to {high})"
+        if self.special == "one-hot" and self.target_in_log_space(adapter, dtype, device):
+            return "one-hot targets (its target is in log space, where 0 is -inf)"
         empty = strategies.sample_array(adapter)
 
         def reason(reduction, log_target):
@@ -380,8 +382,20 @@ class Property:
         minimum = 2 if self.special == "one-hot" else options.min_dims
         return options if minimum <= options.max_dims else None
 
+    def target_in_log_space(self, adapter, dtype, device):
+        """Whether klconform must take log P for this library (so P = 0 cannot be asked)."""
+        sample = strategies.sample_array(adapter)
+        drawable, _ = strategies.reduction_choices(adapter, self.options, dtype, device)
+        plan = adapter.plan(Call(sample, sample + 0.5, dtype=dtype, device=device,
+                                 reduction=(drawable or (None,))[0]))
+        return any(conversion.startswith("target") for conversion in plan.conversions)
+
     def strategy(self, adapter, dtype, device):
         options = self.options_for(adapter)
+        if self.target_in_log_space(adapter, dtype, device):
+            # A library that takes P only in log space cannot be asked about P = 0 here:
+            # the zero-target cases judge that.
+            options = replace(options, positive=True)
         if self.special == "one-hot":
             return strategies.one_hot_examples(dtype, options.max_dims)
         reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,

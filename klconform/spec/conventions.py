@@ -174,6 +174,3 @@ def _check_consistency(path, document):
     if data.get("log_target") and spaces.get("target") != "probabilities":
         fail("a log_target switch needs the target's own space to be probabilities",
              ["log_target"])
-    if spaces.get("target") == "logits":
-        fail("a target given as logits is not a distribution klconform can state; use "
-             "probabilities or log-probabilities", ["spaces", "target"])
