@@ -1,4 +1,4 @@
-"""The `keras-tensorflow` record (keras.losses.KLDivergence, KERAS_BACKEND=tensorflow) against keras."""
+"""The `keras-tensorflow` record (keras.losses.KLDivergence, KERAS_BACKEND=tensorflow)."""
 
 import pytest
 
