@@ -39,6 +39,10 @@ class Collector:
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report):
         state = kl_session(self.config)
+        if report.when == "teardown" and _is_conformance(report):
+            # Every test that started tears down, whatever its outcome: the count of
+            # conformance tests that ran (a crash or -x leaves it short of those selected).
+            state.conformance_tests["run"] += 1
         entries = [dict(entry) for key, entry in report.user_properties if key == RECORD_KEY]
         if report.when == "call" or (report.when == "setup" and report.skipped):
             for entry in entries:
