@@ -15,6 +15,7 @@ import pytest
 
 from klconform.dtypes import DTYPES
 from klconform.engine.properties import BY_ID, run_property, session_seed
+from klconform.harness.options import replay_command
 from klconform.harness.session import kl_session
 
 pytestmark = pytest.mark.klconform
@@ -27,8 +28,7 @@ def check_property(request, kl_adapter, kl_device, kl_timeout, kl_conclude):
     example_dir = os.path.join(state.report_dir, "examples")
 
     def check(property_id, dtype):
-        replay = (f"pytest {request.node.nodeid} --impl {state.impl} --kl-profile {state.profile}"
-                  + (f" --kl-seed {seed}" if seed is not None else ""))
+        replay = replay_command(request.node, state)
         kl_conclude(run_property(BY_ID[property_id], kl_adapter, dtype, kl_device, kl_timeout,
                                  seed, example_dir, replay))
 

@@ -67,7 +67,7 @@ def load_adapter(spec: str) -> Adapter:
                 raise ImplementationLoadError(
                     f"--impl {spec}: module {module_name!r} has no attribute {attribute_path!r}"
                     + did_you_mean(part, _public_names(target),
-                                   lambda name: spec[:len(spec) - len(part)] + name))
+                                   lambda name, part=part: spec[:len(spec) - len(part)] + name))
             target = getattr(target, part)
         return as_adapter(target, spec)
     if not _MODULE_PATH.match(spec):

@@ -7,14 +7,37 @@ the library reported about it). Capabilities say what the library can be asked, 
 needing something else is reported unsupported instead of failed.
 """
 
+import functools
 import warnings
 from dataclasses import dataclass, field
+from importlib import metadata
 
 import numpy as np
 
 from klconform.dtypes import DTYPES
 
 REDUCTIONS = ("none", "mean", "sum", "batchmean")
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions_by_package():
+    return metadata.packages_distributions()
+
+
+def distribution_version(module_name):
+    """The version of the installed distribution providing module_name, or None.
+
+    The report's header names the implementation's own package, not torch: a plain
+    callable from another library is that library's version. A module that is not from
+    an installed distribution (a file on sys.path) has none.
+    """
+    top = (module_name or "").split(".")[0]
+    for distribution in _distributions_by_package().get(top, ()):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -81,7 +104,8 @@ class Adapter:
     capabilities = Capabilities()
 
     def version(self) -> str:
-        return "unknown"
+        """The version of the distribution the adapter's module was installed from."""
+        return distribution_version(type(self).__module__) or "unknown"
 
     def describe(self) -> str:
         return self.name

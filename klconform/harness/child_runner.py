@@ -66,6 +66,7 @@ def _write_merged(report_dir, impl, settings, events, crashes, started, exitstat
     state = SimpleNamespace(
         impl=impl, adapter=None, records=list(records.values()), started=started,
         collected=len(records), cases_dir=settings.get("cases_dir"),
+        extra_cases_dir=settings.get("extra_cases_dir"),
         profile=settings.get("profile", "default"), strict=settings.get("strict", False),
         device=settings.get("device", "cpu"), settings={}, report_dir=report_dir)
     paths = write_reports(state, exitstatus, crashes=crashes,

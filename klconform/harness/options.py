@@ -115,9 +115,29 @@ def pytest_arguments(values, cwd=None):
     return arguments
 
 
-def replay_arguments(values):
-    """Options that change what a test does, in pytest spelling, shell-quoted."""
-    chosen = {name: value for name, value in (vars(values) if not isinstance(values, dict)
-                                              else values).items()
-              if name in BY_NAME and BY_NAME[name].replay}
-    return " ".join(shlex.quote(argument) for argument in pytest_arguments(chosen))
+def replay_command(item, state):
+    """A command that runs this one conformance test again, from any directory.
+
+    The test is named relative to the bundled suites (resolved there by --kl-only), and
+    `python -m pytest` puts the current directory on sys.path as `klconform run` does, so
+    an --impl module found there is found again. The replay writes its report beside the
+    run's, under replay/, rather than over it.
+    """
+    from pathlib import Path
+
+    from klconform import resources
+
+    suites = resources.suites_dir().resolve()
+    path = Path(str(item.path)).resolve()
+    test_file = path.relative_to(suites).as_posix() if suites in path.parents else path.name
+    test = f"{test_file}::{item.nodeid.split('::', 1)[1]}"
+    values = {name: value for name, value in state.options.items()
+              if name in BY_NAME and BY_NAME[name].replay and name != "impl"}
+    if state.seed is not None:
+        values["kl_seed"] = state.seed  # the seed the run drew, when it chose one itself
+    report_dir = os.path.join(state.report_dir, "replay")
+    relative = os.path.relpath(report_dir)
+    words = ["python", "-m", "pytest", "--kl-only", f"--impl={state.impl}",
+             *pytest_arguments(values),
+             f"--report-dir={report_dir if relative.startswith('..') else relative}", test]
+    return " ".join(shlex.quote(word) for word in words)

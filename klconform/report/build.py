@@ -55,7 +55,11 @@ def build_report(state, exitstatus, spec, invocation=(), crashes=()):
             "finished": _iso(time.time()),
             "duration_s": round(time.time() - state.started, 3),
             "pytest_exit_status": exitstatus,
-            "complete": exitstatus in (0, 1),
+            # A run that stopped early or left conformance tests out (-k, -x, --deselect, ...)
+            # is not complete, whatever it found; `partial` says what was not run.
+            "complete": exitstatus in (0, 1) and not getattr(state, "partial", None),
+            "partial": list(getattr(state, "partial", None) or ()),
+            "conformance_tests": dict(getattr(state, "conformance_tests", None) or {}),
             "profile": state.profile,
             "strict": state.strict,
             "device": state.device,
@@ -153,6 +157,8 @@ def write_atomically(path: Path, text: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp creates 0600; a report is for CI artifacts and other users to read.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
             stream.flush()
@@ -161,6 +167,12 @@ def write_atomically(path: Path, text: str):
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def attribute_records(records, cases):
@@ -184,13 +196,15 @@ def attribute_records(records, cases):
 
 
 def write_reports(state, exitstatus, crashes=(), invocation=None):
+    from klconform.report.junit import junit_xml
     from klconform.report.markdown import render_markdown
     from klconform.spec.cases import load_cases
     from klconform.spec.claims import load_spec
 
     try:
         spec = load_spec()
-        cases = getattr(state, "cases", None) or load_cases(state.cases_dir, spec=spec)
+        cases = getattr(state, "cases", None) or load_cases(
+            state.cases_dir, spec=spec, extra_dirs=[getattr(state, "extra_cases_dir", None)])
         attribute_records(state.records, cases)
     except Exception:
         spec = None
@@ -215,4 +229,5 @@ def write_reports(state, exitstatus, crashes=(), invocation=None):
     json_path, md_path = directory / "report.json", directory / "report.md"
     write_atomically(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
     write_atomically(md_path, render_markdown(report))
+    write_atomically(directory / "junit.xml", junit_xml(report))
     return json_path, md_path, report["verdict"], report["summary"]
