@@ -358,8 +358,8 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller writes the one merged report
     state = kl_session(config)
-    if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR):
-        return  # stopped before any test ran: nothing to report
+    if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR) or config.option.collectonly:
+        return  # no test ran: nothing to report, and a previous report stays
     reason = stop_reason(session, state, exitstatus)
     if reason:
         state.note_partial(reason)
