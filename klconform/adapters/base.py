@@ -32,12 +32,40 @@ def distribution_version(module_name):
     an installed distribution (a file on sys.path) has none.
     """
     top = (module_name or "").split(".")[0]
-    for distribution in _distributions_by_package().get(top, ()):
+    names = list(_distributions_by_package().get(top, ()))
+    # An editable install maps no top-level name to its distribution (only a .pth file):
+    # try the distribution of the same name, then the one whose project folder holds it.
+    names += [top] + _editable_distributions_holding(module_name)
+    for distribution in names:
         try:
             return metadata.version(distribution)
         except metadata.PackageNotFoundError:
             continue
     return None
+
+
+def _editable_distributions_holding(module_name):
+    import json
+    import sys
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    source = getattr(sys.modules.get(module_name), "__file__", None)
+    if not source:
+        return []
+    source = Path(source).resolve()
+    found = []
+    for distribution in metadata.distributions():
+        try:
+            origin = json.loads(distribution.read_text("direct_url.json") or "null")
+        except (OSError, ValueError):
+            continue
+        if not origin or not (origin.get("dir_info") or {}).get("editable"):
+            continue
+        url = urlparse(origin.get("url", ""))
+        if url.scheme == "file" and Path(unquote(url.path)).resolve() in source.parents:
+            found.append(distribution.metadata["Name"])
+    return found
 
 
 @dataclass(frozen=True)

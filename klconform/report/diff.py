@@ -16,6 +16,7 @@ PASSING_CLAIM = ("pass", "warn", "recorded", "known-deviation")
 PASSING_CASE = ("passed", "warned", "recorded", "xfailed", "stale")
 FAILING_CASE = ("failed", "errored")
 LEVEL_ORDER = ("must", "should", "implementation-defined")
+MARKDOWN_CASE_ROWS = 20
 
 
 class ReportError(ValueError):
@@ -182,9 +183,16 @@ def render_markdown(diff, old, new):
             continue
         lines += [f"### {title}", "", "| | name | level | before | now | detail |",
                   "|---|---|---|---|---|---|"]
-        for change in changes:
+        # One bug fails many cases; a comment lists every claim and the first cases.
+        claims = [change for change in changes if change.kind == "claim"]
+        cases = [change for change in changes if change.kind != "claim"]
+        left_out = max(0, len(cases) - MARKDOWN_CASE_ROWS)
+        for change in claims + cases[:MARKDOWN_CASE_ROWS]:
             lines.append(f"| {change.kind} | {cell(change.name)} | {cell(change.level)} | "
                          f"{cell(change.old)} | {cell(change.new)} | "
                          f"{cell(str(change.detail)[:300])} |")
+        if left_out:
+            lines.append(f"| | ... and {left_out} more cases (`klconform diff` without "
+                         f"--format lists them all) | | | | |")
         lines.append("")
     return "\n".join(lines)
