@@ -169,3 +169,17 @@ def test_a_run_that_selects_no_conformance_test_fails(project):
     completed = pytest_in(project, "--impl=mylosses.kl:kl_div", "-k", "test_own")
     assert completed.returncode == 4
     assert "no conformance test was selected (-k test_own deselected" in completed.stderr
+
+
+def test_under_xdist_the_workers_collect_the_suites_too(project, tmp_path):
+    completed = pytest_in(project, "--impl=mylosses.kl:kl_div", "--kl-only", "-n", "2",
+                          "-k", "worked-uniform", f"--report-dir={tmp_path}")
+    assert completed.returncode == 0, completed.stdout[-2000:]
+    report = json.loads((tmp_path / "report.json").read_text())
+    counts = report["run"]["conformance_tests"]
+    assert 0 < counts["run"] == counts["selected"] < counts["available"]
+    assert report["run"]["complete"] is False and report["verdict"] == "pass"
+    nothing = pytest_in(project, "--impl=mylosses.kl:kl_div", "-n", "2", "-k", "test_own")
+    assert nothing.returncode == 5
+    assert "no conformance test ran; a conformance run that checks nothing cannot pass" \
+        in nothing.stdout

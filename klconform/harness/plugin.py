@@ -58,9 +58,10 @@ def pytest_configure(config):
     if requested:
         # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
         load_implementation(state)
-        if not hasattr(config, "workerinput"):
-            state.named_suites = select_suites(config, only=option.kl_only)
-            keep_hypothesis_out_of(config)
+        # xdist workers parse the command line again and collect for themselves: they
+        # select the same suites the same way.
+        state.named_suites = select_suites(config, only=option.kl_only)
+        keep_hypothesis_out_of(config)
 
 
 def select_suites(config, only):
@@ -366,7 +367,8 @@ def pytest_sessionfinish(session, exitstatus):
     if state.requested and not state.conformance_tests["run"] and not exitstatus:
         # Under xdist the controller finds out only now that nothing was checked.
         session.exitstatus = exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
-        state.report_error = "no conformance test ran; a run that checks nothing cannot pass"
+        state.gate_error = (f"--impl {state.impl}: no conformance test ran; a conformance "
+                            "run that checks nothing cannot pass")
     if not state.collected and not state.records:
         return
     from klconform.report.build import write_reports
@@ -388,6 +390,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = config.stash.get(SESSION_KEY, None)
     if state is None or hasattr(config, "workerinput"):
         return
+    if state.gate_error:
+        terminalreporter.write_line(f"klconform: {state.gate_error}")
     if getattr(state, "report_error", None):
         terminalreporter.write_line(f"klconform: could not write the report: {state.report_error}")
     paths = getattr(state, "report_paths", None)

@@ -33,6 +33,7 @@ class KLSession:
     manifest: object = None
     report_paths: tuple | None = None
     report_error: str | None = None
+    gate_error: str | None = None        # why a requested conformance run fails as a whole
     collected: int = 0
     extra_cases_dir: str | None = None   # --kl-cases: the user's cases beside the bundled ones
     requested: bool = False              # --impl or --kl-only given: a conformance run
