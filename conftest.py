@@ -17,4 +17,7 @@ with contextlib.suppress(ImportError):
     import torch  # noqa: F401
     import torch.nn.functional  # noqa: F401
 
-pytest_plugins = ["pytester"]
+# pytester is enabled with `-p pytester` in pyproject.toml, not with pytest_plugins here:
+# with an editable install, a project outside this repository that runs the suites
+# (`pytest --impl ...`) loads this file too, and pytest refuses pytest_plugins in a
+# conftest that is not at its own rootdir.

@@ -2,8 +2,9 @@
 
 One test per property of the table klconform.engine.properties.PROPERTIES, at each dtype:
 test ids are `test_property[<property id>-<dtype>]`, records carry the case id
-`property:<property id>`. The default profile draws the same examples every run; `--kl-profile thorough` draws fresh ones (from
-`--kl-seed`, or a seed chosen and recorded in report.json under run.settings).
+`property:<property id>`. The default profile draws the same examples every run;
+`--kl-profile thorough` draws fresh ones (from `--kl-seed`, or a seed chosen and recorded
+in report.json under run.settings).
 
 A failure prints the shrunk example, its reproducing snippet and the command that turns it
 into a YAML case (`klconform case-from-example`).
@@ -15,6 +16,7 @@ import pytest
 
 from klconform.dtypes import DTYPES
 from klconform.engine.properties import BY_ID, run_property, session_seed
+from klconform.harness.options import replay_command
 from klconform.harness.session import kl_session
 
 pytestmark = pytest.mark.klconform
@@ -27,8 +29,7 @@ def check_property(request, kl_adapter, kl_device, kl_timeout, kl_conclude):
     example_dir = os.path.join(state.report_dir, "examples")
 
     def check(property_id, dtype):
-        replay = (f"pytest {request.node.nodeid} --impl {state.impl} --kl-profile {state.profile}"
-                  + (f" --kl-seed {seed}" if seed is not None else ""))
+        replay = replay_command(request.node, state)
         kl_conclude(run_property(BY_ID[property_id], kl_adapter, dtype, kl_device, kl_timeout,
                                  seed, example_dir, replay))
 

@@ -27,8 +27,8 @@ def replace_in(path, old, new):
 
 
 def check_spec_lines(capsys, cases_dir):
-    """Exit status and stderr lines of `klconform check-spec --cases DIR`."""
-    status = main(["check-spec", "--cases", str(cases_dir)])
+    """Exit status and stderr lines of `klconform check-spec --only-cases DIR`."""
+    status = main(["check-spec", "--only-cases", str(cases_dir)])
     captured = capsys.readouterr()
     return status, captured.err.splitlines()
 

@@ -1,7 +1,7 @@
 """Malformed and hostile case files: each becomes one SpecError line, and nothing runs.
 
 Every test copies the bundled cases, adds or corrupts one file, and loads the copy, so the
-error must be found among real files, as it would be in a user's --kl-cases directory.
+error must be found among real files, as it would be in a user's --kl-only-cases directory.
 """
 
 import os
@@ -413,7 +413,7 @@ def test_directory_named_like_a_case_file_is_not_read(cases_copy):
 def test_malformed_case_stops_the_pytest_run_with_one_line(pytester, cases_copy, tmp_path):
     write_bad(cases_copy, corrupted("claims: [roles]", "claims: [roles, no-such-claim]"))
     result = pytester.runpytest_inprocess(
-        str(resources.suites_dir()), f"--kl-cases={cases_copy}", "--impl=numpy",
+        str(resources.suites_dir()), f"--kl-only-cases={cases_copy}", "--impl=numpy",
         f"--report-dir={tmp_path / 'report'}", "-p", "no:cacheprovider")
     output = result.stdout.str() + result.stderr.str()
     expected = (f"{BAD_FILE_NAME}:3: case 'hostile-probe': field 'claims[1]': "

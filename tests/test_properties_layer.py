@@ -136,7 +136,7 @@ def test_failing_example_becomes_a_case_that_check_spec_accepts_and_that_fails(w
 
     rerun = subprocess.run(
         [sys.executable, "-m", "pytest", str(resources.suites_dir() / "test_cases.py"),
-         "-p", "no:cacheprovider", "-q", "--impl", "wrongkl:kl_div", "--kl-cases",
+         "-p", "no:cacheprovider", "-q", "--impl", "wrongkl:kl_div", "--kl-only-cases",
          str(cases_dir), "--report-dir", str(tmp_path / "report"), "-k", "found-"],
         capture_output=True, text=True, cwd=tmp_path, env=env)
     assert rerun.returncode == 1 and " failed" in rerun.stdout, rerun.stdout

@@ -8,7 +8,9 @@ Resolution order:
   4. MODULE, exposing one of those under the name KLCONFORM_ADAPTER.
 """
 
+import difflib
 import importlib
+import pkgutil
 import re
 from importlib.metadata import entry_points
 
@@ -49,7 +51,9 @@ def load_adapter(spec: str, convention=None) -> Adapter:
         for part in attribute_path.split("."):
             if not hasattr(target, part):
                 raise ImplementationLoadError(
-                    f"--impl {spec}: module {module_name!r} has no attribute {attribute_path!r}")
+                    f"--impl {spec}: module {module_name!r} has no attribute {attribute_path!r}"
+                    + did_you_mean(part, _public_names(target),
+                                   lambda name, part=part: spec[:len(spec) - len(part)] + name))
             target = getattr(target, part)
         return as_adapter(target, spec)
     if not _MODULE_PATH.match(spec):
@@ -121,7 +125,8 @@ def _import(module_name, spec, unknown_if_missing=False):
             raise ImplementationLoadError(_unknown(spec)) from None
         raise ImplementationLoadError(
             f"--impl {spec}: cannot import module {module_name!r} "
-            f"(ModuleNotFoundError: {error})") from None
+            f"(ModuleNotFoundError: {error})" + _near_modules(error.name, module_name, spec)
+        ) from None
     except Exception as error:
         raise ImplementationLoadError(
             f"--impl {spec}: importing module {module_name!r} failed "
@@ -129,10 +134,40 @@ def _import(module_name, spec, unknown_if_missing=False):
 
 
 def _unknown(spec):
-    names = ", ".join(sorted(builtin_records()) + sorted(ep.name for ep in entry_points(
-        group=ENTRY_POINT_GROUP)))
-    return (f"--impl {spec}: unknown implementation: not a built-in or entry point ({names}), "
-            f"and not an importable MODULE or MODULE:ATTR")
+    known = sorted(builtin_records()) + sorted(
+        ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return (f"--impl {spec}: unknown implementation: not a built-in or entry point "
+            f"({', '.join(known)}), and not an importable MODULE or MODULE:ATTR"
+            + did_you_mean(spec, known))
+
+
+def did_you_mean(name, candidates, spell=str):
+    """'; did you mean X?' for the candidates close to name, or ''."""
+    close = difflib.get_close_matches(name, list(candidates), n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(spell(match)) for match in close) + "?"
+
+
+def _public_names(namespace):
+    return [name for name in dir(namespace) if not name.startswith("_")]
+
+
+def _near_modules(missing, module_name, spec):
+    """Close names for the part of a dotted module path that does not exist."""
+    if not missing or missing not in module_name:
+        return ""
+    parent, _, last = missing.rpartition(".")
+    if parent:
+        try:
+            package = importlib.import_module(parent)
+            names = [info.name for info in pkgutil.iter_modules(getattr(package, "__path__", []))]
+        except Exception:  # the hint is a courtesy: never let it hide the real error
+            return ""
+    else:
+        names = [info.name for info in pkgutil.iter_modules()]
+    rest = spec[len(missing):]
+    return did_you_mean(last, names, lambda name: f"{parent + '.' if parent else ''}{name}{rest}")
 
 
 __all__ = ["Adapter", "Call", "Capabilities", "Observation", "load_adapter", "as_adapter",

@@ -7,12 +7,63 @@ the library reported about it). Capabilities say what the library can be asked, 
 needing something else is reported unsupported instead of failed.
 """
 
+import functools
 import warnings
 from dataclasses import dataclass, field
+from importlib import metadata
 
 import numpy as np
 
 from klconform.constants import DTYPES, REDUCTIONS
+
+
+@functools.lru_cache(maxsize=1)
+def _distributions_by_package():
+    return metadata.packages_distributions()
+
+
+def distribution_version(module_name):
+    """The version of the installed distribution providing module_name, or None.
+
+    The report's header names the implementation's own package, not torch: a plain
+    callable from another library is that library's version. A module that is not from
+    an installed distribution (a file on sys.path) has none.
+    """
+    top = (module_name or "").split(".")[0]
+    names = list(_distributions_by_package().get(top, ()))
+    # An editable install maps no top-level name to its distribution (only a .pth file):
+    # try the distribution of the same name, then the one whose project folder holds it.
+    names += [top] + _editable_distributions_holding(module_name)
+    for distribution in names:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _editable_distributions_holding(module_name):
+    import json
+    import sys
+    from pathlib import Path
+    from urllib.parse import unquote, urlparse
+
+    source = getattr(sys.modules.get(module_name), "__file__", None)
+    if not source:
+        return []
+    source = Path(source).resolve()
+    found = []
+    for distribution in metadata.distributions():
+        try:
+            origin = json.loads(distribution.read_text("direct_url.json") or "null")
+        except (OSError, ValueError):
+            continue
+        if not origin or not (origin.get("dir_info") or {}).get("editable"):
+            continue
+        url = urlparse(origin.get("url", ""))
+        if url.scheme == "file" and Path(unquote(url.path)).resolve() in source.parents:
+            found.append(distribution.metadata["Name"])
+    return found
 
 
 @dataclass(frozen=True)
@@ -102,7 +153,8 @@ class Adapter:
     capabilities = Capabilities()
 
     def version(self) -> str:
-        return "unknown"
+        """The version of the distribution the adapter's module was installed from."""
+        return distribution_version(type(self).__module__) or "unknown"
 
     def describe(self) -> str:
         return self.name

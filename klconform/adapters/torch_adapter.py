@@ -15,6 +15,7 @@ from klconform.adapters.base import (
     Capabilities,
     ImplementationResultError,
     Observation,
+    distribution_version,
 )
 from klconform.constants import DTYPES, REDUCTIONS
 
@@ -45,7 +46,8 @@ class TorchCallableAdapter(Adapter):
         self._description = description
 
     def version(self):
-        return _torch().__version__
+        module = getattr(self.function, "__module__", None) or "torch"
+        return distribution_version(module) or "unknown"
 
     def describe(self):
         if self._description:

@@ -1,11 +1,12 @@
 """The `klconform` command: `run` the bundled suites, `check-spec` the claims and cases,
-`case-from-example` a failing property example into YAML cases."""
+`case-from-example` a failing property example into YAML cases, `diff` two reports."""
 
 import argparse
 import os
 import sys
 
 from klconform import __version__, resources
+from klconform.harness.options import add_cli_options, pytest_arguments
 
 
 def main(argv=None):
@@ -16,33 +17,20 @@ def main(argv=None):
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run the conformance suites against an implementation")
-    run.add_argument("--impl", default="torch",
-                     help="torch (default), torch-module, numpy, an entry point name, "
-                          "MODULE:ATTR or MODULE")
-    run.add_argument("--report-dir", default=None,
-                     help="where report.json and report.md go (default: ./reports/<impl>/)")
-    run.add_argument("--strict", action="store_true",
-                     help="should-level failures (and stale known deviations) fail the run")
-    run.add_argument("--device", default="cpu", help="device for adapters that have devices")
-    run.add_argument("--profile", default="default", choices=("default", "thorough"))
-    run.add_argument("--cases", default=None, help="directory of case files to use instead")
-    run.add_argument("--xfails", default=None,
-                     help="YAML manifest of known deviations (case or claim id -> reason)")
-    run.add_argument("--seed", type=int, default=None,
-                     help="seed for the property layer (thorough profile)")
-    run.add_argument("--max-examples", type=int, default=None,
-                     help="examples per property")
-    run.add_argument("--convention", default=None,
-                     help="implementation record (YAML, spec/implementation.schema.json) "
-                          "saying how the --impl MODULE:ATTR function is called")
-    run.add_argument("--timeout", type=float, default=60.0,
-                     help="seconds one implementation call may take (0: no limit)")
+    add_cli_options(run)
     run.add_argument("pytest_args", nargs=argparse.REMAINDER,
-                     help="after --: extra pytest arguments (-k, -x, -n 2, ...)")
+                     help="after --: extra pytest arguments (-k, -x, -n 2, test ids such as "
+                          "'test_cases.py::test_case[ID]', ...)")
 
-    check = commands.add_parser("check-spec", help="validate the spec and the cases")
+    check = commands.add_parser(
+        "check-spec", help="validate the spec and the cases (yours with --cases DIR)")
     check.add_argument("--spec-dir", default=None)
-    check.add_argument("--cases", default=None)
+    check.add_argument("--cases", default=None,
+                       help="your case files: checked against the spec and, for unique ids, "
+                            "against the bundled cases; claim coverage is not demanded")
+    check.add_argument("--only-cases", default=None,
+                       help="a complete replacement for the bundled cases: checked like them, "
+                            "every claim must have a case")
 
     found = commands.add_parser(
         "case-from-example", help="turn a failing property example (JSON) into YAML cases")
@@ -61,16 +49,46 @@ def main(argv=None):
     rebuild.add_argument("stream", help="a run stream (run.jsonl) or the report dir holding it")
     rebuild.add_argument("--out", required=True, help="directory for report.json and report.md")
 
+    diff = commands.add_parser(
+        "diff", help="compare two report.json files: regressions, fixes, newly unsupported; "
+                     "exit 1 on a must-level regression")
+    diff.add_argument("old", help="the baseline report.json (e.g. the base branch's)")
+    diff.add_argument("new", help="the report.json to judge")
+    diff.add_argument("--format", choices=("text", "markdown"), default="text",
+                      help="markdown: for a pull request comment or $GITHUB_STEP_SUMMARY")
+
     args = parser.parse_args(argv)
-    if args.command == "report":
-        return run_report(args)
-    if args.command == "run":
-        return run_suites(args)
-    if args.command == "matrix":
-        return run_matrix(args)
-    if args.command == "case-from-example":
-        return run_case_from_example(args)
-    return run_check_spec(args)
+    handlers = {"run": run_suites, "case-from-example": run_case_from_example,
+                "check-spec": run_check_spec, "diff": run_diff, "matrix": run_matrix,
+                "report": run_report}
+    return handlers[args.command](args)
+
+
+def run_diff(args):
+    import json
+
+    from klconform.report.diff import ReportError, compare, render_markdown, render_text
+
+    reports = []
+    for path in (args.old, args.new):
+        try:
+            with open(path, encoding="utf-8") as handle:
+                reports.append(json.load(handle))
+        except (OSError, UnicodeDecodeError) as error:
+            print(f"diff: cannot read {path}: {error}", file=sys.stderr)
+            return 2
+        except json.JSONDecodeError as error:
+            print(f"diff: {path} is not JSON: {error}", file=sys.stderr)
+            return 2
+    old, new = reports
+    try:
+        result = compare(old, new, args.old, args.new)
+    except ReportError as error:
+        print(f"diff: {error}", file=sys.stderr)
+        return 2
+    render = render_markdown if args.format == "markdown" else render_text
+    sys.stdout.write(render(result, old, new))
+    return result.exit_status
 
 
 def run_report(args):
@@ -112,6 +130,7 @@ def run_case_from_example(args):
         sys.stdout.write(text)
         return 0
     try:
+        os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
         with open(args.output, "x", encoding="utf-8") as handle:
             handle.write(text)
     except OSError as error:
@@ -122,53 +141,55 @@ def run_case_from_example(args):
 
 
 def run_suites(args):
+    import shutil
+    import tempfile
+
     from klconform.harness.child_runner import run_isolated
+    from klconform.harness.session import default_report_dir
 
     extra = list(args.pytest_args)
     if extra and extra[0] == "--":
         extra = extra[1:]
-    from klconform.harness.session import default_report_dir
-
-    report_dir = args.report_dir or default_report_dir(os.getcwd(), args.impl)
+    args.report_dir = args.report_dir or default_report_dir(os.getcwd(), args.impl)
     suites = str(resources.suites_dir())
     pytest_args = [
-        suites,
         # The bundled suites carry their own configuration: a user's pytest.ini or
         # pyproject settings in the current directory must not change a conformance run.
-        "-c", os.devnull, "--rootdir", suites, "-p", "no:cacheprovider",
-        f"--impl={args.impl}", f"--report-dir={report_dir}", f"--kl-device={args.device}",
-        f"--kl-profile={args.profile}", "-ra", "-q",
+        "-c", os.devnull, "--rootdir", suites, "-p", "no:cacheprovider", "--kl-only",
+        f"--impl={args.impl}",
+        *pytest_arguments({k: v for k, v in vars(args).items() if k != "impl"}), "-ra", "-q",
     ]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         pytest_args += ["-p", "klconform.harness.plugin"]
-    if args.strict:
-        pytest_args.append("--kl-strict")
-    if args.cases:
-        pytest_args.append(f"--kl-cases={os.path.abspath(args.cases)}")
-    if args.xfails:
-        pytest_args.append(f"--kl-xfails={os.path.abspath(args.xfails)}")
-    if args.seed is not None:
-        pytest_args.append(f"--kl-seed={args.seed}")
-    if args.max_examples is not None:
-        pytest_args.append(f"--kl-max-examples={args.max_examples}")
-    pytest_args.append(f"--kl-timeout={args.timeout}")
-    if args.convention:
-        pytest_args.append(f"--kl-convention={os.path.abspath(args.convention)}")
-    return run_isolated(pytest_args + extra, report_dir)
+    # Hypothesis keeps a cache in ./.hypothesis; the child puts it here, and it goes.
+    hypothesis_home = tempfile.mkdtemp(prefix="klconform-hypothesis-")
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = hypothesis_home
+    try:
+        return run_isolated(pytest_args + extra, args.report_dir)
+    finally:
+        shutil.rmtree(hypothesis_home, ignore_errors=True)
+
+
+def _absolute(path):
+    return os.path.abspath(path) if path else None
 
 
 def run_check_spec(args):
     from klconform.authoring.lint import check_spec
 
-    cases_dir = os.path.abspath(args.cases) if args.cases else None
-    problems, counts = check_spec(args.spec_dir, cases_dir)
+    problems, counts = check_spec(args.spec_dir, _absolute(args.only_cases),
+                                  extra_dir=_absolute(args.cases))
     for problem in problems:
         print(f"check-spec: {problem}", file=sys.stderr)
     if problems:
         print(f"check-spec: FAILED with {len(problems)} problem(s)", file=sys.stderr)
         return 1
-    print(f"check-spec: ok: {counts['claims']} claims, {counts['cases']} cases in "
-          f"{counts['files']} files, {counts['published']} published numbers reproduced")
+    if args.cases:
+        print(f"check-spec: ok: {counts['cases']} of your cases in {counts['files']} files "
+              f"({args.cases}), {counts['published']} published numbers reproduced")
+    else:
+        print(f"check-spec: ok: {counts['claims']} claims, {counts['cases']} cases in "
+              f"{counts['files']} files, {counts['published']} published numbers reproduced")
     return 0
 
 

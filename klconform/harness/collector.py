@@ -76,12 +76,13 @@ class Collector:
             state.settings = describe(state.profile, state.seed, state.max_examples)
         return header(state, cases, spec)
 
-    def finish(self, exitstatus, partial=()):
-        """The footer: the run ended (a stream without one was cut short)."""
+    def finish(self, exitstatus, partial=(), conformance_tests=None):
+        """The footer: the run ended (a stream without one was cut short), and why it was
+        partial if it was."""
         import time
 
         self._journal("footer", exitstatus=int(exitstatus), finished=time.time(),
-                      partial=list(partial))
+                      partial=list(partial), conformance_tests=dict(conformance_tests or {}))
 
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid, location):
@@ -91,6 +92,10 @@ class Collector:
     @pytest.hookimpl
     def pytest_runtest_logreport(self, report):
         state = kl_session(self.config)
+        if report.when == "teardown" and _is_conformance(report):
+            # Every test that started tears down, whatever its outcome: the count of
+            # conformance tests that ran (a crash or -x leaves it short of those selected).
+            state.conformance_tests["run"] += 1
         entries = [dict(entry) for key, entry in report.user_properties if key == RECORD_KEY]
         if report.when == "call" or (report.when == "setup" and report.skipped):
             for entry in entries:

@@ -6,12 +6,15 @@ collected test asks for a klconform fixture.
 """
 
 import os
+import shlex
+from pathlib import Path
 
 import pytest
 
 from klconform.errors import KLConformError
 from klconform.harness.collector import Collector
 from klconform.harness.conclude import conclude
+from klconform.harness.options import BY_NAME, DEFAULT_IMPL, IMPL_ENV, add_pytest_options
 from klconform.harness.session import (
     RECORD_KEY,
     SESSION_KEY,
@@ -22,33 +25,7 @@ from klconform.harness.session import (
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("klconform", "KL-divergence conformance")
-    group.addoption("--impl", default=os.environ.get("KLCONFORM_IMPL", "torch"),
-                    help="implementation under test: torch (default), torch-module, numpy, an "
-                         "entry point in group klconform.adapters, MODULE:ATTR or MODULE")
-    group.addoption("--report-dir", default=None,
-                    help="where report.json and report.md go (default: reports/<impl>/)")
-    group.addoption("--kl-strict", action="store_true", default=False,
-                    help="should-level failures fail the run too")
-    group.addoption("--kl-device", default="cpu", help="device for adapters that have devices")
-    group.addoption("--kl-profile", default="default", choices=("default", "thorough"),
-                    help="thorough adds large-data cases and more generated examples")
-    group.addoption("--kl-seed", default=None, type=int,
-                    help="seed for the property layer's random examples (thorough profile)")
-    group.addoption("--kl-max-examples", default=None, type=int,
-                    help="examples per property (default 25, thorough 400)")
-    group.addoption("--kl-xfails", default=None,
-                    help="YAML manifest of known deviations (case or claim id -> reason, link)")
-    group.addoption("--kl-timeout", default=60.0, type=float,
-                    help="seconds one implementation call may take before it fails (0: none)")
-    group.addoption("--kl-journal-append", action="store_true", default=False,
-                    help=argparse_suppress())
-    group.addoption("--kl-convention", default=None,
-                    help="implementation record (YAML) saying how the --impl MODULE:ATTR "
-                         "function is called; without it a function is held to torch's "
-                         "convention")
-    group.addoption("--kl-cases", default=None,
-                    help="directory of case files to run instead of the bundled ones")
+    add_pytest_options(parser.getgroup("klconform", "KL-divergence conformance"))
 
 
 def pytest_configure(config):
@@ -60,22 +37,94 @@ def pytest_configure(config):
         import secrets
 
         option.kl_seed = secrets.randbits(32)
-    impl = option.impl
+    # --impl (or --kl-only) on the command line asks for a conformance run: the bundled
+    # suites join the collection wherever pytest runs. Without it the plugin stays inert,
+    # except for suites a project collects itself (this repository's testpaths).
+    requested = option.impl is not None or option.kl_only
+    impl = option.impl or os.environ.get(IMPL_ENV) or DEFAULT_IMPL
     report_dir = option.report_dir or default_report_dir(config.invocation_params.dir, impl)
-    config.stash[SESSION_KEY] = KLSession(
+    state = KLSession(
         impl=impl, report_dir=report_dir, strict=option.kl_strict, device=option.kl_device,
-        profile=option.kl_profile, cases_dir=option.kl_cases, seed=option.kl_seed,
+        profile=option.kl_profile, cases_dir=option.kl_only_cases, seed=option.kl_seed,
         max_examples=option.kl_max_examples, xfails_path=option.kl_xfails,
         timeout=option.kl_timeout, journal_append=option.kl_journal_append,
-        convention=option.kl_convention)
+        extra_cases_dir=option.kl_cases, convention=option.kl_convention,
+        options={name: getattr(option, name) for name in BY_NAME} | {"impl": impl})
+    state.requested = requested
+    config.stash[SESSION_KEY] = state
     config.addinivalue_line("markers", "klconform: a conformance test run against --impl")
     config.pluginmanager.register(Collector(config), "klconform-collector")
+    if requested:
+        # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
+        load_implementation(state)
+        # xdist workers parse the command line again and collect for themselves: they
+        # select the same suites the same way.
+        state.named_suites = select_suites(config, only=option.kl_only)
+        keep_hypothesis_out_of(config)
 
 
-def argparse_suppress():
-    import argparse
+def select_suites(config, only):
+    """Point the collection at the bundled suites; returns the parts of them the user named
+    (empty when the whole of them runs).
 
-    return argparse.SUPPRESS  # internal: `klconform run` resuming after a crash
+    Arguments relative to the suites folder (`test_cases.py::test_case[ID]`, the form replay
+    commands print) are resolved there, so they work from any directory. With --kl-only the
+    project's own test paths are dropped.
+    """
+    from klconform import resources
+
+    suites = resources.suites_dir().resolve()
+    suite_files = sorted(suites.glob("test_*.py"))
+    invocation = Path(config.invocation_params.dir)
+    explicit = config.args_source == config.ArgsSource.ARGS
+    # pytest does not look inside an installed package's folder, so only a checkout's
+    # top-level folders can hold the suites "by accident" (this repository's own testpaths).
+    reachable_from_ancestors = "site-packages" not in suites.parts
+    arguments, named, covered = [], [], False
+    for argument in config.args:
+        path, separator, rest = argument.partition("::")
+        local = invocation / path
+        if explicit and path and not local.exists() and (suites / path).exists():
+            local = suites / path
+            argument = f"{local}{separator}{rest}"
+        resolved = local.resolve()
+        if suites in resolved.parents:
+            named.append(f"{resolved.relative_to(suites).as_posix()}{separator}{rest}")
+        elif resolved == suites or (reachable_from_ancestors and resolved in suites.parents):
+            covered = True
+        elif only:
+            continue
+        arguments.append(argument)
+    if not covered and not named:
+        arguments += [str(path) for path in suite_files]
+    if covered or set(named) >= {path.name for path in suite_files}:
+        named = []
+    config.args[:] = arguments
+    return named
+
+
+def keep_hypothesis_out_of(config):
+    """Hypothesis caches under ./.hypothesis; a conformance run must not leave it behind.
+
+    A project that already has a .hypothesis folder uses hypothesis itself and keeps it.
+    """
+    if os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY") \
+            or (Path(config.invocation_params.dir) / ".hypothesis").exists():
+        return
+    import shutil
+    import tempfile
+
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    directory = tempfile.mkdtemp(prefix="klconform-hypothesis-")
+    set_hypothesis_home_dir(directory)
+    os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = directory  # xdist workers inherit it
+
+    def remove():
+        os.environ.pop("HYPOTHESIS_STORAGE_DIRECTORY", None)
+        shutil.rmtree(directory, ignore_errors=True)
+
+    config.add_cleanup(remove)
 
 
 def loaded_cases(config):
@@ -83,7 +132,7 @@ def loaded_cases(config):
     if session.cases is None:
         from klconform.spec.cases import load_cases
 
-        session.cases = load_cases(session.cases_dir)
+        session.cases = load_cases(session.cases_dir, extra_dirs=[session.extra_cases_dir])
     return session.cases
 
 
@@ -117,8 +166,13 @@ def pytest_generate_tests(metafunc):
     metafunc.parametrize((argument, "kl_dtype"), params)
 
 
+def is_conformance(item):
+    return "kl_adapter" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
-    kl_items = [item for item in items if "kl_adapter" in getattr(item, "fixturenames", ())]
+    kl_items = [item for item in items if is_conformance(item)]
     state = kl_session(config)
     state.collected = len(kl_items)
     if kl_items and not state.settings:
@@ -126,12 +180,8 @@ def pytest_collection_modifyitems(session, config, items):
 
         state.settings = configure(state.profile, state.seed, state.max_examples)
     if kl_items and state.adapter is None:
-        from klconform.adapters import load_adapter
+        load_implementation(state)
 
-        try:
-            state.adapter = load_adapter(state.impl, convention=state.convention)
-        except KLConformError as error:
-            raise pytest.UsageError(str(error)) from None
     if kl_items and state.manifest is None:
         state.manifest = known_deviations(config, state)
 
@@ -145,6 +195,104 @@ def known_deviations(config, state):
     if record is not None and record.deviations:
         manifest = Manifest(manifest.deviations + record_deviations(record))
     return manifest
+
+
+def load_implementation(state):
+    from klconform.adapters import load_adapter
+
+    try:
+        state.adapter = load_adapter(state.impl, convention=state.convention)
+    except KLConformError as error:
+        raise pytest.UsageError(str(error)) from None
+
+
+def pytest_deselected(items):
+    if items:
+        config = items[0].config
+        if SESSION_KEY in config.stash:
+            kl_session(config).deselected += sum(1 for item in items if is_conformance(item))
+
+
+def pytest_collection_finish(session):
+    config = session.config
+    state = kl_session(config)
+    counts = state.conformance_tests
+    counts["selected"] = sum(1 for item in session.items if is_conformance(item))
+    counts["available"] = counts["selected"] + state.deselected
+    for reason in selection_reasons(config, state):
+        state.note_partial(reason)
+    if hasattr(config, "workerinput"):
+        # The controller collects nothing itself: it learns the counts from the workers.
+        config.workeroutput["klconform"] = {"conformance_tests": dict(counts),
+                                            "partial": list(state.partial)}
+        return
+    if state.requested and not counts["selected"]:
+        raise pytest.UsageError(
+            f"klconform: --impl {state.impl}: no conformance test was "
+            + ("collected" if not counts["available"] else
+               f"selected ({'; '.join(state.partial)})")
+            + "; a conformance run that checks nothing cannot pass")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist controller: take the collection counts and reasons of a worker."""
+    output = getattr(node, "workeroutput", None) or {}
+    worker = output.get("klconform")
+    if worker:
+        state = kl_session(node.config)
+        for key in ("available", "selected"):
+            state.conformance_tests[key] = max(state.conformance_tests[key],
+                                               worker["conformance_tests"][key])
+        for reason in worker["partial"]:
+            state.note_partial(reason)
+
+
+def selection_reasons(config, state):
+    """Why the selected conformance tests are fewer than all of them, in the user's words."""
+    option = config.option
+    reasons = []
+    if state.named_suites:
+        reasons.append("the command named only " + ", ".join(state.named_suites)
+                       + " of the conformance suites")
+    if getattr(option, "lf", False):
+        last_failed = getattr(config.pluginmanager.get_plugin("lfplugin"), "lastfailed", None)
+        if last_failed:
+            reasons.append("--lf ran only the tests that failed in the previous run")
+    if state.deselected:
+        causes = []
+        if getattr(option, "keyword", ""):
+            causes.append(f"-k {shlex.quote(option.keyword)}")
+        if getattr(option, "markexpr", ""):
+            causes.append(f"-m {shlex.quote(option.markexpr)}")
+        if getattr(option, "deselect", None) and not option.kl_journal_append:
+            # After a crash `klconform run` deselects the tests that crashed: those are in
+            # the report as errored, not missing.
+            causes.append("--deselect")
+        if getattr(option, "stepwise", False):
+            causes.append("--stepwise")
+        if getattr(option, "lf", False):
+            causes.append("--lf")
+        counts = state.conformance_tests
+        if causes or not option.kl_journal_append:
+            reasons.append(f"{' '.join(causes) or 'a plugin'} deselected {state.deselected} "
+                           f"of {counts['available']} conformance tests")
+    return reasons
+
+
+def stop_reason(session, state, exitstatus):
+    """Why fewer conformance tests ran than were selected, or None."""
+    counts = state.conformance_tests
+    if counts["run"] >= counts["selected"]:
+        return None
+    ran = f"{counts['run']} of {counts['selected']} selected conformance tests ran"
+    maxfail = getattr(session.config.option, "maxfail", 0)
+    if maxfail and (session.shouldstop or session.testsfailed >= maxfail):
+        what = "-x" if maxfail == 1 else f"--maxfail={maxfail}"
+        return f"{what} stopped the run after {maxfail} failure(s) ({ran})"
+    if int(exitstatus) == int(pytest.ExitCode.INTERRUPTED):
+        return f"the run was interrupted ({ran})"
+    return f"the run stopped early ({ran})"
 
 
 def _load_manifest(config, state):
@@ -233,10 +381,20 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller writes the one stream and report
     state = kl_session(config)
+    if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR) or config.option.collectonly:
+        return  # no test ran: nothing to report, and a previous report stays
+    reason = stop_reason(session, state, exitstatus)
+    if reason:
+        state.note_partial(reason)
+    if state.requested and not state.conformance_tests["run"] and not exitstatus:
+        # Under xdist the controller finds out only now that nothing was checked.
+        session.exitstatus = exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
+        state.gate_error = (f"--impl {state.impl}: no conformance test ran; a conformance "
+                            "run that checks nothing cannot pass")
     if not state.collected and not state.records:
         return
     config.pluginmanager.get_plugin("klconform-collector").finish(
-        exitstatus, getattr(state, "partial", ()))
+        exitstatus, state.partial, state.conformance_tests)
     from klconform.harness.run_stream import read_stream
     from klconform.report.build import write_reports
 
@@ -255,6 +413,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = config.stash.get(SESSION_KEY, None)
     if state is None or hasattr(config, "workerinput"):
         return
+    if state.gate_error:
+        terminalreporter.write_line(f"klconform: {state.gate_error}")
     if getattr(state, "report_error", None):
         terminalreporter.write_line(f"klconform: could not write the report: {state.report_error}")
     paths = getattr(state, "report_paths", None)
@@ -263,3 +423,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         counts = ", ".join(f"{n} {s}" for s, n in summary.items() if n and s != "total")
         terminalreporter.write_line(
             f"klconform: {state.impl} {verdict.upper()} ({counts}); report: {paths[0]}")
+    for reason in state.partial:
+        terminalreporter.write_line(f"klconform: partial run: {reason}")

@@ -37,7 +37,24 @@ class KLSession:
     manifest: object = None
     report_paths: tuple | None = None
     report_error: str | None = None
+    gate_error: str | None = None        # why a requested conformance run fails as a whole
     collected: int = 0
+    extra_cases_dir: str | None = None   # --kl-cases: the user's cases beside the bundled ones
+    requested: bool = False              # --impl or --kl-only given: a conformance run
+    named_suites: list = field(default_factory=list)  # parts of the suites the command named
+    options: dict = field(default_factory=dict)  # the klconform options, by name (for replays)
+    # Why this run does not cover every conformance test, one readable reason each
+    # ("-k worked deselected 280 of 326 conformance tests"); empty for a complete run.
+    partial: list = field(default_factory=list)
+    # Conformance tests: collected before any selection, selected to run, actually run.
+    conformance_tests: dict = field(
+        default_factory=lambda: {"available": 0, "selected": 0, "run": 0})
+
+    deselected: int = 0                  # conformance tests deselected (-k, -m, --deselect...)
+
+    def note_partial(self, reason):
+        if reason not in self.partial:
+            self.partial.append(reason)
 
 
 def kl_session(config) -> KLSession:

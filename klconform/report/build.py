@@ -69,6 +69,7 @@ def build_report(events, spec):
             "pytest_exit_status": exitstatus,
             "complete": complete,
             "partial": partial,
+            "conformance_tests": dict(foot.get("conformance_tests") or {}) if foot else {},
             "profile": run.get("profile", "default"),
             "strict": bool(run.get("strict")),
             "device": run.get("device", "cpu"),
@@ -220,17 +221,25 @@ def write_atomically(path: Path, text: str):
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        # mkstemp creates 0600; a report is for CI artifacts and other users to read.
+        os.chmod(temporary, 0o666 & ~_umask())
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             stream.write(text)
-        os.chmod(temporary, 0o644)  # mkstemp makes 0600; a CI artefact is for everyone
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
 
 
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_reports(events, report_dir, spec=None):
     """Build and write report.json and report.md; (json path, md path, verdict, summary)."""
+    from klconform.report.junit import junit_xml
     from klconform.report.markdown import render_markdown
     from klconform.spec.claims import load_spec
 
@@ -244,4 +253,5 @@ def write_reports(events, report_dir, spec=None):
     json_path, md_path = directory / "report.json", directory / "report.md"
     write_atomically(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
     write_atomically(md_path, render_markdown(report))
+    write_atomically(directory / "junit.xml", junit_xml(report))
     return json_path, md_path, report["verdict"], report["summary"]

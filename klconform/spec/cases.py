@@ -79,11 +79,17 @@ def case_files(directory):
     return files
 
 
-def load_cases(cases_dir=None, spec=None, spec_dir=None) -> list:
+def load_cases(cases_dir=None, spec=None, spec_dir=None, extra_dirs=()) -> list:
+    """The cases of cases_dir (default: the bundled ones), then those of extra_dirs.
+
+    Ids are unique across all of them: a user's case beside the bundled ones cannot
+    shadow one.
+    """
     spec = spec or load_spec(spec_dir)
     schema = load_schema("case.schema.json", spec_dir)
     cases, seen = [], {}
-    for path in case_files(cases_dir or resources.cases_dir()):
+    directories = [cases_dir or resources.cases_dir(), *(d for d in extra_dirs if d)]
+    for path in (path for directory in directories for path in case_files(directory)):
         for case in _load_file_or_explain(path, schema, spec):
             if case.id in seen:
                 raise SpecError(path, f"duplicate case id (first defined in {seen[case.id]})",

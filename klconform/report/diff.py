@@ -1,0 +1,198 @@
+"""`klconform diff OLD.json NEW.json`: what changed between two reports.
+
+A regression is a claim or a case (at a dtype) that passed in the old report and fails in
+the new one; a must-level regression is what a pull request gate stops on. Fixes, claims
+and cases that became unsupported, failures that did not pass before, and what is no
+longer run are listed too, but only must-level regressions change the exit status.
+
+Input is two report.json dicts; nothing here runs or loads an implementation.
+"""
+
+from dataclasses import dataclass, field
+
+from klconform.report.markdown import cell
+
+PASSING_CLAIM = ("pass", "warn", "recorded", "known-deviation")
+PASSING_CASE = ("passed", "warned", "recorded", "xfailed", "stale")
+FAILING_CASE = ("failed", "errored")
+LEVEL_ORDER = ("must", "should", "implementation-defined")
+MARKDOWN_CASE_ROWS = 20
+
+
+class ReportError(ValueError):
+    """The file is not a klconform report."""
+
+
+@dataclass(frozen=True)
+class Change:
+    kind: str        # "claim" or "case"
+    name: str        # claim id, or "case-id[dtype]"
+    level: str
+    old: str
+    new: str
+    detail: str = ""
+
+
+@dataclass
+class Diff:
+    old_label: str
+    new_label: str
+    regressions: list = field(default_factory=list)
+    fixes: list = field(default_factory=list)
+    new_unsupported: list = field(default_factory=list)
+    new_failures: list = field(default_factory=list)     # failing now, not passing before
+    no_longer_run: list = field(default_factory=list)
+
+    @property
+    def must_regressions(self):
+        return [change for change in self.regressions if change.level == "must"]
+
+    @property
+    def exit_status(self):
+        return 1 if self.must_regressions else 0
+
+    SECTIONS = (("regressions", "Regressions (passed before, fail now)"),
+                ("new_failures", "Failing, and not passing before"),
+                ("fixes", "Fixed (failed before, pass now)"),
+                ("new_unsupported", "Newly unsupported"),
+                ("no_longer_run", "No longer run"))
+
+
+def check_report(report, label):
+    if not isinstance(report, dict) or "claims" not in report or "report_schema" not in report:
+        raise ReportError(f"{label}: not a klconform report.json (no 'report_schema'/'claims')")
+    if report["report_schema"] != "1":
+        raise ReportError(f"{label}: report schema {report['report_schema']!r} is not "
+                          f"supported (expected '1')")
+    return report
+
+
+def _claims(report):
+    return {claim["id"]: claim for claim in report["claims"]}
+
+
+def _cases(report):
+    """(case, dtype) -> (status, level, claims) over every claim's case list."""
+    levels = {claim["id"]: claim.get("level", "must") for claim in report["claims"]}
+    cases = {}
+    for claim in report["claims"]:
+        for entry in claim.get("cases") or ():
+            key = (entry.get("case"), entry.get("dtype"))
+            status, level, claims = cases.get(key, (entry["status"], None, []))
+            claims.append(claim["id"])
+            cases[key] = (status, _strictest(level, levels.get(claim["id"])), claims)
+    for failure in report.get("failures") or ():
+        key = (failure.get("case"), failure.get("dtype"))
+        if key in cases and failure.get("level"):
+            status, _, claims = cases[key]
+            cases[key] = (status, failure["level"], claims)
+    return cases
+
+
+def _strictest(*levels):
+    known = [level for level in levels if level in LEVEL_ORDER]
+    return min(known, key=LEVEL_ORDER.index) if known else "must"
+
+
+def _failure_text(report, case, dtype):
+    for failure in report.get("failures") or ():
+        if failure.get("case") == case and failure.get("dtype") == dtype:
+            return failure.get("diagnosis") or failure.get("summary") or ""
+    return ""
+
+
+def compare(old, new, old_label="old", new_label="new"):
+    check_report(old, old_label)
+    check_report(new, new_label)
+    diff = Diff(old_label, new_label)
+    old_claims, new_claims = _claims(old), _claims(new)
+    for claim_id, claim in new_claims.items():
+        before = old_claims.get(claim_id, {}).get("status", "absent")
+        now = claim.get("status")
+        level = claim.get("level", "must")
+        failing_cases = [f"{e.get('case')}[{e.get('dtype')}]" for e in claim.get("cases") or ()
+                         if e.get("status") in FAILING_CASE]
+        detail = ", ".join(failing_cases[:3]) + (" ..." if len(failing_cases) > 3 else "")
+        _classify(diff, Change("claim", claim_id, level, before, now, detail),
+                  before in PASSING_CLAIM, before == "fail", now == "fail",
+                  now in PASSING_CLAIM, now == "unsupported", now == "not-run")
+    old_cases, new_cases = _cases(old), _cases(new)
+    for (case, dtype), (now, level, _) in sorted(new_cases.items(), key=_key):
+        before = old_cases.get((case, dtype), ("absent",))[0]
+        _classify(diff, Change("case", f"{case}[{dtype}]", level, before, now,
+                               _failure_text(new, case, dtype)),
+                  before in PASSING_CASE, before in FAILING_CASE, now in FAILING_CASE,
+                  now in PASSING_CASE, now == "unsupported", False)
+    for (case, dtype), (before, level, _) in sorted(old_cases.items(), key=_key):
+        if (case, dtype) not in new_cases and before in PASSING_CASE:
+            diff.no_longer_run.append(Change("case", f"{case}[{dtype}]", level, before,
+                                             "not run"))
+    return diff
+
+
+def _key(item):
+    (case, dtype), _ = item
+    return (str(case), str(dtype))
+
+
+def _classify(diff, change, passed_before, failed_before, fails_now, passes_now,
+              unsupported_now, not_run_now):
+    if fails_now and passed_before:
+        diff.regressions.append(change)
+    elif fails_now and not failed_before:
+        diff.new_failures.append(change)
+    elif passes_now and failed_before:
+        diff.fixes.append(change)
+    elif unsupported_now and change.old != "unsupported":
+        diff.new_unsupported.append(change)
+    elif not_run_now and passed_before:
+        diff.no_longer_run.append(change)
+
+
+def _verdict_line(diff, old, new):
+    must = len(diff.must_regressions)
+    return (f"{old.get('verdict', '?')} -> {new.get('verdict', '?')}; "
+            f"{len(diff.regressions)} regression(s), {must} at must level; "
+            f"{len(diff.fixes)} fix(es); {len(diff.new_unsupported)} newly unsupported")
+
+
+def render_text(diff, old, new):
+    lines = [f"klconform diff {diff.old_label} -> {diff.new_label}: "
+             + _verdict_line(diff, old, new)]
+    for attribute, title in Diff.SECTIONS:
+        changes = getattr(diff, attribute)
+        if not changes:
+            continue
+        lines.append(f"{title}:")
+        for change in changes:
+            detail = f" — {' '.join(str(change.detail).split())[:200]}" if change.detail else ""
+            lines.append(f"  {change.kind} {change.name} ({change.level}): "
+                         f"{change.old} -> {change.new}{detail}")
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(diff, old, new):
+    impl = (new.get("implementation") or {}).get("name", "")
+    lines = [f"## klconform diff: {cell(impl)}", "",
+             ("**Must-level regressions: this change breaks the specification.**"
+              if diff.must_regressions else "No must-level regression."), "",
+             cell(_verdict_line(diff, old, new)), ""]
+    for attribute, title in Diff.SECTIONS:
+        changes = getattr(diff, attribute)
+        if not changes:
+            continue
+        lines += [f"### {title}", "", "| | name | level | before | now | detail |",
+                  "|---|---|---|---|---|---|"]
+        # One bug fails many cases; a comment lists every claim and the first cases.
+        claims = [change for change in changes if change.kind == "claim"]
+        cases = [change for change in changes if change.kind != "claim"]
+        left_out = max(0, len(cases) - MARKDOWN_CASE_ROWS)
+        for change in claims + cases[:MARKDOWN_CASE_ROWS]:
+            lines.append(f"| {change.kind} | {cell(change.name)} | {cell(change.level)} | "
+                         f"{cell(change.old)} | {cell(change.new)} | "
+                         f"{cell(str(change.detail)[:300])} |")
+        if left_out:
+            lines.append(f"| | ... and {left_out} more cases (`klconform diff` without "
+                         f"--format lists them all) | | | | |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,24 @@
+"""The CI workflow shown in the README is the one in examples/, and it is well formed."""
+
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "github-actions" / "klconform.yml"
+
+
+def test_readme_shows_the_example_workflow_verbatim():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"```yaml\n{EXAMPLE.read_text(encoding='utf-8')}```" in readme
+
+
+def test_workflow_installs_runs_summarizes_uploads_and_diffs():
+    workflow = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    steps = workflow["jobs"]["conformance"]["steps"]
+    scripts = "\n".join(step.get("run", "") for step in steps)
+    assert "download.pytorch.org/whl/cpu" in scripts and 'pip install "$KLCONFORM"' in scripts
+    assert 'pytest --impl="$IMPL" --report-dir=klconform-report' in scripts
+    assert "GITHUB_STEP_SUMMARY" in scripts
+    assert "klconform diff --format markdown" in scripts
+    assert any(step.get("uses", "").startswith("actions/upload-artifact") for step in steps)
