@@ -19,7 +19,7 @@ def claim(claim_id, status, level="must", cases=()):
 
 
 def report(claims, failures=(), verdict="pass"):
-    return {"report_schema": "1", "verdict": verdict, "claims": list(claims),
+    return {"report_schema": "2", "verdict": verdict, "claims": list(claims),
             "failures": list(failures), "crashes": [],
             "implementation": {"name": "mylib", "version": "1.0"},
             "run": {"complete": True, "partial": [], "duration_s": 1.5}}

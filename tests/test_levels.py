@@ -32,7 +32,9 @@ def test_should_failure_warns_but_passes(pytester):
     module = implementation_module(pytester, "silent_kl", SILENT_TORCH)
     run = run_suite(pytester, f"{module}:kl", "-k", "warn")
     assert run.result.ret == 0
-    assert run.report["verdict"] == "pass"
+    # Nothing failed; -k left most tests out, so the verdict is incomplete and says why.
+    assert run.report["verdict"] == "incomplete"
+    assert "-k warn deselected" in run.report["verdict_reason"]
     assert run.report["summary"]["warned"] == 2
     assert "ShouldLevelWarning" in run.output
     warned = [f for f in run.report["failures"] if f["status"] == "warned"]

@@ -152,7 +152,8 @@ def test_direct_evaluation_matches_the_real_suite(pytester, name):
     assert warned == set(run_mutant(name).warned_on)
     if name in CORRECT:
         assert suite.result.ret == pytest.ExitCode.OK
-        assert report["verdict"] == "pass"
+        # Two of the three suites: nothing failed, and the verdict says what did not run.
+        assert report["verdict"] == "incomplete"
     else:
         assert suite.result.ret == pytest.ExitCode.TESTS_FAILED
         assert report["verdict"] == "fail"

@@ -26,6 +26,7 @@ from klconform.adapters.base import (
     unsupported_reason,
 )
 from klconform.constants import REDUCTIONS
+from klconform.dtypes import UNIT_ROUNDOFF, round_to
 from klconform.errors import ImplementationLoadError
 from klconform.spec.conventions import CANONICAL_MEANING, MEANING_TEXT, NO_ARGUMENT, divisor
 
@@ -201,6 +202,15 @@ class ConventionAdapter(Adapter):
                                                        call.dtype):
             return Plan(unsupported="target rows that are not normalised (a logits argument "
                                     "is normalised by the library)")
+        if prediction_space == "probabilities" and call.dtype_of("input") in UNIT_ROUNDOFF:
+            with np.errstate(over="ignore", under="ignore"):
+                converted = round_to(np.exp(np.asarray(call.input, dtype=np.float64)),
+                                     call.dtype_of("input"))
+            if np.any((converted == 0) & np.isfinite(call.input)) or np.any(
+                    np.isinf(converted) & np.isfinite(call.input)):
+                return Plan(unsupported=f"inputs whose probabilities exp(log Q) under- or "
+                                        f"overflow in {call.dtype_of('input')} (the library "
+                                        f"would be given Q = 0 or inf)")
         unjudged = []
         if prediction_space == "logits":
             unjudged.append(("gradient-input", "the gradient with respect to logits carries "
@@ -285,7 +295,7 @@ class ConventionAdapter(Adapter):
         """The native result as the canonical reduction's value (composed if the plan says)."""
         if not plan.composed:
             return value
-        shape = np.shape(call.input)
+        shape = np.broadcast_shapes(np.shape(call.input), np.shape(call.target))
         _, meaning = self.record.finest_output()
         wanted = shape if meaning == "elementwise" else shape[:-1]
         if np.shape(value) != tuple(wanted):
@@ -324,7 +334,9 @@ class ConventionAdapter(Adapter):
             if grad_prediction is not None:
                 grad_prediction = grad_prediction * scale
                 if self._prediction_space(call) == "probabilities":
-                    grad_prediction = grad_prediction * prediction64
+                    # The library saw Q rounded to the dtype: the chain rule uses that Q.
+                    grad_prediction = grad_prediction * round_to(prediction64,
+                                                                 call.dtype_of("input"))
             if grad_target is not None:
                 grad_target = grad_target * scale
                 if spaces["target"] in LOG_SPACES and not call.log_target:

@@ -25,7 +25,13 @@ from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import strategies
-from klconform.engine.evaluate import Guarded, make_call, unsupported_reason, with_conversions
+from klconform.engine.evaluate import (
+    Guarded,
+    budget_dtype,
+    make_call,
+    unsupported_reason,
+    with_conversions,
+)
 from klconform.engine.expectations import (
     check_cross_entropy,
     check_sign,
@@ -94,7 +100,8 @@ class Probe:
             observation = self.adapter.run(call)
         except Exception as error:  # the implementation's failure is a result, not a crash
             raise ImplementationRaised(label, call, error) from error
-        expected = with_conversions(oracle_for(call), call, self.adapter.plan(call))
+        expected = with_conversions(oracle_for(call, dtype=budget_dtype(call, observation)),
+                                    call, self.adapter.plan(call))
         before = len(self.failures.lines)
         if observation.dtype != call.dtype:
             self.failures.add(f"result dtype of the {label} call: {observation.dtype} != input "

@@ -10,6 +10,7 @@ Input is two report.json dicts; nothing here runs or loads an implementation.
 
 from dataclasses import dataclass, field
 
+from klconform.report.build import REPORT_SCHEMA_VERSION
 from klconform.report.markdown import cell
 
 PASSING_CLAIM = ("pass", "warn", "recorded", "known-deviation")
@@ -61,9 +62,9 @@ class Diff:
 def check_report(report, label):
     if not isinstance(report, dict) or "claims" not in report or "report_schema" not in report:
         raise ReportError(f"{label}: not a klconform report.json (no 'report_schema'/'claims')")
-    if report["report_schema"] != "1":
+    if report["report_schema"] != REPORT_SCHEMA_VERSION:
         raise ReportError(f"{label}: report schema {report['report_schema']!r} is not "
-                          f"supported (expected '1')")
+                          f"supported (expected {REPORT_SCHEMA_VERSION!r})")
     return report
 
 
