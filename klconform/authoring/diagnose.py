@@ -226,11 +226,17 @@ def read_signature(function):
         parameters = list(inspect.signature(function).parameters.values())
     except (TypeError, ValueError):
         return found
+    named = [p.name for p in parameters[2:]]
+    # 'reduction' itself, else a string-valued keyword named like it (not torch's legacy
+    # boolean `reduce`).
+    wanted = "reduction" if "reduction" in named else next(
+        (p.name for p in parameters[2:] if "reduc" in p.name.lower()
+         and isinstance(p.default, str)), None)
     for parameter in parameters[2:]:
         default = parameter.default
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
-        if "reduc" in parameter.name.lower() and found.reduction is None:
+        if parameter.name == wanted:
             found.reduction = parameter.name
             found.reduction_default = None if default is parameter.empty else default
         elif isinstance(default, bool):
