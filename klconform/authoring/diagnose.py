@@ -114,7 +114,7 @@ class Hypothesis:
 
     def terms(self, first, second):
         """KL(P || Q) terms of the arrays read this way, by the float64 oracle."""
-        by_role = dict(zip(self.order, (first, second)))
+        by_role = dict(zip(self.order, (first, second), strict=True))
         prediction_space, target_space = self.spaces
         with np.errstate(all="ignore"):
             prediction = by_role["prediction"]
@@ -381,7 +381,7 @@ def diagnose(function_path, assume=None) -> Diagnosis:
     if subject.arrays == "jax":
         record["setup"] = {"jax_enable_x64": True}
     record["arguments"] = list(hypothesis.order)
-    record["spaces"] = dict(zip(ROLES, hypothesis.spaces))
+    record["spaces"] = dict(zip(ROLES, hypothesis.spaces, strict=True))
     finest = _finest(meanings, signature)
     log_target = _infer_log_target(subject, function, function_path, hypothesis, meanings,
                                    signature, dtype, tolerance, diagnosis)
@@ -841,6 +841,7 @@ def diagnose_command(function_path, write_path, assume_pairs, out=None):
     """The CLI: print the evidence; write the record if asked and one was inferred.
     Exit 0: inferred, no finding; 1: inferred with findings (bugs), or undecided; 2: the
     function could not be probed or the record not written."""
+    import os
     import sys
     import time
 
@@ -848,6 +849,9 @@ def diagnose_command(function_path, write_path, assume_pairs, out=None):
     if ":" not in function_path:
         print(f"diagnose: --impl {function_path!r}: expected MODULE:ATTR", file=sys.stderr)
         return 2
+    # Like `klconform run` (python -m pytest), a module in the current directory is found.
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     started = time.perf_counter()
     try:
         result = diagnose(function_path, parse_assumptions(assume_pairs))
