@@ -57,10 +57,20 @@ def main(argv=None):
     diff.add_argument("--format", choices=("text", "markdown"), default="text",
                       help="markdown: for a pull request comment or $GITHUB_STEP_SUMMARY")
 
+    infer = commands.add_parser(
+        "diagnose", help="infer an unknown KL function's convention by probing it; "
+                         "--write its record for run --convention")
+    infer.add_argument("--impl", required=True, help="MODULE:ATTR of the function")
+    infer.add_argument("--write", default=None, help="write the inferred record here")
+    infer.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE",
+                       help="settle what the probes leave ambiguous: prediction=SPACE, "
+                            "target=SPACE (probabilities, log-probabilities, logits) or "
+                            "first=prediction|target")
+
     args = parser.parse_args(argv)
     handlers = {"run": run_suites, "case-from-example": run_case_from_example,
                 "check-spec": run_check_spec, "diff": run_diff, "matrix": run_matrix,
-                "report": run_report}
+                "report": run_report, "diagnose": run_diagnose}
     return handlers[args.command](args)
 
 
@@ -168,6 +178,12 @@ def run_suites(args):
         return run_isolated(pytest_args + extra, args.report_dir)
     finally:
         shutil.rmtree(hypothesis_home, ignore_errors=True)
+
+
+def run_diagnose(args):
+    from klconform.authoring.diagnose import diagnose_command
+
+    return diagnose_command(args.impl, args.write, args.assume)
 
 
 def _absolute(path):

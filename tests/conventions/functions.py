@@ -59,3 +59,53 @@ def mean_over_rows_called_elements(input, target, reduction="mean", log_target=F
         rows = F.kl_div(input, target, reduction="none", log_target=log_target).sum(dim=-1)
         return rows.mean()
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+def model_first(q, p):
+    """The model's probabilities first, then the truth's: KL(P||Q) per row, in torch."""
+    import torch
+
+    return torch.sum(torch.special.xlogy(p, p) - p * torch.log(q), dim=-1)
+
+
+# --- wrong in ways `klconform diagnose` must report as findings, not record as conventions -----
+
+def batchmean_computed_as_mean(input, target, reduction="mean", log_target=False):
+    """torch_like, except that 'batchmean' divides by the number of elements."""
+    import torch.nn.functional as F
+
+    return F.kl_div(input, target, reduction="mean" if reduction == "batchmean" else reduction,
+                    log_target=log_target)
+
+
+def rows_with_epsilon(p, q):
+    """probability_rows with 1e-6 added inside both logarithms."""
+    p, q = np.asarray(p), np.asarray(q)
+    return np.sum(p * (np.log(p + 1e-6) - np.log(q + 1e-6)), axis=-1)
+
+
+def nan_swallowed(input, target, reduction="mean", log_target=False):
+    """torch_like with NaN terms replaced by 0."""
+    import torch
+    import torch.nn.functional as F
+
+    terms = torch.nan_to_num(F.kl_div(input, target, reduction="none", log_target=log_target),
+                             nan=0.0)
+    if reduction == "none":
+        return terms
+    total = terms.sum()
+    return {"sum": total, "mean": total / max(terms.numel(), 1),
+            "batchmean": total / (terms.shape[0] if terms.dim() else 1)}[reduction]
+
+
+# --- what the probes cannot decide: `diagnose` must say so and ask for --assume --------------
+
+def normalised_log_prediction_only(log_q, p):
+    """Rejects a prediction whose rows are not normalised log-probabilities: on normalised
+    rows, log-probabilities and logits give the same value, so nothing tells them apart."""
+    log_q, p = np.asarray(log_q), np.asarray(p)
+    if not np.allclose(np.exp(log_q).sum(axis=-1), 1.0) or not np.allclose(p.sum(axis=-1), 1.0):
+        raise ValueError("rows must be normalised")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        terms = np.where(p == 0, 0.0, p * (np.log(p) - log_q))
+    return terms.sum(axis=-1)
