@@ -43,6 +43,13 @@ BUILTINS = {"torch": _builtin_torch, "torch-module": _builtin_torch_module,
 
 
 def load_adapter(spec: str) -> Adapter:
+    adapter = _resolve(spec)
+    # The call worker (klconform.engine.isolation) re-creates the adapter from this string.
+    adapter.source = spec.strip()
+    return adapter
+
+
+def _resolve(spec: str) -> Adapter:
     spec = spec.strip()
     if not spec:
         raise ImplementationLoadError("--impl is empty")

@@ -79,6 +79,7 @@ class Adapter:
 
     name = "unnamed"
     capabilities = Capabilities()
+    source = None   # the --impl string load_adapter made it from (re-created in the call worker)
 
     def version(self) -> str:
         return "unknown"

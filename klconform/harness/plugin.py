@@ -130,6 +130,9 @@ def pytest_collection_modifyitems(session, config, items):
             state.adapter = load_adapter(state.impl)
         except KLConformError as error:
             raise pytest.UsageError(str(error)) from None
+        from klconform.engine.isolation import prepare
+
+        prepare(state.adapter)  # the call worker loads the adapter while the run starts
 
 
 def _load_manifest(config, state):
