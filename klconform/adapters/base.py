@@ -48,6 +48,9 @@ class Call:
     device: str = "cpu"
     input_dtype: str | None = None     # overrides dtype for one argument (promotion probes)
     target_dtype: str | None = None
+    # Arguments that require grad in gradients(): distillation differentiates through the
+    # input only (detached teacher), VAEs and some RL losses through the target only.
+    requires_grad: tuple = ("input", "target")
 
     def dtype_of(self, argument):
         override = self.input_dtype if argument == "input" else self.target_dtype
@@ -91,7 +94,11 @@ class Adapter:
         raise NotImplementedError(f"adapter {self.name!r} does not implement compute()")
 
     def gradients(self, call: Call):
-        """(d input, d target) of the sum of the result, as float64 numpy arrays."""
+        """(d input, d target) of the sum of the result, as float64 numpy arrays.
+
+        Only the arguments named in call.requires_grad require grad; the other one's
+        gradient is None.
+        """
         raise NotImplementedError(f"adapter {self.name!r} declares no autograd")
 
     def snippet(self, call: Call) -> str:

@@ -60,7 +60,7 @@ class TorchCallableAdapter(Adapter):
             dtype_name = call.dtype_of(argument)
             tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
             tensor = tensor.to(device=call.device, dtype=getattr(torch, dtype_name))
-            if requires_grad and tensor.is_floating_point():
+            if requires_grad and argument in call.requires_grad and tensor.is_floating_point():
                 tensor.requires_grad_(True)
             made.append(tensor)
         return made
@@ -77,10 +77,12 @@ class TorchCallableAdapter(Adapter):
         input, target = self.tensors(call, requires_grad=True)
         result = self.invoke(input, target, call)
         observe_tensor(result)  # rejects non-tensor results with a clear message
-        grads = _torch().autograd.grad(result.sum(), [input, target], allow_unused=True)
+        wanted = [tensor for tensor in (input, target) if tensor.requires_grad]
+        grads = iter(_torch().autograd.grad(result.sum(), wanted, allow_unused=True)
+                     if wanted else ())
         return tuple(
-            None if grad is None else grad.detach().to("cpu", _torch().float64).numpy()
-            for grad in grads
+            _as_numpy(next(grads)) if tensor.requires_grad else None
+            for tensor in (input, target)
         )
 
     def snippet(self, call: Call):
@@ -101,6 +103,10 @@ class TorchCallableAdapter(Adapter):
             return [f"from {module} import {name.split('.')[0]}",
                     f"print({name}(input, target{', ' if kwargs else ''}{kwargs}))"]
         return [f"print(<{self.name}>(input, target{', ' if kwargs else ''}{kwargs}))"]
+
+
+def _as_numpy(grad):
+    return None if grad is None else grad.detach().to("cpu", _torch().float64).numpy()
 
 
 def observe_tensor(result) -> Observation:
