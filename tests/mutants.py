@@ -283,6 +283,25 @@ def target_only_backward_negated(input, target, reduction="mean", log_target=Fal
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)
 
 
+# Memory layout: the values are right for contiguous arguments only -----------------------
+
+
+def _as_if_contiguous(tensor):
+    # What a kernel that walks data_ptr() with contiguous strides reads.
+    strides, step = [], 1
+    for size in reversed(tensor.shape):
+        strides.insert(0, step)
+        step *= size
+    return tensor.as_strided(tensor.shape, strides, tensor.storage_offset())
+
+
+@wrong("layout-independent",
+       note="a kernel that reads its arguments' memory as if they were contiguous")
+def assumes_contiguous(input, target, reduction="mean", log_target=False):
+    return F.kl_div(_as_if_contiguous(input), _as_if_contiguous(target), reduction=reduction,
+                    log_target=log_target)
+
+
 # Correct variants -------------------------------------------------------------------------
 
 
@@ -303,6 +322,12 @@ def row_wise_sum(input, target, reduction="mean", log_target=False):
     if reduction not in divisors:
         raise ValueError(f"{reduction!r} is not a valid reduction")
     return total / divisors[reduction]
+
+
+@correct("copies non-contiguous arguments to contiguous ones first")
+def made_contiguous(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input.contiguous(), target.contiguous(), reduction=reduction,
+                    log_target=log_target)
 
 
 @correct("refuses input and target of different shapes instead of broadcasting")

@@ -27,6 +27,9 @@ class Capabilities:
     module_form: bool = False           # the call goes through a loss object
     autograd: bool = False
     devices: tuple = ("cpu",)
+    # Memory layouts (klconform.adapters.layouts) the adapter passes on to the library as
+    # views; empty for adapters that hand their arrays over as they come.
+    layouts: frozenset = frozenset()
 
     def as_dict(self):
         return {
@@ -34,6 +37,7 @@ class Capabilities:
             "default_reduction": self.default_reduction, "dtypes": sorted(self.dtypes),
             "legacy_args": self.legacy_args, "module_form": self.module_form,
             "autograd": self.autograd, "devices": list(self.devices),
+            "layouts": sorted(self.layouts),
         }
 
 
@@ -51,6 +55,9 @@ class Call:
     # Arguments that require grad in gradients(): distillation differentiates through the
     # input only (detached teacher), VAEs and some RL losses through the target only.
     requires_grad: tuple = ("input", "target")
+    # None: contiguous arrays. Otherwise a name from klconform.adapters.layouts.LAYOUTS:
+    # the adapter passes views in that layout holding the same values.
+    layout: str | None = None
 
     def dtype_of(self, argument):
         override = self.input_dtype if argument == "input" else self.target_dtype

@@ -9,6 +9,7 @@ import inspect
 
 import numpy as np
 
+from klconform.adapters import layouts
 from klconform.adapters.base import (
     REDUCTIONS,
     Adapter,
@@ -19,6 +20,7 @@ from klconform.adapters.base import (
 )
 
 TORCH_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+TORCH_LAYOUTS = frozenset(layouts.LAYOUTS)
 
 
 def _torch():
@@ -60,6 +62,7 @@ class TorchCallableAdapter(Adapter):
             dtype_name = call.dtype_of(argument)
             tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
             tensor = tensor.to(device=call.device, dtype=getattr(torch, dtype_name))
+            tensor = layouts.torch_view(tensor, call.layout)
             if requires_grad and argument in call.requires_grad and tensor.is_floating_point():
                 tensor.requires_grad_(True)
             made.append(tensor)
@@ -93,6 +96,9 @@ class TorchCallableAdapter(Adapter):
             f"target = torch.tensor(target_values).to(device={call.device!r}, "
             f"dtype=torch.{call.dtype_of('target')})",
         ]
+        if call.layout:
+            head += [layouts.TORCH_SOURCE[call.layout].format(name=name)
+                     for name in ("input", "target")]
         kwargs = ", ".join(f"{key}={value!r}" for key, value in call.keyword_arguments().items())
         return "\n".join(head + self.call_source(kwargs)) + "\n"
 
@@ -123,7 +129,8 @@ def capabilities_from_signature(function) -> Capabilities:
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
-        return Capabilities(autograd=True, dtypes=TORCH_DTYPES, devices=torch_devices())
+        return Capabilities(autograd=True, dtypes=TORCH_DTYPES, devices=torch_devices(),
+                            layouts=TORCH_LAYOUTS)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     reduction = parameters.get("reduction")
     has_reduction = reduction is not None or accepts_any
@@ -135,6 +142,7 @@ def capabilities_from_signature(function) -> Capabilities:
         legacy_args="size_average" in parameters and "reduce" in parameters,
         autograd=True,
         devices=torch_devices(),
+        layouts=TORCH_LAYOUTS,
     )
 
 
@@ -143,7 +151,7 @@ def functional_adapter():
     return TorchCallableAdapter(
         torch.nn.functional.kl_div, "torch",
         Capabilities(dtypes=TORCH_DTYPES, legacy_args=True, autograd=True,
-                     devices=torch_devices()),
+                     devices=torch_devices(), layouts=TORCH_LAYOUTS),
         description="torch.nn.functional.kl_div",
     )
 
@@ -156,7 +164,7 @@ class TorchModuleAdapter(TorchCallableAdapter):
         super().__init__(
             torch.nn.KLDivLoss, "torch-module",
             Capabilities(dtypes=TORCH_DTYPES, legacy_args=True, module_form=True,
-                         autograd=True, devices=torch_devices()),
+                         autograd=True, devices=torch_devices(), layouts=TORCH_LAYOUTS),
             description="torch.nn.KLDivLoss",
         )
 
