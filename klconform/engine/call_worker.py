@@ -78,7 +78,7 @@ def serve(inbox: Connection, outbox: Connection):
                 method, call = message[2], message[3]
                 value = getattr(adapter, method)(call)
                 reply = pickle.dumps(("ok", value), protocol=PROTOCOL)
-        except Exception as error:
+        except BaseException as error:  # KeyboardInterrupt too: the parent re-raises it
             reply = _raised(error)
         outbox.send_bytes(reply)
 
