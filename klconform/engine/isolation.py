@@ -234,9 +234,9 @@ class _Pool:
         # Started now, so its imports overlap the rest of the run instead of the next call.
         self.worker = CallWorker()
 
-    def shutdown(self):
+    def shutdown(self, now=False):
         if self.worker is not None:
-            self.worker.close()
+            self.worker.kill() if now else self.worker.close()
             self.worker = None
 
 
@@ -244,9 +244,9 @@ _pool = _Pool()
 atexit.register(_pool.shutdown)
 
 
-def shutdown():
-    """End the call worker now (before a fast exit that skips atexit handlers)."""
-    _pool.shutdown()
+def shutdown(now=False):
+    """End the call worker (`now`: kill it, before a fast exit that skips atexit handlers)."""
+    _pool.shutdown(now)
 
 
 def adapter_source(adapter):

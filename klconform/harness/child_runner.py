@@ -17,8 +17,9 @@ from klconform.harness.run_stream import KEEP_JOURNAL_ENV, in_flight, read_journ
 
 MAX_CRASHES = 10
 # The conformance suites assert nothing with `assert` (records carry the verdicts) and log
-# nothing: rewriting klconform's modules and capturing logs per test only cost time.
-CHILD_PYTEST_FLAGS = ("--assert=plain", "-p", "no:logging")
+# nothing: rewriting klconform's modules and capturing logs per test only cost time. The
+# child exits as soon as its reports are written (klconform.harness.fast_exit).
+CHILD_PYTEST_FLAGS = ("--assert=plain", "-p", "no:logging", "-p", "klconform.harness.fast_exit")
 
 
 def run_isolated(pytest_args, report_dir, impl, settings):
