@@ -17,6 +17,8 @@ row, sequential with statistically independent errors), while the float64 budget
 
 import math
 
+import numpy as np
+
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
 
 K_ELEM = 8.0
@@ -26,10 +28,17 @@ def accumulation_factor(count: int) -> float:
     return 4.0 + 2.0 * math.sqrt(max(count, 1))
 
 
-def element_budget(magnitudes, dtype):
-    """Per-element budget for reduction='none' (numpy array in, numpy array out)."""
+def element_budget(magnitudes, dtype, out=None):
+    """Per-element budget for reduction='none' (numpy array in, numpy array out).
+
+    With `out` (a float64 array, which may be `magnitudes` itself) no temporary is made.
+    """
     u = UNIT_ROUNDOFF[dtype]
-    return K_ELEM * u * (magnitudes + SMALLEST_NORMAL[dtype])
+    if out is None:
+        return K_ELEM * u * (magnitudes + SMALLEST_NORMAL[dtype])
+    np.add(magnitudes, SMALLEST_NORMAL[dtype], out=out)
+    np.multiply(out, K_ELEM * u, out=out)
+    return out
 
 
 def reduced_budget(magnitude_sum, abs_term_sum, count, divisor, result, dtype):
