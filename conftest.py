@@ -11,5 +11,6 @@ import hypothesis  # noqa: F401
 import hypothesis.strategies  # noqa: F401
 import torch  # noqa: F401
 import torch.nn.functional  # noqa: F401
+import yaml  # noqa: F401
 
 pytest_plugins = ["pytester"]

@@ -22,8 +22,9 @@ def pytest_sessionfinish(session, exitstatus):
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
     status = config.stash.get(_EXIT_STATUS, None)
-    if status is None:
-        return  # the session never finished (usage error): let pytest exit its own way
+    if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        # Interrupted, a usage or internal error: pytest still has things to print.
+        return
     from klconform.engine import isolation
 
     isolation.shutdown(now=True)

@@ -89,7 +89,18 @@ class _PureStrictLoader(_StrictChecks, yaml.SafeLoader):
 
 _PureStrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictChecks.construct_yaml_int)
 
-if getattr(yaml, "__with_libyaml__", False):
+def _libyaml_usable():
+    """libyaml is there, and its events are the classes the Python composer checks for.
+
+    An extension module is initialised once per process: after a re-import of yaml (pytest's
+    in-process runs restore sys.modules) libyaml still makes the first import's events.
+    """
+    if not getattr(yaml, "__with_libyaml__", False):
+        return False
+    return getattr(yaml._yaml, "ScalarEvent", None) is yaml.events.ScalarEvent
+
+
+if _libyaml_usable():
 
     class _CStrictLoader(_StrictChecks, yaml.composer.Composer, yaml._yaml.CParser,
                          yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
