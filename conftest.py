@@ -11,6 +11,7 @@ import contextlib
 
 import hypothesis  # noqa: F401
 import hypothesis.strategies  # noqa: F401
+import yaml  # noqa: F401
 
 # torch is optional: library environments (mlx, jax, ...) run the suites without it.
 with contextlib.suppress(ImportError):

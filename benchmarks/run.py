@@ -1,11 +1,13 @@
 """klconform benchmarks: run `python benchmarks/run.py` after the README's set-up.
 
-Prints three tables:
+Prints four tables, every figure with its ratio:
   (a) wall time of the default `klconform run --impl torch` against the floor of starting
-      Python with torch, pytest, hypothesis and yaml imported (target: within 3x);
+      Python with torch, pytest, hypothesis and yaml imported (target: within 2x);
   (b) the oracle's time and peak extra memory against torch's own kl_div time on
-      large-vocabulary data (targets: within 3x the time, within 4x the input bytes);
-  (c) the speed-up of `-n 2` (pytest-xdist) over a serial run.
+      large-vocabulary data, for 'batchmean' and 'none' (targets: within 2x the time,
+      within 3x the input bytes);
+  (c) the speed-up of `-n 2` (pytest-xdist) over a serial run, default and thorough profile;
+  (d) the cost of running each implementation call in the killable call worker.
 Figures are measured, never asserted: the notes record them.
 """
 
@@ -46,19 +48,46 @@ def table(title, header, rows):
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths, strict=True)))
 
 
-def run_times(repeats):
+def run_times(repeats, thorough):
     floor = wall([sys.executable, "-c", "import torch, pytest, hypothesis, yaml"], repeats)
+    rows = []
     with tempfile.TemporaryDirectory() as directory:
         default = wall(klconform_run([], directory), repeats)
         parallel = wall(klconform_run(["--", "-n", "2"], directory), repeats)
+        rows += [["klconform run --impl torch", f"{default:.2f}", "1.00"],
+                 ["klconform run --impl torch -- -n 2", f"{parallel:.2f}",
+                  f"{default / parallel:.2f}"]]
+        if thorough:
+            fixed = ["--profile", "thorough", "--seed", "1"]
+            serial = wall(klconform_run(fixed, directory), 1)
+            spread = wall(klconform_run([*fixed, "--", "-n", "2"], directory), 1)
+            rows += [["klconform run --impl torch --profile thorough", f"{serial:.2f}", "1.00"],
+                     ["klconform run --impl torch --profile thorough -- -n 2", f"{spread:.2f}",
+                      f"{serial / spread:.2f}"]]
     table("(a) default run against the import floor", ["what", "seconds", "x floor"], [
         ["python -c 'import torch, pytest, hypothesis, yaml'", f"{floor:.2f}", "1.0"],
         ["klconform run --impl torch", f"{default:.2f}", f"{default / floor:.1f}"],
     ])
-    table("(c) pytest-xdist", ["what", "seconds", "speed-up"], [
-        ["klconform run --impl torch", f"{default:.2f}", "1.00"],
-        ["klconform run --impl torch -- -n 2", f"{parallel:.2f}", f"{default / parallel:.2f}"],
-    ])
+    table("(c) pytest-xdist", ["what", "seconds", "speed-up"], rows)
+
+
+def worker_overhead():
+    from klconform.adapters import load_adapter
+    from klconform.adapters.base import Call
+    from klconform.engine import isolation
+
+    adapter = load_adapter("torch")
+    rows = []
+    for shape, repeats in (((4, 8), 300), ((32, 1024), 100), ((32, 128_000), 5)):
+        width = shape[-1]
+        call = Call(np.full(shape, -np.log(width)), np.full(shape, 1.0 / width),
+                    dtype="float32", reduction="none")
+        isolated, direct = isolation.measure_overhead(adapter, call, repeats)
+        rows.append(["x".join(map(str, shape)), f"{direct * 1e3:.3f}", f"{isolated * 1e3:.3f}",
+                     f"{(isolated - direct) * 1e3:.3f}", f"{isolated / direct:.2f}"])
+    isolation.shutdown()
+    table("(d) one call ('none', float32) in this process against the call worker",
+          ["shape", "in-process ms", "worker ms", "overhead ms", "x"], rows)
 
 
 def best_of(function, repeats):
@@ -84,38 +113,43 @@ def oracle_against_torch(repeats):
             labels = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
             x = torch.log_softmax(logits, -1).to(getattr(torch, dtype))
             t = torch.softmax(labels, -1).to(getattr(torch, dtype))
-            implementation = best_of(
-                lambda x=x, t=t: torch.nn.functional.kl_div(x, t, reduction="batchmean"),
-                repeats)
             # The oracle reads the implementation's inputs; bfloat16 reaches it as float32.
             x_np = x.float().numpy() if dtype == "bfloat16" else x.numpy()
             t_np = t.float().numpy() if dtype == "bfloat16" else t.numpy()
             input_bytes = x.element_size() * x.numel() * 2
-            compute = best_of(lambda x_np=x_np, t_np=t_np, dtype=dtype: oracle.expected(
-                x_np, t_np, reduction="batchmean", dtype=dtype), repeats)
-            tracemalloc.start()
-            oracle.expected(x_np, t_np, reduction="batchmean", dtype=dtype)
-            peak = tracemalloc.get_traced_memory()[1]
-            tracemalloc.stop()
-            rows.append([f"{shape[0]}x{shape[1]}", dtype, f"{implementation * 1e3:.1f}",
-                         f"{compute * 1e3:.1f}", f"{compute / implementation:.2f}",
-                         f"{input_bytes / 2**20:.1f}", f"{peak / 2**20:.1f}",
-                         f"{peak / input_bytes:.2f}"])
-    table("(b) oracle against torch.nn.functional.kl_div (reduction='batchmean', CPU, "
+            for reduction in ("batchmean", "none"):
+                implementation = best_of(
+                    lambda x=x, t=t, r=reduction: torch.nn.functional.kl_div(x, t, reduction=r),
+                    repeats)
+                compute = best_of(lambda x_np=x_np, t_np=t_np, dtype=dtype, r=reduction:
+                                  oracle.expected(x_np, t_np, reduction=r, dtype=dtype), repeats)
+                tracemalloc.start()
+                oracle.expected(x_np, t_np, reduction=reduction, dtype=dtype)
+                peak = tracemalloc.get_traced_memory()[1]
+                tracemalloc.stop()
+                rows.append([f"{shape[0]}x{shape[1]}", dtype, reduction,
+                             f"{implementation * 1e3:.1f}", f"{compute * 1e3:.1f}",
+                             f"{compute / implementation:.2f}", f"{input_bytes / 2**20:.1f}",
+                             f"{peak / 2**20:.1f}", f"{peak / input_bytes:.2f}"])
+    table("(b) oracle against torch.nn.functional.kl_div (CPU, "
           f"{torch.get_num_threads()} threads)",
-          ["shape", "dtype", "torch ms", "oracle ms", "x torch", "input MiB",
+          ["shape", "dtype", "reduction", "torch ms", "oracle ms", "x torch", "input MiB",
            "oracle peak MiB", "x input"], rows)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=("runs", "oracle"), default=None)
+    parser.add_argument("--only", choices=("runs", "oracle", "worker"), default=None)
+    parser.add_argument("--no-thorough", action="store_true",
+                        help="leave out the thorough-profile -n 2 comparison (minutes)")
     args = parser.parse_args()
     if args.only in (None, "oracle"):
         oracle_against_torch(max(args.repeats, 3))
+    if args.only in (None, "worker"):
+        worker_overhead()
     if args.only in (None, "runs"):
-        run_times(args.repeats)
+        run_times(args.repeats, thorough=not args.no_thorough)
 
 
 if __name__ == "__main__":

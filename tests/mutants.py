@@ -258,6 +258,50 @@ def input_gradient_doubled(input, target, reduction="mean", log_target=False):
     return F.kl_div(doubled, target, reduction=reduction, log_target=log_target)
 
 
+def _divisor(input, reduction):
+    return {"mean": input.numel(), "batchmean": input.size(0) if input.dim() else 1}.get(
+        reduction, 1)
+
+
+@wrong("gradient-input",
+       note="the input-only backward path (distillation: teacher detached) forgets to divide "
+            "by the reduction's divisor; the path with both gradients is right")
+def input_only_backward_unscaled(input, target, reduction="mean", log_target=False):
+    if input.requires_grad and not target.requires_grad:
+        # Exactly the input forward; backward, its gradient times the divisor.
+        factor = _divisor(input, reduction)
+        input = input.detach() + factor * (input - input.detach())
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+@wrong("gradient-target",
+       note="the target-only backward path (VAE / RL: prediction fixed) flips the sign of the "
+            "target's gradient; the path with both gradients is right")
+def target_only_backward_negated(input, target, reduction="mean", log_target=False):
+    if target.requires_grad and not input.requires_grad:
+        target = target.detach() - (target - target.detach())
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+# Memory layout: the values are right for contiguous arguments only -----------------------
+
+
+def _as_if_contiguous(tensor):
+    # What a kernel that walks data_ptr() with contiguous strides reads.
+    strides, step = [], 1
+    for size in reversed(tensor.shape):
+        strides.insert(0, step)
+        step *= size
+    return tensor.as_strided(tensor.shape, strides, tensor.storage_offset())
+
+
+@wrong("layout-independent",
+       note="a kernel that reads its arguments' memory as if they were contiguous")
+def assumes_contiguous(input, target, reduction="mean", log_target=False):
+    return F.kl_div(_as_if_contiguous(input), _as_if_contiguous(target), reduction=reduction,
+                    log_target=log_target)
+
+
 # Correct variants -------------------------------------------------------------------------
 
 
@@ -278,6 +322,12 @@ def row_wise_sum(input, target, reduction="mean", log_target=False):
     if reduction not in divisors:
         raise ValueError(f"{reduction!r} is not a valid reduction")
     return total / divisors[reduction]
+
+
+@correct("copies non-contiguous arguments to contiguous ones first")
+def made_contiguous(input, target, reduction="mean", log_target=False):
+    return F.kl_div(input.contiguous(), target.contiguous(), reduction=reduction,
+                    log_target=log_target)
 
 
 @correct("refuses input and target of different shapes instead of broadcasting")

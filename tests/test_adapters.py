@@ -128,7 +128,8 @@ def test_plain_function_without_legacy_or_warning_passes_every_must(pytester):
                 return total / terms.numel()
             return total / (input.shape[0] if input.dim() else 1)
     """)
-    run = run_suite(pytester, f"{module}:kl", suites=("test_cases.py", "test_gradients.py"))
+    run = run_suite(pytester, f"{module}:kl",
+                    suites=("test_cases.py", "test_gradients.py", "test_layouts.py"))
     report = run.report
     assert run.result.ret == 0, run.output[-3000:]
     # Two of the three suites ran: nothing failed, and the verdict says what was not run.

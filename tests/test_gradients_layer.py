@@ -76,3 +76,21 @@ def test_adapter_without_autograd_is_unsupported_not_failed():
     outcome = evaluate_gradients(case, "float64", load_adapter("numpy"))
     assert outcome.status == "unsupported"
     assert "autograd" in outcome.message
+
+
+def test_backward_wrong_only_on_the_input_only_path_is_caught_there():
+    case = next(case for case in load_cases() if case.id == "batchmean-2d")
+    outcome = evaluate_gradients(case, "float32",
+                                 load_adapter("tests.mutants:input_only_backward_unscaled"))
+    assert outcome.status == "failed"
+    assert outcome.claims == ("gradient-input",)
+    assert all(check.startswith("input only: ") for check in outcome.checks), outcome.checks
+
+
+def test_backward_wrong_only_on_the_target_only_path_is_caught_in_float64_differences():
+    case = next(case for case in load_cases() if case.id == "log-target-pointwise")
+    outcome = evaluate_gradients(case, "float64",
+                                 load_adapter("tests.mutants:target_only_backward_negated"))
+    assert outcome.status == "failed"
+    assert outcome.claims == ("gradient-target",)
+    assert all(check.startswith("target only: ") for check in outcome.checks), outcome.checks

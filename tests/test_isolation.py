@@ -74,6 +74,8 @@ CRASHING = """
     import os
     import torch.nn.functional as F
 
+    from klconform.adapters.torch_adapter import functional_adapter
+
     def exits(input, target, reduction="mean", log_target=False):
         if reduction == "sum" and input.numel() == 12 and input.dtype.itemsize == 8:
             os._exit(7)
@@ -83,26 +85,57 @@ CRASHING = """
         if reduction == "none" and input.numel() == 4 and input.dtype.itemsize == 4:
             ctypes.string_at(0)
         return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+    class CrashesKlconform(type(functional_adapter())):
+        # Crashes the pytest process itself (not the call worker): only `klconform run`'s
+        # child runner can survive this one.
+        def __init__(self):
+            base = functional_adapter()
+            super().__init__(base.function, "crashes-klconform", base.capabilities)
+
+        def snippet(self, call):
+            if call.reduction == "sum" and call.input.size == 12 and call.dtype == "float64":
+                os._exit(7)
+            return super().snippet(call)
+
+    crashes_klconform = CrashesKlconform
 """
+
+
+def run_cli(tmp_path, impl, *selection):
+    (tmp_path / "crashing_kl.py").write_text(textwrap.dedent(CRASHING))
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONFAULTHANDLER="")
+    return subprocess.run(
+        [sys.executable, "-m", "klconform.cli.main", "run", f"--impl={impl}", "--", "-k",
+         "test_case and (roles or none-pointwise or none-terms)", "-p", "no:faulthandler",
+         *selection], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
 
 
 @pytest.mark.parametrize(("function", "how"), [("exits", "exit status 7"),
                                                ("segfaults", "SIGSEGV")])
-def test_hard_crash_leaves_a_report_that_says_so(tmp_path, function, how):
-    (tmp_path / "crashing_kl.py").write_text(textwrap.dedent(CRASHING))
-    env = dict(os.environ, PYTHONPATH=str(tmp_path), PYTHONFAULTHANDLER="")
-    completed = subprocess.run(
-        [sys.executable, "-m", "klconform.cli.main", "run", f"--impl=crashing_kl:{function}",
-         "--", "-k", "test_case and (roles or none-pointwise or none-terms)",
-         "-p", "no:faulthandler"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+def test_call_that_crashes_its_process_errors_the_case_and_the_run_goes_on(tmp_path, function,
+                                                                            how):
+    completed = run_cli(tmp_path, f"crashing_kl:{function}")
     assert completed.returncode == 1, completed.stdout[-2000:] + completed.stderr[-2000:]
-    assert f"crashed the test process ({how})" in completed.stderr
     report = json.loads((tmp_path / "reports" / f"crashing_kl_{function}" /
                          "report.json").read_text())
+    assert report["verdict"] == "fail"
+    assert not report["crashes"]  # the pytest process itself never died
+    crashed = [f for f in report["failures"]
+               if f"crashed the call worker process ({how})" in " ".join(f["checks"])]
+    assert len(crashed) == 1 and crashed[0]["claims"]
+    assert report["summary"]["passed"] >= 8  # the calls after the crash ran in a fresh worker
+
+
+def test_hard_crash_of_the_test_process_leaves_a_report_that_says_so(tmp_path):
+    completed = run_cli(tmp_path, "crashing_kl:crashes_klconform")
+    assert completed.returncode == 1, completed.stdout[-2000:] + completed.stderr[-2000:]
+    assert "crashed the test process (exit status 7)" in completed.stderr
+    report_dir = tmp_path / "reports" / "crashing_kl_crashes_klconform"
+    report = json.loads((report_dir / "report.json").read_text())
     assert report["verdict"] == "fail"
     assert report["crashes"] and report["crashes"][0]["nodeid"]
     crashed = [f for f in report["failures"] if "crashed the test process" in f["summary"]]
     assert crashed and crashed[0]["claims"]  # the crashed test is attributed to its claims
     assert report["summary"]["passed"] >= 8  # the rest of the run went on after the crash
-    assert not (tmp_path / "reports" / f"crashing_kl_{function}" / "journal.jsonl").exists()
+    assert not (report_dir / "journal.jsonl").exists()

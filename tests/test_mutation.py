@@ -4,7 +4,8 @@ the claims it breaks, every correct variant passes, and every must-level claim k
 A mutant is killed when a must-level case fails (or errors) for it, which is what makes a real
 run fail. Each mutant goes through exactly what the suites do per test: `evaluate` for every
 case at every dtype it declares (suites/test_cases.py) and `evaluate_gradients` for every
-eligible case (suites/test_gradients.py), thorough-profile cases left out as in a default run.
+eligible case (suites/test_gradients.py) and `evaluate_layouts` for the same cases
+(suites/test_layouts.py), thorough-profile cases left out as in a default run.
 Going through pytest for all of them costs about 4 s per mutant, over two minutes in all;
 test_direct_evaluation_matches_the_real_suite runs the real suites in-process for a few
 mutants and checks that their report.json fails exactly the same claims.
@@ -18,6 +19,7 @@ import pytest
 from klconform.adapters import load_adapter
 from klconform.engine.evaluate import evaluate
 from klconform.engine.gradients import GRADIENT_DTYPES, eligible, evaluate_gradients
+from klconform.engine.layouts import evaluate_layouts
 from klconform.spec.cases import load_cases
 from klconform.spec.claims import load_spec
 from tests.mutants import CORRECT, WRONG
@@ -70,6 +72,7 @@ def run_mutant(name) -> MutantRun:
             for dtype in case.dtypes:
                 if dtype in GRADIENT_DTYPES:
                     run.add(evaluate_gradients(case, dtype, adapter), f"grad:{case.id}-{dtype}")
+                run.add(evaluate_layouts(case, dtype, adapter), f"layout:{case.id}-{dtype}")
     return run
 
 
@@ -142,10 +145,11 @@ def test_every_mutant_names_known_claims():
     assert not set(WRONG) & set(CORRECT)
 
 
-@pytest.mark.parametrize("name", ["terms_clamped", "input_gradient_doubled", "silent"])
+@pytest.mark.parametrize("name", ["terms_clamped", "input_gradient_doubled", "silent",
+                                  "assumes_contiguous"])
 def test_direct_evaluation_matches_the_real_suite(pytester, name):
     suite = run_suite(pytester, f"tests.mutants:{name}", "-q",
-                      suites=("test_cases.py", "test_gradients.py"))
+                      suites=("test_cases.py", "test_gradients.py", "test_layouts.py"))
     report = suite.report
     assert suite.failing_claims() == set(run_mutant(name).killed_on)
     warned = {claim["id"] for claim in report["claims"] if claim["status"] == "warn"}

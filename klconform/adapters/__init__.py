@@ -10,6 +10,7 @@ Resolution order:
 
 import difflib
 import importlib
+import os
 import pkgutil
 import re
 from importlib.metadata import entry_points
@@ -26,6 +27,14 @@ _MODULE_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 def load_adapter(spec: str, convention=None) -> Adapter:
     """The adapter for an --impl string; `convention` (a record file) states how a
     MODULE:ATTR function is called, instead of assuming the torch convention."""
+    adapter = _resolve(spec, convention)
+    # The call worker (klconform.engine.isolation) re-creates the adapter from this.
+    adapter.source = spec.strip() if convention is None else (
+        spec.strip(), os.path.abspath(str(convention)))
+    return adapter
+
+
+def _resolve(spec: str, convention=None) -> Adapter:
     spec = spec.strip()
     if not spec:
         raise ImplementationLoadError("--impl is empty")

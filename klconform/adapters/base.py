@@ -80,6 +80,9 @@ class Capabilities:
     # values are still the library's, but the reduction's own claims cannot be judged.
     composed_reductions: frozenset = frozenset()
     ranks: tuple = (0, None)            # (min, max) input rank; None: no upper bound
+    # Memory layouts (klconform.adapters.layouts) the adapter passes on to the library as
+    # views; empty for adapters that hand their arrays over as they come.
+    layouts: frozenset = frozenset()
 
     def as_dict(self):
         return {
@@ -89,6 +92,7 @@ class Capabilities:
             "autograd": self.autograd, "devices": list(self.devices),
             "composed_reductions": sorted(self.composed_reductions),
             "ranks": list(self.ranks),
+            "layouts": sorted(self.layouts),
         }
 
 
@@ -120,6 +124,12 @@ class Call:
     device: str = "cpu"
     input_dtype: str | None = None     # overrides dtype for one argument (promotion probes)
     target_dtype: str | None = None
+    # Arguments that require grad in gradients(): distillation differentiates through the
+    # input only (detached teacher), VAEs and some RL losses through the target only.
+    requires_grad: tuple = ("input", "target")
+    # None: contiguous arrays. Otherwise a name from klconform.adapters.layouts.LAYOUTS:
+    # the adapter passes views in that layout holding the same values.
+    layout: str | None = None
 
     def dtype_of(self, argument):
         override = self.input_dtype if argument == "input" else self.target_dtype
@@ -151,6 +161,7 @@ class Adapter:
 
     name = "unnamed"
     capabilities = Capabilities()
+    source = None   # the --impl string load_adapter made it from (re-created in the call worker)
 
     def version(self) -> str:
         """The version of the distribution the adapter's module was installed from."""
@@ -163,7 +174,11 @@ class Adapter:
         raise NotImplementedError(f"adapter {self.name!r} does not implement compute()")
 
     def gradients(self, call: Call):
-        """(d input, d target) of the sum of the result, as float64 numpy arrays."""
+        """(d input, d target) of the sum of the result, as float64 numpy arrays.
+
+        Only the arguments named in call.requires_grad require grad; the other one's
+        gradient is None.
+        """
         raise NotImplementedError(f"adapter {self.name!r} declares no autograd")
 
     def plan(self, call: Call) -> Plan:

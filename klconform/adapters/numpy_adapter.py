@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from klconform.adapters import layouts
 from klconform.adapters import numpy_reference as reference_numpy
 from klconform.adapters.base import Adapter, Call, Capabilities, Observation
 
@@ -9,7 +10,8 @@ from klconform.adapters.base import Adapter, Call, Capabilities, Observation
 class NumpyAdapter(Adapter):
     name = "numpy"
     # numpy has no bfloat16 and no autograd.
-    capabilities = Capabilities(dtypes=frozenset({"float16", "float32", "float64"}))
+    capabilities = Capabilities(dtypes=frozenset({"float16", "float32", "float64"}),
+                                layouts=frozenset(layouts.LAYOUTS))
 
     def version(self):
         return np.__version__
@@ -18,8 +20,10 @@ class NumpyAdapter(Adapter):
         return "klconform.adapters.numpy_reference.kl_div (numpy)"
 
     def compute(self, call: Call) -> Observation:
-        input = np.asarray(call.input).astype(call.dtype_of("input"))
-        target = np.asarray(call.target).astype(call.dtype_of("target"))
+        input = layouts.numpy_view(np.asarray(call.input).astype(call.dtype_of("input")),
+                                   call.layout)
+        target = layouts.numpy_view(np.asarray(call.target).astype(call.dtype_of("target")),
+                                    call.layout)
         result = np.asarray(reference_numpy.kl_div(input, target, **call.keyword_arguments()))
         return Observation(result.astype(np.float64), str(result.dtype), result.shape)
 

@@ -9,6 +9,7 @@ import inspect
 
 import numpy as np
 
+from klconform.adapters import layouts
 from klconform.adapters.base import (
     Adapter,
     Call,
@@ -20,6 +21,7 @@ from klconform.adapters.base import (
 from klconform.constants import DTYPES, REDUCTIONS
 
 TORCH_DTYPES = frozenset(DTYPES)
+TORCH_LAYOUTS = frozenset(layouts.LAYOUTS)
 
 
 def _torch():
@@ -62,7 +64,8 @@ class TorchCallableAdapter(Adapter):
             dtype_name = call.dtype_of(argument)
             tensor = torch.as_tensor(np.asarray(values, dtype=np.float64))
             tensor = tensor.to(device=call.device, dtype=getattr(torch, dtype_name))
-            if requires_grad and tensor.is_floating_point():
+            tensor = layouts.torch_view(tensor, call.layout)
+            if requires_grad and argument in call.requires_grad and tensor.is_floating_point():
                 tensor.requires_grad_(True)
             made.append(tensor)
         return made
@@ -79,10 +82,12 @@ class TorchCallableAdapter(Adapter):
         input, target = self.tensors(call, requires_grad=True)
         result = self.invoke(input, target, call)
         observe_tensor(result)  # rejects non-tensor results with a clear message
-        grads = _torch().autograd.grad(result.sum(), [input, target], allow_unused=True)
+        wanted = [tensor for tensor in (input, target) if tensor.requires_grad]
+        grads = iter(_torch().autograd.grad(result.sum(), wanted, allow_unused=True)
+                     if wanted else ())
         return tuple(
-            None if grad is None else grad.detach().to("cpu", _torch().float64).numpy()
-            for grad in grads
+            _as_numpy(next(grads)) if tensor.requires_grad else None
+            for tensor in (input, target)
         )
 
     def snippet(self, call: Call):
@@ -93,6 +98,9 @@ class TorchCallableAdapter(Adapter):
             f"target = torch.tensor(target_values).to(device={call.device!r}, "
             f"dtype=torch.{call.dtype_of('target')})",
         ]
+        if call.layout:
+            head += [layouts.TORCH_SOURCE[call.layout].format(name=name)
+                     for name in ("input", "target")]
         kwargs = ", ".join(f"{key}={value!r}" for key, value in call.keyword_arguments().items())
         return "\n".join(head + self.call_source(kwargs)) + "\n"
 
@@ -103,6 +111,10 @@ class TorchCallableAdapter(Adapter):
             return [f"from {module} import {name.split('.')[0]}",
                     f"print({name}(input, target{', ' if kwargs else ''}{kwargs}))"]
         return [f"print(<{self.name}>(input, target{', ' if kwargs else ''}{kwargs}))"]
+
+
+def _as_numpy(grad):
+    return None if grad is None else grad.detach().to("cpu", _torch().float64).numpy()
 
 
 def observe_tensor(result) -> Observation:
@@ -119,7 +131,8 @@ def capabilities_from_signature(function) -> Capabilities:
     try:
         parameters = inspect.signature(function).parameters
     except (TypeError, ValueError):
-        return Capabilities(autograd=True, dtypes=TORCH_DTYPES, devices=torch_devices())
+        return Capabilities(autograd=True, dtypes=TORCH_DTYPES, devices=torch_devices(),
+                            layouts=TORCH_LAYOUTS)
     accepts_any = any(p.kind is p.VAR_KEYWORD for p in parameters.values())
     reduction = parameters.get("reduction")
     has_reduction = reduction is not None or accepts_any
@@ -131,6 +144,7 @@ def capabilities_from_signature(function) -> Capabilities:
         legacy_args="size_average" in parameters and "reduce" in parameters,
         autograd=True,
         devices=torch_devices(),
+        layouts=TORCH_LAYOUTS,
     )
 
 
@@ -139,7 +153,7 @@ def functional_adapter():
     return TorchCallableAdapter(
         torch.nn.functional.kl_div, "torch",
         Capabilities(dtypes=TORCH_DTYPES, legacy_args=True, autograd=True,
-                     devices=torch_devices()),
+                     devices=torch_devices(), layouts=TORCH_LAYOUTS),
         description="torch.nn.functional.kl_div",
     )
 
@@ -152,7 +166,7 @@ class TorchModuleAdapter(TorchCallableAdapter):
         super().__init__(
             torch.nn.KLDivLoss, "torch-module",
             Capabilities(dtypes=TORCH_DTYPES, legacy_args=True, module_form=True,
-                         autograd=True, devices=torch_devices()),
+                         autograd=True, devices=torch_devices(), layouts=TORCH_LAYOUTS),
             description="torch.nn.KLDivLoss",
         )
 

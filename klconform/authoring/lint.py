@@ -79,12 +79,15 @@ def check_spec(spec_dir=None, cases_dir=None, extra_dir=None):
 def generated_coverage(cases):
     """Claims checked by generated suites rather than named by cases, if they have input.
 
-    suites/test_gradients.py derives a gradient check from every eligible value case.
+    suites/test_gradients.py derives a gradient check from every eligible value case, and
+    suites/test_layouts.py a layout check.
     """
     from klconform.engine.gradients import CLAIMS as GRADIENT_CLAIMS
     from klconform.engine.gradients import eligible
+    from klconform.engine.layouts import CLAIM as LAYOUT_CLAIM
 
-    return set(GRADIENT_CLAIMS) if any(eligible(case) for case in cases) else set()
+    generated = {*GRADIENT_CLAIMS, LAYOUT_CLAIM}
+    return generated if any(eligible(case) for case in cases) else set()
 
 
 def _check_published(case, published):

@@ -57,6 +57,9 @@ def unsupported_claims(claims, plan, capabilities, spec):
                                   "klconform, where 0 becomes -inf")
             elif need == "autograd" and not capabilities.autograd:
                 reasons[claim] = "autograd (declared absent)"
+            elif need == "layouts" and not getattr(capabilities, "layouts", None):
+                reasons[claim] = ("memory layouts: its arrays are handed over by klconform, "
+                                  "not as views")
     return reasons
 
 

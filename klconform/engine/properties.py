@@ -38,6 +38,7 @@ from klconform.engine.expectations import (
     compare_with_oracle,
     oracle_for,
 )
+from klconform.engine.isolation import CallNotRun, CallTimeout
 from klconform.engine.judging import (
     DTYPE_CLAIM,
     settle,
@@ -63,6 +64,18 @@ class ImplementationRaised(Exception):
         self.call = call
 
 
+class PropertyHung(BaseException):
+    """A call timed out: the search stops at once, with no further examples and no shrinking.
+
+    A BaseException, so Hypothesis passes it through instead of shrinking (which would
+    make the hanging implementation hang again on every smaller example).
+    """
+
+    def __init__(self, label, call, error):
+        super().__init__(f"the {label} call timed out: {first_line(error)}")
+        self.call = call
+
+
 class PropertyViolation(Exception):
     """Raised inside the Hypothesis search; carries the Probe of the falsifying example."""
 
@@ -84,6 +97,7 @@ class Probe:
         self.calls = []           # (label, call) in the order made, for snippets
         self.cases = []           # case descriptions that reproduce this example as YAML
         self.first_failed = None  # (call, expected, value) of the first failing comparison
+        self.refused = 0          # calls the circuit breaker did not make
 
     def call(self, input=None, target=None, reduction="same", log_target="same"):
         example = self.example
@@ -98,6 +112,14 @@ class Probe:
         self.calls.append((label, call))
         try:
             observation = self.adapter.run(call)
+        except CallNotRun:
+            # The breaker is open for this kind of input: draw another kind instead.
+            self.refused += 1
+            from hypothesis import reject
+
+            reject()
+        except CallTimeout as error:
+            raise PropertyHung(label, call, error) from None
         except Exception as error:  # the implementation's failure is a result, not a crash
             raise ImplementationRaised(label, call, error) from error
         expected = with_conversions(oracle_for(call, dtype=budget_dtype(call, observation)),
@@ -510,6 +532,7 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         return outcome
     judged = [claim for claim in prop.claims if claim not in unsupported]
     guarded = Guarded(adapter, timeout)
+    not_run = [0]
 
     def search(example):
         probe = Probe(guarded, example, device, judged)
@@ -519,6 +542,8 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
             probe.error = error
             probe.failures.add(str(error))
             probe.first_failed = probe.first_failed or (error.call, None, None)
+        finally:
+            not_run[0] += probe.refused
         if probe.failures:
             raise PropertyViolation(probe)
 
@@ -529,6 +554,11 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         prop.strategy(adapter, dtype, device))(search)))
     try:
         test()
+    except PropertyHung as hung:
+        outcome.status = "errored"
+        outcome.checks = [str(hung)]
+        outcome.actual = "no result (timed out)"
+        outcome.snippet = reproduce.snippet(adapter, hung.call)
     except PropertyViolation as violation:
         _describe_failure(outcome, prop, violation.probe, adapter, example_dir, replay_hint)
         failures = violation.probe.failures
@@ -541,6 +571,12 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         outcome.status = "errored"
         outcome.checks = [f"hypothesis: {type(error).__name__}: "
                           f"{first_line(error)}"]
+    if not_run[0]:
+        note = (f"{not_run[0]} call(s) not run: the implementation hung earlier on inputs of "
+                f"their kind, so those examples were replaced by others")
+        outcome.message = f"{outcome.message}; {note}" if outcome.message else note
+        if outcome.status == "errored" and outcome.checks[0].startswith("hypothesis:"):
+            outcome.checks.insert(0, note)
     settle(outcome, CheckFailures(), prop.claims, unsupported, spec)
     if outcome.checks:
         outcome.status = "errored"

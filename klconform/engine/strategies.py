@@ -11,6 +11,7 @@ Distributions live on the last axis: every last-axis row is one distribution.
 
 import math
 from dataclasses import dataclass, field
+from functools import cache
 
 import numpy as np
 from hypothesis import strategies as st
@@ -45,15 +46,44 @@ class Example:
                 f"reduction={self.reduction!r}, log_target={self.log_target!r})")
 
 
+# Strategies are built once and reused across draws: building one costs far more than
+# drawing from it, and the same strategy draws the same examples from the same choices.
+_GENERATOR_SEEDS = st.integers(0, 2**32 - 1)
+
+
+@cache
+def _sampled(options):
+    return st.sampled_from(options)
+
+
+@cache
+def _integers(low, high):
+    return st.integers(low, high)
+
+
+@cache
+def _leading_dims(count):
+    return st.lists(_integers(1, 4), min_size=count, max_size=count)
+
+
+@cache
+def _last_dims(min_last):
+    return st.one_of(_integers(max(min_last, 1), 8), _integers(*LARGE_LAST_DIM))
+
+
+@cache
+def cached_shapes(min_dims=0, max_dims=4, min_last=1):
+    return shapes(min_dims, max_dims, min_last)
+
+
 @st.composite
 def shapes(draw, min_dims=0, max_dims=4, min_last=1):
     """0-d to 4-d shapes: small leading dims (size 1 included), small or large last dim."""
-    ndim = draw(st.integers(min_dims, max_dims))
+    ndim = draw(_integers(min_dims, max_dims))
     if ndim == 0:
         return ()
-    leading = draw(st.lists(st.integers(1, 4), min_size=ndim - 1, max_size=ndim - 1))
-    last = draw(st.one_of(st.integers(max(min_last, 1), 8),
-                          st.integers(*LARGE_LAST_DIM)))
+    leading = draw(_leading_dims(ndim - 1))
+    last = draw(_last_dims(min_last))
     rows = math.prod(leading)
     last = max(min_last, min(last, MAX_ELEMENTS // rows))
     return (*leading, last)
@@ -161,16 +191,16 @@ def reduction_choices(adapter, options, dtype, device):
 @st.composite
 def examples(draw, dtype, reductions, log_targets, options=Options()):
     """An Example at `dtype`: P (target) and Q (input, log space) on drawn shapes."""
-    shape = draw(shapes(options.min_dims, options.max_dims, options.min_last))
-    reduction = draw(st.sampled_from(reductions))
-    log_target = draw(st.sampled_from(log_targets))
+    shape = draw(cached_shapes(options.min_dims, options.max_dims, options.min_last))
+    reduction = draw(_sampled(tuple(reductions)))
+    log_target = draw(_sampled(tuple(log_targets)))
     in_log_space = bool(log_target)
     positive = options.positive or in_log_space or options.identical
-    target_kinds = [k for k in options.target_kinds if not positive or k in POSITIVE_KINDS]
-    target_kind = draw(st.sampled_from(target_kinds))
-    input_kind = target_kind if options.identical else draw(st.sampled_from(POSITIVE_KINDS))
-    scale = draw(st.sampled_from((1.0, 0.1, 4.0, 1e-6)))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    target_kinds = tuple(k for k in options.target_kinds if not positive or k in POSITIVE_KINDS)
+    target_kind = draw(_sampled(target_kinds))
+    input_kind = target_kind if options.identical else draw(_sampled(POSITIVE_KINDS))
+    scale = draw(_sampled((1.0, 0.1, 4.0, 1e-6)))
+    rng = np.random.default_rng(draw(_GENERATOR_SEEDS))
     width = _as_rows(shape)[1]
     floor = positive_floor(dtype, width) if positive else 0.0
 
@@ -191,9 +221,9 @@ def examples(draw, dtype, reductions, log_targets, options=Options()):
 @st.composite
 def one_hot_examples(draw, dtype, max_dims=4):
     """log_softmax(logits) as input and a one-hot target, with the logits kept."""
-    shape = draw(shapes(min_dims=2, max_dims=max(max_dims, 2)))
-    scale = draw(st.sampled_from((1.0, 0.1, 4.0, 30.0)))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = draw(cached_shapes(min_dims=2, max_dims=max(max_dims, 2)))
+    scale = draw(_sampled((1.0, 0.1, 4.0, 30.0)))
+    rng = np.random.default_rng(draw(_GENERATOR_SEEDS))
     rows, width = _as_rows(shape)
     logits = scale * rng.standard_normal((rows, width))
     log_q = log_softmax_rows(logits)
@@ -205,6 +235,6 @@ def one_hot_examples(draw, dtype, max_dims=4):
 
 def permutations_of(size):
     """A permutation of range(size), drawn through a generator seed (shrinks to a rotation)."""
-    return st.integers(0, 2**32 - 1).map(
+    return _GENERATOR_SEEDS.map(
         lambda seed: np.random.default_rng(seed).permutation(size) if seed else
         np.roll(np.arange(size), 1))

@@ -138,7 +138,7 @@ def loaded_cases(config):
 
 def pytest_generate_tests(metafunc):
     names = metafunc.fixturenames
-    if "kl_case" not in names and "kl_gradient_case" not in names:
+    if not {"kl_case", "kl_gradient_case", "kl_layout_case"} & set(names):
         return
     problem = None
     try:
@@ -153,6 +153,11 @@ def pytest_generate_tests(metafunc):
         from klconform.engine.gradients import GRADIENT_DTYPES, eligible
 
         argument = "kl_gradient_case"
+        cases = [case for case in cases if eligible(case)]
+    elif "kl_layout_case" in names:  # the value cases the gradient suite takes, every dtype
+        from klconform.engine.gradients import eligible
+
+        argument = "kl_layout_case"
         cases = [case for case in cases if eligible(case)]
     params = []
     for case in cases:
@@ -204,6 +209,9 @@ def load_implementation(state):
         state.adapter = load_adapter(state.impl, convention=state.convention)
     except KLConformError as error:
         raise pytest.UsageError(str(error)) from None
+    from klconform.engine.isolation import prepare
+
+    prepare(state.adapter)  # the call worker loads the adapter while the run starts
 
 
 def pytest_deselected(items):

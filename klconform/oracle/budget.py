@@ -37,10 +37,17 @@ def accumulation_bound(count: int, u: float) -> float:
     return k / (1.0 - k) if k < 0.5 else 1.0
 
 
-def element_budget(magnitudes, dtype):
-    """Per-element budget for reduction='none' (numpy array in, numpy array out)."""
+def element_budget(magnitudes, dtype, out=None):
+    """Per-element budget for reduction='none' (numpy array in, numpy array out).
+
+    With `out` (a float64 array, which may be `magnitudes` itself) no temporary is made.
+    """
     u = UNIT_ROUNDOFF[dtype]
-    return K_ELEM * u * (magnitudes + SMALLEST_NORMAL[dtype])
+    if out is None:
+        return K_ELEM * u * (magnitudes + SMALLEST_NORMAL[dtype])
+    np.add(magnitudes, SMALLEST_NORMAL[dtype], out=out)
+    np.multiply(out, K_ELEM * u, out=out)
+    return out
 
 
 def reduced_budget(magnitude_sum, abs_term_sum, count, divisor, result, dtype):

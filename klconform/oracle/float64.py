@@ -96,8 +96,9 @@ def expected(x, t, *, reduction="mean", log_target=False, dtype="float64") -> Ex
     abs_term_sum = _fsum(abs_sums)
     if reduction == "none":
         terms = terms.reshape(x.shape)
-        # np.array: a 0-d input would otherwise give a numpy scalar, which is immutable.
-        tolerance = np.array(budget.element_budget(mags.reshape(x.shape), dtype))
+        # The budget is written over the magnitudes (budget.element_budget, in place): a
+        # vocabulary-sized 'none' call then holds two float64 arrays, not four.
+        tolerance = budget.element_budget(mags, dtype, out=mags).reshape(x.shape)
         tolerance[~np.isfinite(terms)] = np.inf
         return Expected(terms, tolerance, reduction, 1, magnitude_sum, abs_term_sum)
     divisor = divisor_for(reduction, x.shape)

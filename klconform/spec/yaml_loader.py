@@ -22,11 +22,11 @@ MAX_DEPTH = 64
 MAX_NODES = 100_000
 
 
-class _StrictLoader(yaml.SafeLoader):
-    def __init__(self, stream):
-        super().__init__(stream)
-        self._depth = 0
-        self._nodes = 0
+class _StrictChecks:
+    """The refusals, on top of either PyYAML loader (they live in the Python composer)."""
+
+    _depth = 0
+    _nodes = 0
 
     def compose_node(self, parent, index):
         if self.check_event(yaml.AliasEvent):
@@ -83,7 +83,43 @@ class _StrictLoader(yaml.SafeLoader):
             ) from None
 
 
-_StrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictLoader.construct_yaml_int)
+class _PureStrictLoader(_StrictChecks, yaml.SafeLoader):
+    pass
+
+
+_PureStrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictChecks.construct_yaml_int)
+
+def _libyaml_usable():
+    """libyaml is there, and its events are the classes the Python composer checks for.
+
+    An extension module is initialised once per process: after a re-import of yaml (pytest's
+    in-process runs restore sys.modules) libyaml still makes the first import's events.
+    """
+    if not getattr(yaml, "__with_libyaml__", False):
+        return False
+    return getattr(yaml._yaml, "ScalarEvent", None) is yaml.events.ScalarEvent
+
+
+if _libyaml_usable():
+
+    class _CStrictLoader(_StrictChecks, yaml.composer.Composer, yaml._yaml.CParser,
+                         yaml.constructor.SafeConstructor, yaml.resolver.Resolver):
+        """libyaml scans and parses (most of the time); the Python composer keeps the checks.
+
+        Composer comes before CParser so that its get_single_node, and through it the
+        compose_node above, build the tree from CParser's events.
+        """
+
+        def __init__(self, stream):
+            yaml._yaml.CParser.__init__(self, stream)
+            yaml.composer.Composer.__init__(self)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    _CStrictLoader.add_constructor("tag:yaml.org,2002:int", _StrictChecks.construct_yaml_int)
+    _StrictLoader = _CStrictLoader
+else:  # PyYAML built without libyaml: the same checks, slower
+    _StrictLoader = _PureStrictLoader
 
 
 class Document:
@@ -121,9 +157,20 @@ def read_yaml(path) -> Document:
     path = Path(path)
     text = _read_text(path)
     try:
+        return _load(path, text, _StrictLoader)
+    except SpecError:
+        if _StrictLoader is _PureStrictLoader:
+            raise
+    # libyaml's messages are terse ("found character that cannot start any token"); the
+    # pure-Python loader finds the same error and says what the character was.
+    return _load(path, text, _PureStrictLoader)
+
+
+def _load(path, text, loader_class):
+    try:
         # The loader checks the characters of the whole text on construction (NUL and other
         # control characters raise ReaderError there), so it is built inside the try.
-        loader = _StrictLoader(text)
+        loader = loader_class(text)
     except yaml.YAMLError as error:
         raise _yaml_error(path, text, error) from None
     try:

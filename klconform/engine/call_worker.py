@@ -1,0 +1,95 @@
+"""The child side of klconform.engine.isolation: a process that runs implementation calls.
+
+Started as `python -m klconform.engine.call_worker READ_FD WRITE_FD PARENT_PID`. It loads
+adapters from their --impl strings (klconform.adapters.load_adapter), runs the calls the
+parent sends and returns what they gave or raised. It imports nothing of the implementation
+until asked, and never touches stdin/stdout of the run: the protocol has its own pipes.
+
+Messages are pickled tuples (protocol 5, so numpy arrays travel as raw buffers):
+  parent -> child  ("load", spec, sys_path) | ("call", spec, method, call, sys_path)
+  child -> parent  ("ready",) | ("ok", value) | ("raised", error) | ("raised-text", type, text)
+"""
+
+import os
+import pickle
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+PROTOCOL = 5
+
+
+def _die_with_parent(parent_pid):
+    """No call worker may outlive the run, even a busy-looping one whose parent was killed."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            pr_set_pdeathsig = 1
+            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except Exception:  # prctl unavailable: the watchdog below still covers it
+            pass
+    if os.getppid() != parent_pid:
+        os._exit(0)
+
+    def watch():
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent_pid:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="klconform-parent-watch", daemon=True).start()
+
+
+def _raised(error):
+    """The error as a message the parent can rebuild, even when its class cannot be pickled."""
+    try:
+        data = pickle.dumps(("raised", error), protocol=PROTOCOL)
+        pickle.loads(data)
+        return data
+    except Exception:
+        text = str(error)
+        return pickle.dumps(("raised-text", type(error).__name__, text), protocol=PROTOCOL)
+
+
+def serve(inbox: Connection, outbox: Connection):
+    from klconform.adapters import load_adapter
+
+    adapters = {}
+    outbox.send_bytes(pickle.dumps(("ready",), protocol=PROTOCOL))
+    while True:
+        try:
+            message = pickle.loads(inbox.recv_bytes())
+        except (EOFError, OSError):
+            return  # the parent closed the pipe: the run is over
+        kind, spec = message[0], message[1]
+        if message[-1] is not None:
+            sys.path[:] = message[-1]
+        try:
+            adapter = adapters.get(spec)
+            if adapter is None:
+                # A tuple is (--impl, --kl-convention); a string, --impl alone.
+                adapter = adapters[spec] = (load_adapter(*spec) if isinstance(spec, tuple)
+                                            else load_adapter(spec))
+            if kind == "load":
+                reply = pickle.dumps(("ok", None), protocol=PROTOCOL)
+            else:
+                method, call = message[2], message[3]
+                value = getattr(adapter, method)(call)
+                reply = pickle.dumps(("ok", value), protocol=PROTOCOL)
+        except BaseException as error:  # KeyboardInterrupt too: the parent re-raises it
+            reply = _raised(error)
+        outbox.send_bytes(reply)
+
+
+def main(argv):
+    read_fd, write_fd, parent_pid = (int(value) for value in argv[:3])
+    _die_with_parent(parent_pid)
+    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

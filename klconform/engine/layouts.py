@@ -1,0 +1,100 @@
+"""The claim layout-independent: non-contiguous arguments give the contiguous call's values.
+
+Every eligible value case (finite inputs, a value expected) is called once per memory layout
+of klconform.adapters.layouts that the adapter can pass and that makes a real view of the
+case's shape; the result is compared with the oracle on the same values, as the case itself
+is. A result outside the budget fails the claim when the contiguous call of the same values
+is within it, or differs from that call by more than the budget: a mistake the contiguous
+call makes as well is the other claims' to report, not a layout dependence.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+
+from klconform.adapters import layouts
+from klconform.engine.evaluate import Guarded, make_call, unsupported_reason
+from klconform.engine.expectations import compare_with_oracle, oracle_for
+from klconform.engine.isolation import DEFAULT_TIMEOUT_S
+from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome
+from klconform.short_text import summarize
+
+CLAIM = "layout-independent"
+
+
+def applicable(adapter, shape):
+    return [layout for layout in layouts.LAYOUTS
+            if layout in adapter.capabilities.layouts and layouts.applies(layout, shape)]
+
+
+def layout_call(call, layout):
+    return replace(call, input=layouts.logical(call.input, layout),
+                   target=layouts.logical(call.target, layout), layout=layout)
+
+
+def evaluate_layouts(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
+    adapter = Guarded(adapter, timeout)
+    outcome = Outcome("passed", f"layout:{case.id}", dtype, (CLAIM,), "must")
+    call = make_call(case, dtype, device)
+    reason = unsupported_reason(adapter, call)
+    chosen = applicable(adapter, call.input.shape) if reason is None else []
+    if reason is None and not adapter.capabilities.layouts:
+        reason = "non-contiguous layouts (capabilities.layouts is empty)"
+    if reason is None and not chosen:
+        reason = f"any layout that makes a view of shape {call.input.shape}"
+    if reason:
+        outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
+        return outcome
+    from klconform.engine import snippets as reproduce
+
+    failures = CheckFailures()
+    checked = []
+    for layout in chosen:
+        strided = layout_call(call, layout)
+        try:
+            observation = adapter.run(strided)
+        except Exception as error:
+            outcome.snippet = reproduce.snippet(adapter, strided, case.id)
+            errored_outcome(outcome, error)
+            outcome.checks = [f"{layout}: {line}" for line in outcome.checks]
+            return outcome
+        expected = oracle_for(strided)
+        if not _layout_dependent(adapter, strided, observation, expected, failures, layout):
+            checked.append(layout)
+            continue
+        outcome.snippet = reproduce.snippet(adapter, strided, case.id)
+        outcome.expected = summarize(expected.value)
+        outcome.actual = summarize(observation.value)
+        outcome.budget = float(np.max(expected.budget)) if expected.budget.size else 0.0
+    if failures:
+        outcome.status = "failed"
+        outcome.checks = failures.lines
+    else:
+        outcome.message = f"layouts: {', '.join(checked)}"
+    return outcome
+
+
+def _layout_dependent(adapter, strided, observation, expected, failures, layout):
+    """Add the failure and return True when the result depends on the layout."""
+    if observation.dtype != strided.dtype or observation.shape != expected.value.shape:
+        failures.add(f"{layout}: result {observation.dtype} of shape {observation.shape}, "
+                     f"expected {strided.dtype} of shape {expected.value.shape}")
+        return True
+    against_oracle = CheckFailures()
+    compare_with_oracle(observation.value, expected, against_oracle, layout)
+    if not against_oracle:
+        return False
+    contiguous = adapter.run(replace(strided, layout=None))
+    against_contiguous = CheckFailures()
+    if contiguous.shape == observation.shape:
+        compare_with_oracle(contiguous.value, expected, against_contiguous, "contiguous")
+        if against_contiguous:
+            # Both wrong: wrong in the same way is not the layout's doing.
+            same = CheckFailures()
+            compare_with_oracle(observation.value, replace(expected, value=contiguous.value),
+                                same, layout)
+            if not same:
+                return False
+    failures.add(f"{against_oracle.lines[0]} (the contiguous call of the same values "
+                 f"gives {summarize(contiguous.value)})")
+    return True

@@ -1,0 +1,38 @@
+"""Ending the `klconform run` child the moment its reports are written.
+
+Loaded only in that child (klconform.harness.child_runner.CHILD_PYTEST_FLAGS). Tearing the
+interpreter down (torch's modules, hypothesis' caches, a garbage collection) takes most of a
+second and writes nothing: the report, the journal and the terminal summary are flushed by
+then, and the runner reads only the exit status.
+"""
+
+import os
+import sys
+
+import pytest
+
+_EXIT_STATUS = pytest.StashKey[int]()
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session, exitstatus):
+    session.config.stash[_EXIT_STATUS] = int(session.exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    status = config.stash.get(_EXIT_STATUS, None)
+    if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
+        # Interrupted, a usage or internal error: pytest still has things to print.
+        return
+    from klconform.engine import isolation
+
+    isolation.shutdown(now=True)
+    writer = config.get_terminal_writer()
+    writer.flush()
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    os._exit(status)
