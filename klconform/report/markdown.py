@@ -31,6 +31,7 @@ SNIPPET_CHARS = 2_500
 ROOT_CAUSE_DETAIL_BUDGET = 24_000   # root causes with an example; the rest become rows
 ROOT_CAUSE_ROWS_BUDGET = 12_000
 IMPLEMENTATION_DEFINED_ROWS = 40
+DEVIATIONS_LISTED = 40
 FULL_REPORT = "report-full.md"
 PLAIN_LINK = re.compile(r"https?://[^\s<>\"'`\\]+")
 PLAIN_CODE = re.compile(r"[\w.:/+=-]+")
@@ -141,7 +142,8 @@ def _page(report, full):
 def _head(page, report):
     impl, summary = report["implementation"], report["summary"]
     section = "summary"
-    page.add(section, f"# klconform: {cell(impl['name'])} {cell(impl.get('version') or '')} "
+    page.add(section, f"# klconform: {cell(clip(impl['name'], 200))} "
+                      f"{cell(clip(impl.get('version') or '', 100))} "
                       f"— {cell(report['verdict'].upper())}\n")
     verdict = VERDICT_MARK.get(report["verdict"], cell(report["verdict"]))
     reason = report.get("verdict_reason")
@@ -257,7 +259,8 @@ def _deviations(page, report, full):
     section = "deviations"
     page.add(section, "## Known deviations in force\n")
     clip_to = (lambda text, n=0: " ".join(str(text or "").split())) if full else clip
-    for deviation in deviations:
+    shown = deviations if full else deviations[:DEVIATIONS_LISTED]
+    for deviation in shown:
         source = deviation.get("source")
         dtypes = deviation.get("dtypes")
         page.add(section, f"- {code(deviation.get('id'))}"
@@ -265,6 +268,8 @@ def _deviations(page, report, full):
                  + (f" (from the {cell(source)})" if source else "")
                  + f": {cell(clip_to(deviation.get('reason'), 600))}"
                  + (f" — {link(deviation['link'])}" if deviation.get("link") else ""))
+    if len(shown) < len(deviations):
+        page.add(section, f"- ... and {len(deviations) - len(shown)} more ({FULL_REPORT})")
     page.add(section, "")
 
 
@@ -350,4 +355,9 @@ def _run(page, report, full):
 def _observed(observed):
     from klconform.short_text import describe_observed
 
-    return describe_observed(observed) if observed else ""
+    if not observed:
+        return ""
+    # report/build.py records an engine note (behaviour seen on the way) as {"note": text}.
+    if set(observed) == {"note"}:
+        return observed["note"]
+    return describe_observed(observed)
