@@ -23,8 +23,9 @@ STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1b1f24; }
 h1 { font-size: 1.4em; }
 table { border-collapse: collapse; }
-th, td { border: 1px solid #d0d7de; padding: 3px 6px; text-align: center; }
-th.family { background: #f6f8fa; }
+th, td { border: 1px solid #d0d7de; padding: 3px 4px; text-align: center; }
+td { font-size: 12px; }
+th.family { background: #f6f8fa; text-align: left; font-weight: normal; }
 th.claim { writing-mode: vertical-rl; transform: rotate(180deg); white-space: nowrap;
            font-weight: normal; font-family: ui-monospace, monospace; font-size: 12px; }
 th[data-key] { cursor: pointer; }
@@ -124,7 +125,8 @@ def render_site(matrix):
             f'data-sort="{_rank(VERDICT_ORDER, row.get("verdict"))}">'
             f'{_text(str(row.get("verdict", "?")).upper())}</td>',
             f'<td data-key="coverage" data-sort="{_text(ratio if ratio is not None else -1)}">'
-            f'{_text(coverage.get("checked"))}/{_text(coverage.get("applicable"))}</td>',
+            + (f'{_text(coverage.get("checked"))}/{_text(coverage.get("applicable"))}'
+               if coverage.get("applicable") is not None else "?") + "</td>",
         ]
         for claims in families.values():
             for claim in claims:
