@@ -32,12 +32,14 @@ th[data-key] { cursor: pointer; }
 th[aria-sort="ascending"]::after { content: " \\25B2"; }
 th[aria-sort="descending"]::after { content: " \\25BC"; }
 td.impl { text-align: left; font-family: ui-monospace, monospace; white-space: nowrap; }
+/* the implementation stays in view while the claims scroll sideways */
+td.impl, thead tr:first-child th:first-child { position: sticky; left: 0; background: #fff; }
 td a { color: inherit; }
 .s-pass { background: #d1f5d3; } .s-fail { background: #ffc9c9; font-weight: bold; }
 .s-warn { background: #ffe8a3; } .s-known-deviation { background: #e4d4ff; }
 .s-unsupported { background: #eaeef2; color: #57606a; }
 .s-not-run { background: #fff; color: #8c959f; } .s-recorded { background: #cfe6ff; }
-.v-fail { color: #b3261e; font-weight: bold; } .v-incomplete { color: #9a6700; }
+.v-pass { color: #1a7f37; } .v-fail { color: #b3261e; font-weight: bold; } .v-incomplete { color: #9a6700; }
 .legend span { display: inline-block; padding: 1px 8px; margin-right: 4px;
                border: 1px solid #d0d7de; }
 .notes li:target { background: #fff3b0; }
