@@ -39,7 +39,8 @@ td a { color: inherit; }
 .s-warn { background: #ffe8a3; } .s-known-deviation { background: #e4d4ff; }
 .s-unsupported { background: #eaeef2; color: #57606a; }
 .s-not-run { background: #fff; color: #8c959f; } .s-recorded { background: #cfe6ff; }
-.v-pass { color: #1a7f37; } .v-fail { color: #b3261e; font-weight: bold; } .v-incomplete { color: #9a6700; }
+.v-pass { color: #1a7f37; } .v-fail { color: #b3261e; font-weight: bold; }
+.v-incomplete { color: #9a6700; }
 .legend span { display: inline-block; padding: 1px 8px; margin-right: 4px;
                border: 1px solid #d0d7de; }
 .notes li:target { background: #fff3b0; }
