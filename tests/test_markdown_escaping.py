@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from klconform.report.markdown import cell, fenced, render_markdown
+from klconform.report.markdown import cell, fenced, render_full_markdown, render_markdown
 
 HOSTILE = "a | b `code` <script>alert(1)</script> *bold* [link](http://x) # \\ & _x_"
 MULTILINE = "first line\nsecond | line\r\nthird\u2028fourth"
@@ -108,10 +108,13 @@ def hostile_report():
         "verdict": "fail",
         "spec_version": "1.0",
         "klconform_version": "0.1.0",
-        "run": {"profile": "default", "device": "cpu", "duration_s": 1.5},
+        "run": {"profile": "default", "device": "cpu", "duration_s": 1.5,
+                "partial": [MULTILINE, "-k '<b>x</b>' deselected 3 | tests"]},
         "summary": {"passed": 1, "failed": 1},
         "claims": [{"id": "roles", "level": "must", "status": "fail",
-                    "counts": {"passed": 1, "failed": 1}}],
+                    "counts": {"passed": 1, "failed": 1}},
+                   {"id": "mean-warns", "level": "should", "status": "unsupported",
+                    "counts": {"unsupported": 1}, "reasons": [HOSTILE, MULTILINE]}],
         "failures": [{
             "case": "case | with `ticks`\n## not a heading",
             "dtype": "float32 <i>",
@@ -124,6 +127,14 @@ def hostile_report():
             "diagnosis": "looks like: [click](javascript:alert(1))",
             "snippet": FENCE_BREAKER,
         }],
+        "verdict_reason": "1 test(s) failed | <script>alert(2)</script>",
+        "deviations": [
+            {"id": "roles | `x`", "reason": HOSTILE, "link": "javascript:alert(1)",
+             "source": "manifest <i>"},
+            {"id": "result-dtype", "reason": "float16 upcast", "source": "record",
+             "link": "https://example.org/a_b?x=1"},
+        ],
+        "crashes": [{"nodeid": "test | <script>", "returncode": -11, "signal": "SIGSEGV"}],
         "implementation_defined": [{
             "point": "impl-shape-mismatch | x",
             "dtype": "float32",
@@ -132,9 +143,10 @@ def hostile_report():
     }
 
 
-@pytest.fixture
-def markdown_lines():
-    return render_markdown(hostile_report()).splitlines()
+# report.md (the summary) and report-full.md (every failure): both take the same text.
+@pytest.fixture(params=[render_markdown, render_full_markdown], ids=["report", "full"])
+def markdown_lines(request):
+    return request.param(hostile_report()).splitlines()
 
 
 def test_no_raw_html_reaches_the_report(markdown_lines):
@@ -147,7 +159,7 @@ def test_table_rows_keep_their_columns(markdown_lines):
     rows = [line for line in markdown_lines if line.startswith("|")]
     assert rows, markdown_lines
     # Each table's header row sets the column count its later rows must keep.
-    header_pipes = {"| passed ": 9, "| claim ": 5, "| point ": 4}
+    header_pipes = {"| passed ": 9, "| claim ": 5, "| point ": 4, "| # ": 5}
     columns = None
     for row in rows:
         columns = next((pipes for start, pipes in header_pipes.items()
@@ -157,22 +169,46 @@ def test_table_rows_keep_their_columns(markdown_lines):
 
 def test_failure_text_stays_on_its_own_lines(markdown_lines):
     headings = [line for line in outside_fences(markdown_lines) if line.startswith("#")]
-    # The title, "Claims", "Failures", one failure, "Implementation-defined behaviour".
-    assert len(headings) == 5, headings
-    failure_heading = next(line for line in headings if line.startswith("### "))
-    assert "\\#\\# not a heading" in failure_heading
+    # The title, root causes and the one root cause, deviations, "Claims",
+    # "Implementation-defined behaviour", "Run"; report-full.md adds "Failures" and one.
+    full = any(line == "## Failures" for line in headings)
+    assert len(headings) == (9 if full else 7), headings
+    assert any("\\#\\# not a heading" in line for line in markdown_lines)
+    assert not any(line.lstrip().startswith("## not") for line in markdown_lines)
     assert any(line.startswith("- ") and "second \\| line" in line for line in markdown_lines)
     assert not any(line.startswith(("second", "third")) for line in markdown_lines)
 
 
 def test_the_snippet_fence_closes_only_after_the_snippet(markdown_lines):
-    start = next(index for index, line in enumerate(markdown_lines) if line.startswith("```"))
-    end = closing_fence(markdown_lines, start, markdown_lines[start])
-    assert "\n".join(markdown_lines[start + 1:end]) == FENCE_BREAKER.rstrip()
-    assert not any(line.startswith("```") for line in markdown_lines[end + 1:])
+    # report.md shows the snippet once (its root cause's example); report-full.md again
+    # under the failure. Every fence holds exactly the snippet.
+    start, fences = 0, 0
+    while True:
+        start = next((index for index in range(start, len(markdown_lines))
+                      if markdown_lines[index].startswith("```")), None)
+        if start is None:
+            break
+        end = closing_fence(markdown_lines, start, markdown_lines[start])
+        assert "\n".join(markdown_lines[start + 1:end]) == FENCE_BREAKER.rstrip()
+        start, fences = end + 1, fences + 1
+    assert fences == (2 if "## Failures" in markdown_lines else 1)
 
 
 def test_links_from_untrusted_text_are_not_links(markdown_lines):
     text = "\n".join(markdown_lines)
     assert "[click](" not in text
     assert "\\[click\\](javascript:alert(1))" in text
+
+
+def test_deviation_links_are_autolinks_only_when_plain_http(markdown_lines):
+    text = "\n".join(markdown_lines)
+    assert "<https://example.org/a_b?x=1>" in text
+    assert "<javascript:" not in text and "javascript:alert(1)" in text
+
+
+def test_partial_run_reasons_and_claim_reasons_are_listed_escaped(markdown_lines):
+    text = "\n".join(markdown_lines)
+    assert "- -k '&lt;b&gt;x&lt;/b&gt;' deselected 3 \\| tests" in text
+    reasons = next(line for line in markdown_lines if line.startswith("- `mean-warns`"))
+    assert "(unsupported)" in reasons and "&lt;script&gt;" in reasons
+    assert unescaped_pipes(reasons) == 0

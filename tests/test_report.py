@@ -57,8 +57,11 @@ def test_failing_run_report_names_claims_and_diagnosis(pytester):
     failure = report["failures"][0]
     assert failure["diagnosis"].startswith("looks like: roles swapped")
     assert "F.kl_div" in failure["snippet"] or "kl(" in failure["snippet"]
+    # report.md leads with the root cause; report-full.md lists every failure.
     markdown = (run.report_dir / "report.md").read_text()
-    assert "## Failures" in markdown and "**FAIL**" in markdown
+    assert "### 1. looks like: roles swapped" in markdown and "**FAIL**" in markdown
+    full = (run.report_dir / "report-full.md").read_text()
+    assert "## Failures" in full and len(full) > len(markdown)
 
 
 def test_unwritable_report_dir_does_not_change_exit_status(pytester):

@@ -240,7 +240,7 @@ def _umask():
 def write_reports(events, report_dir, spec=None):
     """Build and write report.json and report.md; (json path, md path, verdict, summary)."""
     from klconform.report.junit import junit_xml
-    from klconform.report.markdown import render_markdown
+    from klconform.report.markdown import FULL_REPORT, render_full_markdown, render_markdown
     from klconform.spec.claims import load_spec
 
     if spec is None:
@@ -253,5 +253,6 @@ def write_reports(events, report_dir, spec=None):
     json_path, md_path = directory / "report.json", directory / "report.md"
     write_atomically(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")
     write_atomically(md_path, render_markdown(report))
+    write_atomically(directory / FULL_REPORT, render_full_markdown(report))
     write_atomically(directory / "junit.xml", junit_xml(report))
     return json_path, md_path, report["verdict"], report["summary"]

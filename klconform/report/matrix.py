@@ -1,8 +1,8 @@
 """The cross-implementation matrix, built from report.json files alone.
 
-`klconform matrix REPORT.json... --out DIR` writes matrix.json and matrix.md. It never
-imports an implementation: each row is what one report says, so a matrix can be rebuilt
-anywhere from the reports CI kept.
+`klconform matrix REPORT.json... --out DIR` writes matrix.json, matrix.md and index.html
+(klconform.report.site, one static page). It never imports an implementation: each row is
+what one report says, so a matrix can be rebuilt anywhere from the reports CI kept.
 
 matrix.json, read by other tools:
     {"spec_version": str, "claims": [{"id", "level", "family", "statement"}],
@@ -131,9 +131,11 @@ def render_matrix_markdown(matrix):
 
 def write_matrix(report_paths, out_dir):
     from klconform.report.build import write_atomically
+    from klconform.report.site import render_site
 
     matrix = build_matrix([read_report(path) for path in report_paths])
     out = Path(out_dir)
     write_atomically(out / "matrix.json", json.dumps(matrix, indent=2) + "\n")
     write_atomically(out / "matrix.md", render_matrix_markdown(matrix))
+    write_atomically(out / "index.html", render_site(matrix))
     return matrix
