@@ -40,9 +40,9 @@ def main(argv=None):
                        help="write the case file here (default: print it); must not exist")
 
     matrix = commands.add_parser(
-        "matrix", help="merge report.json files into matrix.json and matrix.md")
+        "matrix", help="merge report.json files into matrix.json, matrix.md and index.html")
     matrix.add_argument("reports", nargs="+", help="report.json files, one per implementation")
-    matrix.add_argument("--out", required=True, help="directory for matrix.json and matrix.md")
+    matrix.add_argument("--out", required=True, help="directory for matrix.json, matrix.md and index.html")
 
     rebuild = commands.add_parser(
         "report", help="rebuild report.json and report.md from a saved run stream")
