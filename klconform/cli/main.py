@@ -42,7 +42,8 @@ def main(argv=None):
     matrix = commands.add_parser(
         "matrix", help="merge report.json files into matrix.json, matrix.md and index.html")
     matrix.add_argument("reports", nargs="+", help="report.json files, one per implementation")
-    matrix.add_argument("--out", required=True, help="directory for matrix.json, matrix.md and index.html")
+    matrix.add_argument("--out", required=True,
+                        help="directory for matrix.json, matrix.md and index.html")
 
     rebuild = commands.add_parser(
         "report", help="rebuild report.json and report.md from a saved run stream")

@@ -52,6 +52,14 @@ def bridge(name) -> ArrayBridge:
     return module.BRIDGE
 
 
+def staged_for(values, dtype):
+    """float64 values in the form a library's tensor constructor takes for `dtype`: numpy
+    has no bfloat16, so anything below float64 is built as float32 (exact for values already
+    rounded to the dtype) and cast by the library."""
+    values = np.asarray(values, dtype=np.float64)
+    return values if dtype == "float64" else values.astype(np.float32)
+
+
 def not_an_array(result, expected):
     return ImplementationResultError(
         f"returned {type(result).__name__}, expected {expected}")

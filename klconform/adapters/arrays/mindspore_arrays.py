@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from klconform.adapters.arrays import ArrayBridge, not_an_array
+from klconform.adapters.arrays import ArrayBridge, not_an_array, staged_for
 
 
 class MindsporeBridge(ArrayBridge):
@@ -12,9 +12,7 @@ class MindsporeBridge(ArrayBridge):
     def from_numpy(self, values, dtype, device):
         import mindspore
 
-        values = np.asarray(values, dtype=np.float64)
-        # numpy has no bfloat16: build float32 (exact for these values) and cast.
-        staged = values if dtype == "float64" else values.astype(np.float32)
+        staged = staged_for(values, dtype)
         tensor = mindspore.Tensor(staged)
         wanted = getattr(mindspore, dtype)
         return tensor if tensor.dtype == wanted else tensor.astype(wanted)

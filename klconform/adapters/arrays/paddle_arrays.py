@@ -1,8 +1,7 @@
 """paddle tensors (CPU); gradients through paddle.grad."""
 
-import numpy as np
 
-from klconform.adapters.arrays import ArrayBridge, not_an_array
+from klconform.adapters.arrays import ArrayBridge, not_an_array, staged_for
 
 
 class PaddleBridge(ArrayBridge):
@@ -12,9 +11,7 @@ class PaddleBridge(ArrayBridge):
     def from_numpy(self, values, dtype, device):
         import paddle
 
-        values = np.asarray(values, dtype=np.float64)
-        # numpy has no bfloat16: build float32 (exact for these values) and cast.
-        staged = values if dtype == "float64" else values.astype(np.float32)
+        staged = staged_for(values, dtype)
         tensor = paddle.to_tensor(staged, place=paddle.CPUPlace())
         return tensor if str(tensor.dtype).endswith(dtype) else tensor.astype(dtype)
 
