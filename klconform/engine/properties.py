@@ -242,9 +242,11 @@ def check_log_target_equivalence(probe, example):
 
 def check_normalized_nonnegative(probe, example):
     # Each last-axis row is one distribution, and each one's KL must be >= -budget.
+    # A row keeps the rank the adapter takes: (C,) where 1-d calls are allowed, else (1, C).
     width = example.input.shape[-1] if example.input.ndim else 1
-    inputs = example.input.reshape(-1, width)
-    targets = example.target.reshape(-1, width)
+    row_shape = (width,) if probe.adapter.capabilities.ranks[0] <= 1 else (1, width)
+    inputs = example.input.reshape(-1, *row_shape)
+    targets = example.target.reshape(-1, *row_shape)
     for row, (input_row, target_row) in enumerate(zip(inputs, targets, strict=True)):
         call = probe.call(input=input_row, target=target_row, reduction="sum")
         value, expected = probe.observe(call, f"'sum' of row {row}")

@@ -91,6 +91,10 @@ def select_suites(config, only):
         if suites in resolved.parents:
             named.append(f"{resolved.relative_to(suites).as_posix()}{separator}{rest}")
         elif resolved == suites or (reachable_from_ancestors and resolved in suites.parents):
+            if only and resolved != suites:
+                # --kl-only: the suites alone, never the other tests of a folder that
+                # happens to hold klconform's installation (a --target dir, a checkout).
+                continue
             covered = True
         elif only:
             continue
