@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _klconform(*args, cwd):
@@ -33,3 +34,15 @@ def test_check_spec_passes_on_the_bundled_spec(tmp_path):
     completed = _klconform("check-spec", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr
     assert "published numbers reproduced" in completed.stdout
+
+
+def test_run_from_a_folder_holding_the_installation_collects_only_the_suites():
+    # From the checkout's root (an ancestor of the bundled suites, as a --target install's
+    # parent is), `klconform run` must not collect the other tests found there.
+    root = Path(__file__).resolve().parent.parent
+    completed = _klconform("run", "--impl", "numpy", "--report-dir",
+                           str(root / "reports" / "collect-only-check"), "--",
+                           "--collect-only", "-q", cwd=root)
+    collected = [line for line in completed.stdout.splitlines() if "::" in line or ": " in line]
+    assert collected and all(line.startswith("test_") for line in collected), \
+        completed.stdout[-2000:]
