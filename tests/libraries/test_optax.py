@@ -3,7 +3,10 @@
 import numpy as np
 import pytest
 
-pytest.importorskip("jax")
+jax = pytest.importorskip("jax")
+# The records ask for 64-bit mode; these direct calls must not depend on a record having
+# been loaded first.
+jax.config.update("jax_enable_x64", True)
 losses = pytest.importorskip("optax.losses")
 
 from tests.libraries.record_checks import (  # noqa: E402
