@@ -252,14 +252,28 @@ def _root_cause_detail(number, group, full):
     return text
 
 
+def _clipper(full):
+    """report-full.md keeps whole texts (on one line); report.md clips them."""
+    return (lambda text, n=0: " ".join(str(text or "").split())) if full else clip
+
+
+def _opening(page, report, key, section, heading, full, listed):
+    """(entries shown, all entries) of a listed section, its heading added; None if empty."""
+    entries = report.get(key) or ()
+    if not entries:
+        return None
+    page.add(section, heading)
+    return (entries if full else entries[:listed]), entries
+
+
 def _deviations(page, report, full):
-    deviations = report.get("deviations") or ()
-    if not deviations:
-        return
     section = "deviations"
-    page.add(section, "## Known deviations in force\n")
-    clip_to = (lambda text, n=0: " ".join(str(text or "").split())) if full else clip
-    shown = deviations if full else deviations[:DEVIATIONS_LISTED]
+    opened = _opening(page, report, "deviations", section, "## Known deviations in force\n",
+                      full, DEVIATIONS_LISTED)
+    if opened is None:
+        return
+    shown, deviations = opened
+    clip_to = _clipper(full)
     for deviation in shown:
         source = deviation.get("source")
         dtypes = deviation.get("dtypes")
@@ -286,7 +300,7 @@ def _claims(page, report, full):
         for row in rows[1:]:
             page.add(section, row)
     page.add(section, "")
-    clip_to = (lambda text, n=0: " ".join(str(text or "").split())) if full else clip
+    clip_to = _clipper(full)
     explained = [claim for claim in report["claims"]
                  if claim["status"] in ("unsupported", "known-deviation") and claim.get("reasons")]
     if explained:
@@ -324,13 +338,13 @@ def _failures(page, report):
 
 
 def _implementation_defined(page, report, full):
-    entries = report.get("implementation_defined") or ()
-    if not entries:
-        return
     section = "implementation-defined behaviour"
-    page.add(section, "## Implementation-defined behaviour\n")
-    shown = entries if full else entries[:IMPLEMENTATION_DEFINED_ROWS]
-    clip_to = (lambda text, n=0: " ".join(str(text or "").split())) if full else clip
+    opened = _opening(page, report, "implementation_defined", section,
+                      "## Implementation-defined behaviour\n", full, IMPLEMENTATION_DEFINED_ROWS)
+    if opened is None:
+        return
+    shown, entries = opened
+    clip_to = _clipper(full)
     for index, entry in enumerate(shown):
         row = (f"| {cell(clip_to(entry['point'], 200))} | {cell(entry['dtype'])} | "
                f"{cell(clip_to(_observed(entry['observed'])))} |")
