@@ -26,7 +26,7 @@ from klconform.adapters.base import (
     unsupported_reason,
 )
 from klconform.constants import REDUCTIONS
-from klconform.dtypes import UNIT_ROUNDOFF, round_to
+from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF, round_to
 from klconform.errors import ImplementationLoadError
 from klconform.spec.conventions import CANONICAL_MEANING, MEANING_TEXT, NO_ARGUMENT, divisor
 
@@ -203,14 +203,22 @@ class ConventionAdapter(Adapter):
             return Plan(unsupported="target rows that are not normalised (a logits argument "
                                     "is normalised by the library)")
         if prediction_space == "probabilities" and call.dtype_of("input") in UNIT_ROUNDOFF:
-            with np.errstate(over="ignore", under="ignore"):
-                converted = round_to(np.exp(np.asarray(call.input, dtype=np.float64)),
-                                     call.dtype_of("input"))
-            if np.any((converted == 0) & np.isfinite(call.input)) or np.any(
-                    np.isinf(converted) & np.isfinite(call.input)):
-                return Plan(unsupported=f"inputs whose probabilities exp(log Q) under- or "
-                                        f"overflow in {call.dtype_of('input')} (the library "
-                                        f"would be given Q = 0 or inf)")
+            dtype = call.dtype_of("input")
+            with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+                converted = round_to(np.exp(np.asarray(call.input, dtype=np.float64)), dtype)
+                mass = np.exp(call.target) if call.log_target else np.asarray(call.target)
+            finite = np.isfinite(call.input)
+            # Below the smallest normal number a flush-to-zero library (XLA) sees Q = 0; an
+            # answer there says what klconform's conversion did, not what the library does.
+            lost = finite & ((converted < SMALLEST_NORMAL[dtype]) | np.isinf(converted))
+            try:
+                lost = lost & ~(mass == 0)
+            except ValueError:  # shapes that do not broadcast: a probe; any loss counts
+                pass
+            if np.any(lost):
+                return Plan(unsupported=f"inputs whose probabilities exp(log Q) are not normal "
+                                        f"{dtype} numbers where P > 0 (the library would be "
+                                        f"given Q = 0, a subnormal or inf)")
         unjudged = []
         if prediction_space == "logits":
             unjudged.append(("gradient-input", "the gradient with respect to logits carries "
