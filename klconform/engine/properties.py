@@ -308,6 +308,13 @@ def check_asymmetric(probe, example):
     if forward is None or backward is None:
         return
     allowed = float(forward_expected.budget) + float(backward_expected.budget)
+    exact_gap = abs(float(forward_expected.value) - float(backward_expected.value))
+    if not exact_gap > 2.0 * allowed:
+        # The budgets in force (a library's conversions widen them) leave no room for a
+        # clear difference on this example: it says nothing about symmetry.
+        from hypothesis import reject
+
+        reject()
     if not abs(float(forward) - float(backward)) > allowed:
         probe.failures.add(
             f"asymmetry: KL(P||Q) = {format_number(forward)} and KL(Q||P) = "
