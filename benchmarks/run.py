@@ -90,14 +90,21 @@ def worker_overhead():
           ["shape", "in-process ms", "worker ms", "overhead ms", "x"], rows)
 
 
-def best_of(function, repeats):
-    function()
-    times = []
+def paired(first, second, repeats):
+    """Median times of two functions timed in alternation, and the median of the ratios
+    second / first of each pair: on a shared machine load that comes and goes hits both
+    sides of a pair alike, where two separate best-of series can catch different moments."""
+    first()
+    second()
+    pairs = []
     for _ in range(repeats):
         start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        first()
+        middle = time.perf_counter()
+        second()
+        pairs.append((middle - start, time.perf_counter() - middle))
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(b / a for a, b in pairs))
 
 
 def oracle_against_torch(repeats):
@@ -118,22 +125,22 @@ def oracle_against_torch(repeats):
             t_np = t.float().numpy() if dtype == "bfloat16" else t.numpy()
             input_bytes = x.element_size() * x.numel() * 2
             for reduction in ("batchmean", "none"):
-                implementation = best_of(
+                implementation, compute, ratio = paired(
                     lambda x=x, t=t, r=reduction: torch.nn.functional.kl_div(x, t, reduction=r),
-                    repeats)
-                compute = best_of(lambda x_np=x_np, t_np=t_np, dtype=dtype, r=reduction:
-                                  oracle.expected(x_np, t_np, reduction=r, dtype=dtype), repeats)
+                    lambda x_np=x_np, t_np=t_np, dtype=dtype, r=reduction:
+                    oracle.expected(x_np, t_np, reduction=r, dtype=dtype), repeats)
                 tracemalloc.start()
                 oracle.expected(x_np, t_np, reduction=reduction, dtype=dtype)
                 peak = tracemalloc.get_traced_memory()[1]
                 tracemalloc.stop()
                 rows.append([f"{shape[0]}x{shape[1]}", dtype, reduction,
                              f"{implementation * 1e3:.1f}", f"{compute * 1e3:.1f}",
-                             f"{compute / implementation:.2f}", f"{input_bytes / 2**20:.1f}",
+                             f"{ratio:.2f}", f"{input_bytes / 2**20:.1f}",
                              f"{peak / 2**20:.1f}", f"{peak / input_bytes:.2f}"])
     table("(b) oracle against torch.nn.functional.kl_div (CPU, "
           f"{torch.get_num_threads()} threads)",
-          ["shape", "dtype", "reduction", "torch ms", "oracle ms", "x torch", "input MiB",
+          ["shape", "dtype", "reduction", "torch ms", "oracle ms", "x torch (paired)",
+           "input MiB",
            "oracle peak MiB", "x input"], rows)
 
 
@@ -145,7 +152,7 @@ def main():
                         help="leave out the thorough-profile -n 2 comparison (minutes)")
     args = parser.parse_args()
     if args.only in (None, "oracle"):
-        oracle_against_torch(max(args.repeats, 3))
+        oracle_against_torch(max(args.repeats, 15))
     if args.only in (None, "worker"):
         worker_overhead()
     if args.only in (None, "runs"):

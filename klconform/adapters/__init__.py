@@ -28,10 +28,14 @@ def load_adapter(spec: str, convention=None) -> Adapter:
     """The adapter for an --impl string; `convention` (a record file) states how a
     MODULE:ATTR function is called, instead of assuming the torch convention."""
     adapter = _resolve(spec, convention)
-    # The call worker (klconform.engine.isolation) re-creates the adapter from this.
-    adapter.source = spec.strip() if convention is None else (
-        spec.strip(), os.path.abspath(str(convention)))
+    adapter.source = adapter_source(spec, convention)
     return adapter
+
+
+def adapter_source(spec: str, convention=None):
+    """What the call worker (klconform.engine.isolation) re-creates the adapter from."""
+    return spec.strip() if convention is None else (spec.strip(),
+                                                    os.path.abspath(str(convention)))
 
 
 def _resolve(spec: str, convention=None) -> Adapter:

@@ -5,7 +5,7 @@ adapters from their --impl strings (klconform.adapters.load_adapter), runs the c
 parent sends and returns what they gave or raised. It imports nothing of the implementation
 until asked, and never touches stdin/stdout of the run: the protocol has its own pipes.
 
-Messages are pickled tuples (protocol 5, so numpy arrays travel as raw buffers):
+Messages are tuples encoded by klconform.engine.wire (large arrays in shared memory):
   parent -> child  ("load", spec, sys_path) | ("call", spec, method, call, sys_path)
   child -> parent  ("ready",) | ("ok", value) | ("raised", error) | ("raised-text", type, text)
 """
@@ -17,7 +17,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
-PROTOCOL = 5
+from klconform.engine import wire
 
 
 def _die_with_parent(parent_pid):
@@ -44,25 +44,23 @@ def _die_with_parent(parent_pid):
     threading.Thread(target=watch, name="klconform-parent-watch", daemon=True).start()
 
 
-def _raised(error):
+def _raised(error, run_pid):
     """The error as a message the parent can rebuild, even when its class cannot be pickled."""
     try:
-        data = pickle.dumps(("raised", error), protocol=PROTOCOL)
-        pickle.loads(data)
-        return data
+        pickle.loads(pickle.dumps(error, protocol=wire.PROTOCOL))
+        return wire.encode(("raised", error), run_pid)
     except Exception:
-        text = str(error)
-        return pickle.dumps(("raised-text", type(error).__name__, text), protocol=PROTOCOL)
+        return wire.encode(("raised-text", type(error).__name__, str(error)), run_pid)
 
 
-def serve(inbox: Connection, outbox: Connection):
+def serve(inbox: Connection, outbox: Connection, run_pid):
     from klconform.adapters import load_adapter
 
     adapters = {}
-    outbox.send_bytes(pickle.dumps(("ready",), protocol=PROTOCOL))
+    outbox.send_bytes(wire.encode(("ready",), run_pid))
     while True:
         try:
-            message = pickle.loads(inbox.recv_bytes())
+            message = wire.decode(inbox.recv_bytes())
         except (EOFError, OSError):
             return  # the parent closed the pipe: the run is over
         kind, spec = message[0], message[1]
@@ -75,20 +73,20 @@ def serve(inbox: Connection, outbox: Connection):
                 adapter = adapters[spec] = (load_adapter(*spec) if isinstance(spec, tuple)
                                             else load_adapter(spec))
             if kind == "load":
-                reply = pickle.dumps(("ok", None), protocol=PROTOCOL)
+                reply = wire.encode(("ok", None), run_pid)
             else:
                 method, call = message[2], message[3]
                 value = getattr(adapter, method)(call)
-                reply = pickle.dumps(("ok", value), protocol=PROTOCOL)
+                reply = wire.encode(("ok", value), run_pid)
         except BaseException as error:  # KeyboardInterrupt too: the parent re-raises it
-            reply = _raised(error)
+            reply = _raised(error, run_pid)
         outbox.send_bytes(reply)
 
 
 def main(argv):
     read_fd, write_fd, parent_pid = (int(value) for value in argv[:3])
     _die_with_parent(parent_pid)
-    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False))
+    serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), parent_pid)
 
 
 if __name__ == "__main__":

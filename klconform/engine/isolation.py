@@ -18,7 +18,6 @@ on a thread in this process, as before: they can time out but cannot be killed.
 
 import atexit
 import os
-import pickle
 import queue
 import signal
 import subprocess
@@ -28,12 +27,12 @@ import time
 from multiprocessing.connection import Connection
 
 from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.engine import wire
 
 # Loading the adapter in the worker (importing torch, say) is not the call under test.
 LOAD_TIMEOUT_S = 300.0
 HANG_LIMIT = 2
 ISOLATED_METHODS = ("run", "run_gradients")
-PROTOCOL = 5
 
 
 class CallTimeout(Exception):
@@ -92,7 +91,7 @@ class CallWorker:
         try:
             if timeout is not None and not self.inbox.poll(timeout):
                 return None
-            return pickle.loads(self.inbox.recv_bytes())
+            return wire.decode(self.inbox.recv_bytes())
         except (EOFError, OSError):
             raise WorkerCrashed(self._crash_text()) from None
 
@@ -110,7 +109,7 @@ class CallWorker:
         carried = path if path != self.sent_path else None
         self.sent_path = path
         try:
-            self.outbox.send_bytes(pickle.dumps((*message, carried), protocol=PROTOCOL))
+            self.outbox.send_bytes(wire.encode((*message, carried), os.getpid()))
         except (BrokenPipeError, OSError):
             raise WorkerCrashed(self._crash_text()) from None
 
@@ -160,6 +159,7 @@ class CallWorker:
                 connection.close()
             except OSError:
                 pass
+        wire.remove_leftovers(os.getpid())
 
     def close(self):
         """Ask nicely (end of input), then make sure."""
@@ -255,13 +255,14 @@ def adapter_source(adapter):
     return getattr(adapter, "source", None)
 
 
-def prepare(adapter):
-    """Start the worker and load the adapter in the background of collection."""
-    if adapter_source(adapter) is None:
+def prepare(source):
+    """Start the worker and have it load the adapter for `source` (an adapter's source) in
+    the background: its imports then overlap this process's own."""
+    if source is None:
         return
     with _pool.lock:
         worker = _pool.current()
-        threading.Thread(target=_preload, args=(worker, adapter_source(adapter)),
+        threading.Thread(target=_preload, args=(worker, source),
                          name="klconform-preload", daemon=True).start()
 
 

@@ -207,15 +207,18 @@ def known_deviations(config, state):
 
 
 def load_implementation(state):
-    from klconform.adapters import load_adapter
+    from klconform.adapters import adapter_source, load_adapter
+    from klconform.engine.isolation import prepare, shutdown
 
+    # The call worker starts loading the implementation first, so that its imports (torch,
+    # say) run beside this process's instead of after them.
+    if state.impl.strip():
+        prepare(adapter_source(state.impl, state.convention))
     try:
         state.adapter = load_adapter(state.impl, convention=state.convention)
     except KLConformError as error:
+        shutdown(now=True)
         raise pytest.UsageError(str(error)) from None
-    from klconform.engine.isolation import prepare
-
-    prepare(state.adapter)  # the call worker loads the adapter while the run starts
 
 
 def pytest_deselected(items):

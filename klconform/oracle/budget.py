@@ -37,16 +37,17 @@ def accumulation_bound(count: int, u: float) -> float:
     return k / (1.0 - k) if k < 0.5 else 1.0
 
 
-def element_budget(magnitudes, dtype, out=None):
-    """Per-element budget for reduction='none' (numpy array in, numpy array out).
+def element_budget(magnitudes, dtype, out=None, scale=1.0):
+    """Per-element budget for reduction='none' (numpy array in, numpy array out), times
+    `scale` (a storage widening, see klconform.oracle.float64).
 
     With `out` (a float64 array, which may be `magnitudes` itself) no temporary is made.
     """
     u = UNIT_ROUNDOFF[dtype]
     if out is None:
-        return K_ELEM * u * (magnitudes + SMALLEST_NORMAL[dtype])
+        return K_ELEM * u * scale * (magnitudes + SMALLEST_NORMAL[dtype])
     np.add(magnitudes, SMALLEST_NORMAL[dtype], out=out)
-    np.multiply(out, K_ELEM * u, out=out)
+    np.multiply(out, K_ELEM * u * scale, out=out)
     return out
 
 

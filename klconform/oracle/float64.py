@@ -5,15 +5,26 @@ input (large-vocabulary rows reach millions of elements), while each chunk is ve
 """
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from klconform.constants import REDUCTIONS
+from klconform.dtypes import UNIT_ROUNDOFF
 from klconform.oracle import budget
 from klconform.spec.tensors import log_softmax_deficit
 
 CHUNK = 1 << 16
+# float16 and bfloat16 (unit roundoff 2**-11 and 2**-8): their elementwise expectations are
+# stored in float32 (see _ChunkedTerms).
+HALF_PRECISION_ROUNDOFF = 2.0 ** -11
+# Values and budgets below this cannot overflow float32 once widened for their rounding.
+FLOAT32_SAFE = 2.0 ** 126
+# The implementation under test uses every core (torch does); so does the oracle, chunk-wise.
+ORACLE_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                     else (os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
@@ -38,21 +49,27 @@ def pointwise(x, t, log_target=False):
         return t_log_t - t * x
 
 
-def terms_and_magnitudes(x, t, log_target=False):
+def terms_and_magnitudes(x, t, log_target=False, terms=None):
     """(L_i, m_i): the pointwise terms and the size of the pieces they cancel from.
 
     One pass shares the logarithm and the products between the two; m_i is what the error
-    budget scales with (klconform.oracle.budget).
+    budget scales with (klconform.oracle.budget). `terms`, if given, receives L_i; x and t
+    (float64) are left as they were.
     """
     with np.errstate(all="ignore"):
         if log_target:
             p = np.exp(t)
-            difference = t - x
-            return p * difference, p * (np.abs(t) + np.abs(x))
-        t_log_t = t * np.log(t)
-        t_log_t[t == 0] = 0.0
-        t_x = t * x
-        terms = t_log_t - t_x
+            terms = np.subtract(t, x, out=terms)
+            terms *= p
+            magnitudes = np.abs(t)
+            magnitudes += np.abs(x)
+            magnitudes *= p
+            return terms, magnitudes
+        t_log_t = np.log(t)
+        t_log_t *= t
+        np.copyto(t_log_t, 0.0, where=t == 0)
+        t_x = np.multiply(t, x)
+        terms = np.subtract(t_log_t, t_x, out=terms)
         np.abs(t_log_t, out=t_log_t)
         np.abs(t_x, out=t_x)
         t_log_t += t_x
@@ -77,38 +94,115 @@ def expected(x, t, *, reduction="mean", log_target=False, dtype="float64") -> Ex
     if reduction not in REDUCTIONS:
         raise ValueError(f"oracle has no reduction {reduction!r}")
     flat_x, flat_t = x.reshape(-1), t.reshape(-1)
-    count = flat_x.size
     if reduction == "none":
-        terms = np.empty(count, dtype=np.float64)
-        mags = np.empty(count, dtype=np.float64)
-    term_sums, abs_sums, mag_sums = [], [], []
-    for start in range(0, count, CHUNK):
-        chunk_x = flat_x[start:start + CHUNK].astype(np.float64)
-        chunk_t = flat_t[start:start + CHUNK].astype(np.float64)
-        chunk_terms, chunk_mags = terms_and_magnitudes(chunk_x, chunk_t, log_target)
-        if reduction == "none":
-            terms[start:start + CHUNK] = chunk_terms
-            mags[start:start + CHUNK] = chunk_mags
-        term_sums.append(float(np.sum(chunk_terms)))
-        abs_sums.append(float(np.sum(np.abs(chunk_terms))))
-        mag_sums.append(float(np.sum(chunk_mags)))
-    magnitude_sum = _fsum(mag_sums)
-    abs_term_sum = _fsum(abs_sums)
-    if reduction == "none":
-        terms = terms.reshape(x.shape)
-        # The budget is written over the magnitudes (budget.element_budget, in place): a
-        # vocabulary-sized 'none' call then holds two float64 arrays, not four.
-        tolerance = budget.element_budget(mags, dtype, out=mags).reshape(x.shape)
-        tolerance[~np.isfinite(terms)] = np.inf
-        return Expected(terms, tolerance, reduction, 1, magnitude_sum, abs_term_sum)
+        storage = np.float32 if UNIT_ROUNDOFF[dtype] >= HALF_PRECISION_ROUNDOFF else np.float64
+        chunks = _ChunkedTerms(flat_x, flat_t, log_target, dtype, storage)
+        if chunks.overflowed:
+            chunks = _ChunkedTerms(flat_x, flat_t, log_target, dtype, np.float64)
+        return Expected(chunks.values.reshape(x.shape), chunks.tolerance.reshape(x.shape),
+                        reduction, 1, chunks.magnitude_sum, chunks.abs_term_sum)
+    chunks = _ChunkedTerms(flat_x, flat_t, log_target, dtype, None)
     divisor = divisor_for(reduction, x.shape)
     with np.errstate(all="ignore"):
-        value = np.float64(_fsum(term_sums)) / divisor
-    tolerance = budget.reduced_budget(magnitude_sum, abs_term_sum, count, divisor, value, dtype)
+        value = np.float64(chunks.term_sum) / divisor
+    tolerance = budget.reduced_budget(chunks.magnitude_sum, chunks.abs_term_sum, flat_x.size,
+                                      divisor, value, dtype)
     if not np.isfinite(value):
         tolerance = np.inf
     return Expected(np.asarray(value), np.asarray(tolerance), reduction, divisor,
-                    magnitude_sum, abs_term_sum)
+                    chunks.magnitude_sum, chunks.abs_term_sum)
+
+
+class _ChunkedTerms:
+    """The terms of flat inputs, chunk by chunk on a few threads (numpy releases the GIL in
+    its loops), with the three sums the budgets need and, given a storage dtype, the
+    elementwise values and budgets written straight into arrays of that dtype.
+
+    A half-precision dtype's values and budgets are kept in float32: the float32 rounding
+    of each value (2**16 times finer than the dtype's own) is added to its budget and the
+    budget rounded upward, so no comparison is tighter than in float64, and a vocabulary-
+    sized 'none' call holds 8 bytes per element, not 16. A finite term beyond float32's range
+    sets `overflowed` and the caller keeps float64 instead.
+    """
+
+    def __init__(self, flat_x, flat_t, log_target, dtype, storage):
+        self.flat_x, self.flat_t = flat_x, flat_t
+        self.log_target, self.dtype, self.storage = log_target, dtype, storage
+        count = flat_x.size
+        if storage is not None:
+            self.values = np.empty(count, dtype=storage)
+            self.tolerance = np.empty(count, dtype=storage)
+        self.overflowed = False
+        starts = range(0, count, CHUNK)
+        sums = list(_map_chunks(self._chunk, starts))
+        self.term_sum = _fsum([s[0] for s in sums])
+        self.abs_term_sum = _fsum([s[1] for s in sums])
+        self.magnitude_sum = _fsum([s[2] for s in sums])
+
+    def _chunk(self, start):
+        stop = start + CHUNK
+        chunk_x = np.asarray(self.flat_x[start:stop], dtype=np.float64)
+        chunk_t = np.asarray(self.flat_t[start:stop], dtype=np.float64)
+        in_place = self.storage is np.float64
+        terms, magnitudes = terms_and_magnitudes(
+            chunk_x, chunk_t, self.log_target,
+            terms=self.values[start:stop] if in_place else None)
+        absolute_terms = np.abs(terms)
+        sums = (float(np.sum(terms)), float(np.sum(absolute_terms)), float(np.sum(magnitudes)))
+        if self.storage is None:
+            return sums
+        # Finite sums mean every term and magnitude is finite: no element needs a look.
+        all_finite = math.isfinite(sums[1]) and math.isfinite(sums[2])
+        if in_place:
+            tolerance = budget.element_budget(magnitudes, self.dtype,
+                                              out=self.tolerance[start:stop])
+        else:
+            # The float32 rounding of a value moves it by at most 2**-24 of itself (2**-150
+            # below float32's normal range); the budget is then widened by 2**-22 of itself
+            # and the smallest float32 subnormal so that rounding it to float32 cannot make it
+            # smaller.
+            widen = 1.0 + 2.0 ** -22
+            tolerance = budget.element_budget(magnitudes, self.dtype, out=magnitudes,
+                                              scale=widen)
+            with np.errstate(invalid="ignore"):
+                storage_error = np.multiply(absolute_terms, 2.0 ** -24 * widen,
+                                            out=absolute_terms)
+                storage_error += 2.0 ** -148
+                tolerance += storage_error
+            fits = all_finite and sums[1] < FLOAT32_SAFE and float(np.max(tolerance)) \
+                < FLOAT32_SAFE
+            if not fits and self._overflows_float32(terms, tolerance):
+                self.overflowed = True
+                return sums
+            self.values[start:stop] = terms
+        if not all_finite:
+            tolerance[~np.isfinite(terms)] = np.inf
+        if not in_place:
+            self.tolerance[start:stop] = tolerance
+        return sums
+
+
+    @staticmethod
+    def _overflows_float32(terms, tolerance):
+        finite = np.isfinite(terms)
+        with np.errstate(over="ignore", invalid="ignore"):
+            return bool(np.any(finite & (np.isinf(terms.astype(np.float32))
+                                         | np.isinf(tolerance.astype(np.float32)))))
+
+
+# Below this many elements a call is one or two chunks: threads would only add overhead.
+THREADED_FROM = 4 * CHUNK
+_pool = None
+
+
+def _map_chunks(function, starts):
+    """function over the chunk starts, in order; on a few threads for large inputs."""
+    global _pool
+    if len(starts) * CHUNK < THREADED_FROM or ORACLE_THREADS < 2:
+        return map(function, starts)
+    if _pool is None:
+        _pool = ThreadPoolExecutor(ORACLE_THREADS, thread_name_prefix="klconform-oracle")
+    return _pool.map(function, starts)
 
 
 def _fsum(values):
