@@ -80,3 +80,41 @@ def test_divisor_rules():
     assert oracle.divisor_for("batchmean", ()) == 1
     assert oracle.divisor_for("mean", (10, 6, 4)) == 240
     assert oracle.divisor_for("sum", (10, 6, 4)) == 1
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("log_target", [False, True])
+def test_half_precision_none_is_stored_in_float32_and_never_tighter(dtype, log_target):
+    from klconform.oracle import budget
+
+    x, t = _distributions(4, oracle.CHUNK + 99)  # several chunks, on the oracle's threads
+    t[0, :7] = 0.0
+    x[1, 3] = np.nan
+    if log_target:
+        with np.errstate(divide="ignore"):
+            t = np.log(t)
+    got = oracle.expected(x, t, reduction="none", log_target=log_target, dtype=dtype)
+    assert got.value.dtype == np.float32 and got.budget.dtype == np.float32
+    terms = oracle.pointwise(x, t, log_target=log_target)
+    with np.errstate(all="ignore"):
+        magnitudes = np.exp(t) * (np.abs(t) + np.abs(x)) if log_target else \
+            np.where(t == 0, 0.0, np.abs(t * np.log(np.where(t == 0, 1.0, t)))) + np.abs(t * x)
+    exact_budget = budget.element_budget(magnitudes, dtype)
+    finite = np.isfinite(terms)
+    assert np.array_equal(np.isnan(got.value), np.isnan(terms))
+    assert np.all(np.isinf(got.budget[~finite]))
+    stored = got.value[finite].astype(np.float64)
+    # Whatever float64 would admit, float32 storage admits too: no false failure.
+    assert np.all(np.abs(stored - terms[finite]) + exact_budget[finite]
+                  <= got.budget[finite].astype(np.float64))
+    # And it admits little more: the storage costs 2**-22 of the budget and 2**-23 of the value.
+    assert np.all(got.budget[finite] <= exact_budget[finite] * (1 + 2.0 ** -21)
+                  + np.abs(terms[finite]) * 2.0 ** -23 + 1e-44)
+
+
+def test_a_term_beyond_float32_keeps_float64_storage():
+    x = np.full(5, -3e38)
+    t = np.full(5, 1e30)
+    got = oracle.expected(x, t, reduction="none", dtype="bfloat16")
+    assert got.value.dtype == np.float64
+    assert np.all(np.isfinite(got.value)) and np.all(np.isfinite(got.budget))
