@@ -44,9 +44,11 @@ STANDARD_MEANING = {
 USUAL_REDUCTION_NAMES = ("none", "sum", "mean", "batchmean", "sum_over_batch_size")
 UNKNOWN_REDUCTION = "klconform-no-such-reduction"
 # Relative residual under which a hypothesis fits. The designed pairs make wrong hypotheses
-# differ by more than 1e-2 relative; the tolerance only has to absorb the probing dtype's
-# rounding (and float64 computed through float32 transcendental approximations, as mlx does).
+# differ by more than DESIGNED_SEPARATION relative; the tolerance only has to absorb the
+# probing dtype's rounding (and float64 computed through float32 transcendental
+# approximations, as mlx does).
 FIT_TOLERANCE = {"float64": 1e-6, "float32": 1e-3}
+DESIGNED_SEPARATION = 1e-2
 # Where no hypothesis fits, one that alone comes this close is the convention, and its
 # residual a finding (an epsilon or a clip on every input), not a reason to give up.
 NEAR_FIT = 1e-2
@@ -571,7 +573,11 @@ def _infer_arguments(observations, tolerance, assume, diagnosis):
             diagnosis.confidence = "settled by --assume"
         else:
             margin = runner_up / max(best, 1e-16)
-            diagnosis.confidence = ("high" if runner_up > 1e3 * tolerance else "low") + (
+            # High when the next hypothesis is far outside the tolerance, or at least as far
+            # off as the probes were designed to put every wrong one (float32's tolerance
+            # is too wide for a thousandfold margin).
+            clear = min(1e3 * tolerance, DESIGNED_SEPARATION)
+            diagnosis.confidence = ("high" if runner_up > clear else "low") + (
                 f" (next hypothesis residual {_show(runner_up)}, {margin:.1e} x the best)")
         diagnosis.note("arguments", f"f({chosen.describe()})", lines)
         return chosen, tolerance
