@@ -62,6 +62,17 @@ def test_the_inferred_record_states_the_hand_written_convention(function, conven
     assert convention_differences(result.record, hand_written) == []
 
 
+@pytest.mark.parametrize("loss_class", ["TorchLikeLoss", "KeywordsPassedOnLoss"])
+def test_a_loss_class_takes_its_reduction_from_the_constructor_or_its_bases(loss_class):
+    result = diagnosed(loss_class)
+    assert result.findings == [] and result.ambiguities == []
+    assert result.record["loss_class"] == f"{FUNCTIONS}:{loss_class}"
+    assert "function" not in result.record
+    hand_written = load_record(HERE / "torch_like.yaml",
+                               injected_loss_class=f"{FUNCTIONS}:{loss_class}")
+    assert convention_differences(result.record, hand_written) == []
+
+
 def test_a_model_first_function_is_written_and_then_passes_its_run(tmp_path):
     result = diagnosed("model_first")
     assert result.record["arguments"] == ["prediction", "target"]
@@ -164,3 +175,15 @@ def test_a_function_named_by_impl_stays_a_function_with_a_loss_class_file(tmp_pa
     adapter = load_adapter(f"{FUNCTIONS}:torch_like", convention=str(path))
     assert adapter.record.function == f"{FUNCTIONS}:torch_like"
     assert adapter.record.loss_class is None and adapter.loss_class is None
+
+
+def test_a_gpu_only_class_that_does_not_import_is_unavailable_not_an_error():
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is not None:
+        pytest.skip("liger-kernel is installed here")
+    liger = Path(__file__).resolve().parents[1] / "klconform" / "adapters" / "records" / \
+        "liger.yaml"
+    adapter = load_adapter("liger_kernel.transformers.kl_div:LigerKLDIVLoss",
+                           convention=str(liger))
+    assert "without its GPU stack" in adapter.unavailable

@@ -94,7 +94,13 @@ def _with_convention(spec, convention_path):
         # the file's setup (KERAS_BACKEND, jax's 64-bit mode) precedes the import that
         # finds out.
         prepare_libraries(record)
-        if inspect.isclass(resolve(spec, spec)):
+        try:
+            is_class = inspect.isclass(resolve(spec, spec))
+        except ImplementationLoadError:
+            if not record.requires_gpu:
+                raise
+            is_class = False  # the adapter reports every call unavailable, with the reason
+        if is_class:
             record = load_record(convention_path, injected_loss_class=spec)
         record = dataclasses.replace(record, name=spec)
     return adapter_from_record(record)
