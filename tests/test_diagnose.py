@@ -62,6 +62,17 @@ def test_the_inferred_record_states_the_hand_written_convention(function, conven
     assert convention_differences(result.record, hand_written) == []
 
 
+@pytest.mark.parametrize("loss_class", ["TorchLikeLoss", "KeywordsPassedOnLoss"])
+def test_a_loss_class_takes_its_reduction_from_the_constructor_or_its_bases(loss_class):
+    result = diagnosed(loss_class)
+    assert result.findings == [] and result.ambiguities == []
+    assert result.record["loss_class"] == f"{FUNCTIONS}:{loss_class}"
+    assert "function" not in result.record
+    hand_written = load_record(HERE / "torch_like.yaml",
+                               injected_loss_class=f"{FUNCTIONS}:{loss_class}")
+    assert convention_differences(result.record, hand_written) == []
+
+
 def test_a_model_first_function_is_written_and_then_passes_its_run(tmp_path):
     result = diagnosed("model_first")
     assert result.record["arguments"] == ["prediction", "target"]
@@ -132,3 +143,47 @@ def test_diagnose_write_then_run_from_another_directory(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     assert "`reduction-batchmean` | must | **FAIL**" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_loss_class_is_diagnosed_written_as_loss_class_and_its_run_passes(tmp_path):
+    """torch.nn.KLDivLoss: reduction and log_target are constructor keywords; the record
+    names it as `loss_class:`, and `run --impl CLASS --convention` builds it that way."""
+    pytest.importorskip("torch")
+    command = [sys.executable, "-m", "klconform.cli.main"]
+    inferred = subprocess.run(
+        command + ["diagnose", "--impl", "torch.nn:KLDivLoss", "--write", "conv.yaml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert inferred.returncode == 0, inferred.stdout + inferred.stderr
+    record = load_record(tmp_path / "conv.yaml")
+    assert record.loss_class == "torch.nn:KLDivLoss" and record.function is None
+    hand_written = load_record(HERE / "torch_like.yaml", injected_loss_class="torch.nn:KLDivLoss")
+    assert convention_differences(record, hand_written) == []
+    adapter = load_adapter("torch.nn:KLDivLoss", convention=str(tmp_path / "conv.yaml"))
+    assert adapter.loss_class is not None and adapter.capabilities.module_form
+    run = subprocess.run(
+        command + ["run", "--impl", "torch.nn:KLDivLoss", "--convention", "conv.yaml",
+                   "--report-dir", "out"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "— PASS" in (tmp_path / "out" / "report.md").read_text().splitlines()[0]
+
+
+def test_a_function_named_by_impl_stays_a_function_with_a_loss_class_file(tmp_path):
+    path = tmp_path / "conv.yaml"
+    path.write_text((HERE / "torch_like.yaml").read_text()
+                    + "loss_class: torch.nn:KLDivLoss\n")
+    adapter = load_adapter(f"{FUNCTIONS}:torch_like", convention=str(path))
+    assert adapter.record.function == f"{FUNCTIONS}:torch_like"
+    assert adapter.record.loss_class is None and adapter.loss_class is None
+
+
+def test_a_gpu_only_class_that_does_not_import_is_unavailable_not_an_error():
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is not None:
+        pytest.skip("liger-kernel is installed here")
+    liger = Path(__file__).resolve().parents[1] / "klconform" / "adapters" / "records" / \
+        "liger.yaml"
+    adapter = load_adapter("liger_kernel.transformers.kl_div:LigerKLDIVLoss",
+                           convention=str(liger))
+    assert "without its GPU stack" in adapter.unavailable

@@ -83,7 +83,9 @@ def _with_convention(spec, convention_path):
     """A record file for the user's own function: --impl MODULE:ATTR names the function
     (overriding any `function:` in the file), or the file names it and --impl its name."""
     import dataclasses
+    import inspect
 
+    from klconform.adapters.convention import prepare_libraries, resolve
     from klconform.spec.conventions import load_record
 
     record = load_record(convention_path, injected_function=spec if ":" in spec else None)
@@ -92,6 +94,18 @@ def _with_convention(spec, convention_path):
             f"--convention {convention_path}: a convention file describes a function "
             f"(function: or loss_class:), not an adapter class")
     if ":" in spec:
+        # A class named by --impl is a loss class (built with the reduction, then called);
+        # the file's setup (KERAS_BACKEND, jax's 64-bit mode) precedes the import that
+        # finds out.
+        prepare_libraries(record)
+        try:
+            is_class = inspect.isclass(resolve(spec, spec))
+        except ImplementationLoadError:
+            if not record.requires_gpu:
+                raise
+            is_class = False  # the adapter reports every call unavailable, with the reason
+        if is_class:
+            record = load_record(convention_path, injected_loss_class=spec)
         record = dataclasses.replace(record, name=spec)
     return adapter_from_record(record)
 

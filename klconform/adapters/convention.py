@@ -62,6 +62,19 @@ def apply_environment(record):
         os.environ[key] = value
 
 
+def prepare_libraries(record):
+    """The record's array bridge, after what must precede importing its library: the
+    environment (KERAS_BACKEND) and the array library's switches (jax's 64-bit mode)."""
+    apply_environment(record)
+    array_bridge = bridge(record.arrays)
+    try:
+        array_bridge.setup(record.setup or {})
+    except ImportError as error:
+        raise ImplementationLoadError(
+            f"--impl {record.name}: {record.arrays} does not import ({error})") from None
+    return array_bridge
+
+
 def _normalised(values, log_space, dtype):
     """Rows (last axis) that sum to 1, within what rounding to `dtype` allows."""
     from klconform.dtypes import UNIT_ROUNDOFF
@@ -79,13 +92,7 @@ class ConventionAdapter(Adapter):
     def __init__(self, record, function=None):
         self.record = record
         self.name = record.name
-        apply_environment(record)
-        self.bridge = bridge(record.arrays)
-        try:
-            self.bridge.setup(record.setup or {})
-        except ImportError as error:
-            raise ImplementationLoadError(
-                f"--impl {record.name}: {record.arrays} does not import ({error})") from None
+        self.bridge = prepare_libraries(record)
         self.function = function
         self.loss_class = None
         self.log_target_function = None
@@ -191,10 +198,8 @@ class ConventionAdapter(Adapter):
             source = "its output" if name == NO_ARGUMENT else f"its {name!r} output"
             composed = (f"{call.reduction!r} is computed by klconform from {source} "
                         f"({MEANING_TEXT[meaning]})")
-        spaces = self.record.spaces
         prediction_space = self._prediction_space(call)
-        target_space = spaces["target"] if spaces["target"] in LOG_SPACES else (
-            "log-probabilities" if call.log_target else spaces["target"])
+        target_space = self._target_space(call)
         if prediction_space == "logits" and not _normalised(call.input, True, call.dtype):
             return Plan(unsupported="input rows that are not normalised log-probabilities "
                                     "(a logits argument is normalised by the library)")
@@ -236,6 +241,14 @@ class ConventionAdapter(Adapter):
             return (self.record.log_target or {}).get("prediction",
                                                       self.record.spaces["prediction"])
         return self.record.spaces["prediction"]
+
+    def _target_space(self, call):
+        """The target's space in the form `call` selects: a log_target switch takes it in a
+        log space (log-probabilities, or logits where that form normalises it)."""
+        target = self.record.spaces["target"]
+        if target in LOG_SPACES or not call.log_target:
+            return target
+        return (self.record.log_target or {}).get("target", "log-probabilities")
 
     def _conversions(self, call):
         spaces = self.record.spaces
@@ -367,7 +380,7 @@ class ConventionAdapter(Adapter):
             "print(adapter.run(call))",
             f"# which calls {target_name} with {', '.join(record.arguments)} "
             f"({self._prediction_space(call)} prediction, "
-            f"{'log-probabilities' if call.log_target else record.spaces['target']} target)",
+            f"{self._target_space(call)} target)",
         ]
         if plan.composed:
             lines.append(f"# {plan.composed}")

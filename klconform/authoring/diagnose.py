@@ -44,9 +44,11 @@ STANDARD_MEANING = {
 USUAL_REDUCTION_NAMES = ("none", "sum", "mean", "batchmean", "sum_over_batch_size")
 UNKNOWN_REDUCTION = "klconform-no-such-reduction"
 # Relative residual under which a hypothesis fits. The designed pairs make wrong hypotheses
-# differ by more than 1e-2 relative; the tolerance only has to absorb the probing dtype's
-# rounding (and float64 computed through float32 transcendental approximations, as mlx does).
+# differ by more than DESIGNED_SEPARATION relative; the tolerance only has to absorb the
+# probing dtype's rounding (and float64 computed through float32 transcendental
+# approximations, as mlx does).
 FIT_TOLERANCE = {"float64": 1e-6, "float32": 1e-3}
+DESIGNED_SEPARATION = 1e-2
 # Where no hypothesis fits, one that alone comes this close is the convention, and its
 # residual a finding (an epsilon or a clip on every input), not a reason to give up.
 NEAR_FIT = 1e-2
@@ -168,45 +170,72 @@ class Outcome:
 
 
 class Subject:
-    """The function under diagnosis, called through one array bridge."""
+    """The function (or loss class) under diagnosis, called through one array bridge.
 
-    def __init__(self, function, arrays):
+    A loss class takes its reduction and flags as constructor keywords and is then called
+    on the two arrays; a function takes them as keywords of the call."""
+
+    def __init__(self, function, arrays, device="cpu"):
         self.function = function
         self.arrays = arrays
+        self.device = device
         self.bridge = bridge(arrays)
         if arrays == "jax":
             self.bridge.setup({"jax_enable_x64": True})
+
+    @staticmethod
+    def invoke(target, a, b, keywords):
+        if inspect.isclass(target):
+            return target(**keywords)(a, b)
+        return target(a, b, **keywords)
 
     def call(self, first, second, dtype="float64", function=None, **keywords):
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                a = self.bridge.from_numpy(first, dtype, "cpu")
-                b = self.bridge.from_numpy(second, dtype, "cpu")
-                result = (function or self.function)(a, b, **keywords)
+                a = self.bridge.from_numpy(first, dtype, self.device)
+                b = self.bridge.from_numpy(second, dtype, self.device)
+                result = self.invoke(function or self.function, a, b, keywords)
                 value, result_dtype, _ = self.bridge.to_numpy(result)
         except Exception as error:  # the function's own errors are evidence, not crashes
             return Outcome(error=f"{type(error).__name__}: {' '.join(str(error).split())[:120]}")
         return Outcome(np.asarray(value, dtype=np.float64), result_dtype)
 
     def gradients(self, first, second, **keywords):
-        a = self.bridge.from_numpy(first, "float64", "cpu")
-        b = self.bridge.from_numpy(second, "float64", "cpu")
+        a = self.bridge.from_numpy(first, "float64", self.device)
+        b = self.bridge.from_numpy(second, "float64", self.device)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return self.bridge.gradients(lambda x, y: self.function(x, y, **keywords), a, b)
+            return self.bridge.gradients(
+                lambda x, y: self.invoke(self.function, x, y, keywords), a, b)
 
 
 def array_candidates(function):
     """Array libraries to try, the function's own first, then numpy, then the rest."""
     import importlib.util
 
-    top = (getattr(function, "__module__", None) or "").split(".")[0]
-    order = [HOME_ARRAYS[top]] if top in HOME_ARRAYS else []
+    home = _home_arrays(function)
+    order = [home] if home else []
     order += [name for name in ("numpy", "torch", "jax", "mlx", "paddle", "mindspore",
                                 "tensorflow") if name not in order]
     return [name for name in order if name in BRIDGE_MODULES
             and importlib.util.find_spec(name) is not None]
+
+
+def _home_arrays(function):
+    """The array library a function's own package computes with: keras's is its backend
+    (KERAS_BACKEND, fixed when keras was imported)."""
+    top = (getattr(function, "__module__", None) or "").split(".")[0]
+    if top == "keras":
+        return keras_backend()
+    return HOME_ARRAYS.get(top)
+
+
+def keras_backend():
+    import sys
+
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras is not None else None
 
 
 # -- the signature and the docstring ----------------------------------------------------------
@@ -221,18 +250,21 @@ class Signature:
 
 
 def read_signature(function):
+    """The keywords a function takes after its two arrays, or a loss class's constructor
+    keywords (through the base classes' where a constructor passes **kwargs on, as
+    LigerKLDIVLoss does to nn.KLDivLoss)."""
     found = Signature()
     try:
-        parameters = list(inspect.signature(function).parameters.values())
+        parameters = _keyword_parameters(function)
     except (TypeError, ValueError):
         return found
-    named = [p.name for p in parameters[2:]]
+    named = [p.name for p in parameters]
     # 'reduction' itself, else a string-valued keyword named like it (not torch's legacy
     # boolean `reduce`).
     wanted = "reduction" if "reduction" in named else next(
-        (p.name for p in parameters[2:] if "reduc" in p.name.lower()
+        (p.name for p in parameters if "reduc" in p.name.lower()
          and isinstance(p.default, str)), None)
-    for parameter in parameters[2:]:
+    for parameter in parameters:
         default = parameter.default
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             continue
@@ -248,6 +280,21 @@ def read_signature(function):
     quoted = re.findall(r"""[`'"]{1,2}([A-Za-z_][A-Za-z0-9_]*)[`'"]{1,2}""", doc)
     found.documented_names = tuple(dict.fromkeys(quoted))
     return found
+
+
+def _keyword_parameters(function):
+    if not inspect.isclass(function):
+        return list(inspect.signature(function).parameters.values())[2:]
+    found = {}
+    for klass in function.__mro__:
+        if "__init__" not in vars(klass) or klass is object:
+            continue
+        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        for parameter in parameters:
+            found.setdefault(parameter.name, parameter)
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    return list(found.values())
 
 
 # -- the diagnosis ----------------------------------------------------------------------------
@@ -311,20 +358,19 @@ def _pick_meaning(fitting, name, unit):
     return min(fitting, key=MEANINGS.index)
 
 
-def diagnose(function_path, assume=None) -> Diagnosis:
-    """Probe the function MODULE:ATTR and infer its record; `assume` ({"prediction":
-    space, "target": space, "first": role}) settles what the probes leave ambiguous."""
+def diagnose(function_path, assume=None, device="cpu") -> Diagnosis:
+    """Probe the function or loss class MODULE:ATTR on `device` and infer its record;
+    `assume` ({"prediction": space, "target": space, "first": role}) settles what the probes
+    leave ambiguous."""
     assume = dict(assume or {})
+    _prepare_keras(function_path)
     function = resolve(function_path, function_path)
     if not callable(function):
         raise DiagnoseError(f"diagnose: {function_path} is not callable")
-    if inspect.isclass(function):
-        raise DiagnoseError(f"diagnose: {function_path} is a class; name its functional form")
     diagnosis = Diagnosis(function_path)
     signature = read_signature(function)
 
-    subject, dtype = _find_arrays(function, function_path, diagnosis)
-    tolerance = FIT_TOLERANCE[dtype]
+    subject, dtype, tolerance = _find_arrays(function, function_path, device, diagnosis)
 
     # The reduction names it accepts: the signature's default, the docstring, the usual ones.
     names = []
@@ -375,11 +421,17 @@ def diagnose(function_path, assume=None) -> Diagnosis:
     record = {
         "name": _record_name(function_path),
         "description": f"{function_path}, convention inferred by klconform diagnose",
-        "function": function_path,
+        "loss_class" if inspect.isclass(function) else "function": function_path,
         "arrays": subject.arrays,
     }
+    setup = {}
+    if (getattr(function, "__module__", None) or "").split(".")[0] == "keras":
+        # keras reads its backend once, at import: the run must import it the same way.
+        setup["environment"] = {"KERAS_BACKEND": keras_backend()}
     if subject.arrays == "jax":
-        record["setup"] = {"jax_enable_x64": True}
+        setup["jax_enable_x64"] = True
+    if setup:
+        record["setup"] = setup
     record["arguments"] = list(hypothesis.order)
     record["spaces"] = dict(zip(ROLES, hypothesis.spaces, strict=True))
     finest = _finest(meanings, signature)
@@ -401,7 +453,7 @@ def diagnose(function_path, assume=None) -> Diagnosis:
     if ranks:
         record["ranks"] = ranks
     dtypes, result_dtype = _infer_dtypes(subject, hypothesis, diagnosis)
-    record["dtypes"] = {"cpu": dtypes}
+    record["dtypes"] = {device: dtypes}
     if result_dtype:
         record["result_dtype"] = result_dtype
     record["autograd"] = _infer_autograd(subject, diagnosis)
@@ -423,12 +475,28 @@ def _first_accepted(subject, probes, dtype, keywords):
     return None
 
 
-def _find_arrays(function, function_path, diagnosis):
-    """(Subject, probing dtype) for the first array library the function takes and returns."""
+def _prepare_keras(function_path):
+    """keras on jax computes in 64 bits only if jax's 64-bit mode precedes keras's import
+    (as a record's setup arranges for `run`)."""
+    import os
+    import sys
+
+    if function_path.split(".")[0].split(":")[0] == "keras" and "keras" not in sys.modules \
+            and os.environ.get("KERAS_BACKEND") == "jax" and "jax" in BRIDGE_MODULES:
+        try:
+            bridge("jax").setup({"jax_enable_x64": True})
+        except ImportError:
+            pass  # keras's own import then says what is missing
+
+
+def _find_arrays(function, function_path, device, diagnosis):
+    """(Subject, probing dtype, fit tolerance) for the first array library the function
+    takes and returns; the tolerance is the result's dtype's (a float64 call that returns
+    float32, as keras's loss classes do, is judged at float32's)."""
     tried = []
     for arrays in array_candidates(function):
         try:
-            subject = Subject(function, arrays)
+            subject = Subject(function, arrays, device)
         except Exception as error:
             tried.append(f"{arrays}: does not set up ({type(error).__name__})")
             continue
@@ -437,14 +505,17 @@ def _find_arrays(function, function_path, diagnosis):
             for probe in probes_for((2, 3)):
                 outcome = subject.call(probe.first, probe.second, dtype)
                 if outcome.ok:
-                    tried.append(f"{arrays} {dtype}: takes and returns them "
-                                 f"(probe {probe.describe()})")
-                    diagnosis.note("arrays", f"{arrays} (probing in {dtype})", tried)
-                    return subject, dtype
+                    tried.append(f"{arrays} {dtype} on {device}: takes them, returns "
+                                 f"{outcome.dtype} (probe {probe.describe()})")
+                    judged = outcome.dtype if outcome.dtype in FIT_TOLERANCE else dtype
+                    diagnosis.note("arrays", f"{arrays} (probing in {dtype}, fit judged at "
+                                   f"{judged})", tried)
+                    return subject, dtype, FIT_TOLERANCE[judged]
                 errors.append(outcome.error)
             tried.append(f"{arrays} {dtype}: {errors[0]}")
     raise DiagnoseError(f"diagnose: {function_path} takes none of "
-                        f"{', '.join(array_candidates(function))} arrays: " + "; ".join(tried))
+                        f"{', '.join(array_candidates(function))} arrays on {device}: "
+                        + "; ".join(tried))
 
 
 def _names_it_knows(observations, names, hypothesis, tolerance):
@@ -502,7 +573,11 @@ def _infer_arguments(observations, tolerance, assume, diagnosis):
             diagnosis.confidence = "settled by --assume"
         else:
             margin = runner_up / max(best, 1e-16)
-            diagnosis.confidence = ("high" if runner_up > 1e3 * tolerance else "low") + (
+            # High when the next hypothesis is far outside the tolerance, or at least as far
+            # off as the probes were designed to put every wrong one (float32's tolerance
+            # is too wide for a thousandfold margin).
+            clear = min(1e3 * tolerance, DESIGNED_SEPARATION)
+            diagnosis.confidence = ("high" if runner_up > clear else "low") + (
                 f" (next hypothesis residual {_show(runner_up)}, {margin:.1e} x the best)")
         diagnosis.note("arguments", f"f({chosen.describe()})", lines)
         return chosen, tolerance
@@ -634,17 +709,24 @@ def _infer_log_target(subject, function, function_path, hypothesis, meanings, si
                               sibling, dict(reduction)))
     lines = []
     for form, sibling, keywords in forms:
-        for prediction_space in dict.fromkeys((hypothesis.spaces[0], "log-probabilities")):
-            moved = Hypothesis(hypothesis.order, (prediction_space, "log-probabilities"))
-            outcomes = [(probe, subject.call(probe.first, probe.second, dtype,
-                                             function=sibling, **keywords))
-                        for shape in ((2, 3), (2, 3, 4)) for probe in probes_for(shape)]
+        outcomes = [(probe, subject.call(probe.first, probe.second, dtype,
+                                         function=sibling, **keywords))
+                    for shape in ((2, 3), (2, 3, 4)) for probe in probes_for(shape)]
+        # The target in log space is log-probabilities, or logits where the form normalises
+        # it (Categorical(logits=log P)); the prediction may move to log space with it. The
+        # stricter reading comes first: where only normalised rows are accepted both fit.
+        for prediction_space, target_space in product(
+                dict.fromkeys((hypothesis.spaces[0], "log-probabilities")),
+                ("log-probabilities", "logits")):
+            moved = Hypothesis(hypothesis.order, (prediction_space, target_space))
             worst, informative = _fits(outcomes, moved, probed_meaning, tolerance)
             label = ", ".join(f"{k}={v}" for k, v in form.items())
             lines.append(f"{label}: f({moved.describe()}) residual {_show(worst)}")
             if informative and worst <= tolerance:
                 if prediction_space != hypothesis.spaces[0]:
                     form = {**form, "prediction": prediction_space}
+                if target_space != "log-probabilities":
+                    form = {**form, "target": target_space}
                 diagnosis.note("log target", label, lines)
                 return form
     diagnosis.note("log target", "none" if forms else "no candidate keyword or function",
@@ -817,7 +899,8 @@ def record_text(record: dict) -> str:
     import yaml
 
     return ("# Written by klconform diagnose; check it, then\n"
-            f"#   klconform run --impl {record['function']} --convention THIS_FILE\n"
+            f"#   klconform run --impl {record.get('function') or record['loss_class']} "
+            "--convention THIS_FILE\n"
             + yaml.safe_dump(record, sort_keys=False, default_flow_style=None, width=100))
 
 
@@ -837,7 +920,7 @@ def parse_assumptions(pairs):
     return assume
 
 
-def diagnose_command(function_path, write_path, assume_pairs, out=None):
+def diagnose_command(function_path, write_path, assume_pairs, out=None, device="cpu"):
     """The CLI: print the evidence; write the record if asked and one was inferred.
     Exit 0: inferred, no finding; 1: inferred with findings (bugs), or undecided; 2: the
     function could not be probed or the record not written."""
@@ -854,7 +937,7 @@ def diagnose_command(function_path, write_path, assume_pairs, out=None):
         sys.path.insert(0, os.getcwd())
     started = time.perf_counter()
     try:
-        result = diagnose(function_path, parse_assumptions(assume_pairs))
+        result = diagnose(function_path, parse_assumptions(assume_pairs), device)
     except KLConformError as error:
         print(str(error) if str(error).startswith("diagnose") else f"diagnose: {error}",
               file=sys.stderr)

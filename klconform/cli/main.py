@@ -61,7 +61,11 @@ def main(argv=None):
     infer = commands.add_parser(
         "diagnose", help="infer an unknown KL function's convention by probing it; "
                          "--write its record for run --convention")
-    infer.add_argument("--impl", required=True, help="MODULE:ATTR of the function")
+    infer.add_argument("--impl", required=True,
+                       help="MODULE:ATTR of the function, or of a loss class (built with "
+                            "the reduction, then called on the two arrays)")
+    infer.add_argument("--device", default="cpu",
+                       help="where the probe arrays are made (cpu, cuda, ...); default cpu")
     infer.add_argument("--write", default=None, help="write the inferred record here")
     infer.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE",
                        help="settle what the probes leave ambiguous: prediction=SPACE, "
@@ -184,7 +188,7 @@ def run_suites(args):
 def run_diagnose(args):
     from klconform.authoring.diagnose import diagnose_command
 
-    return diagnose_command(args.impl, args.write, args.assume)
+    return diagnose_command(args.impl, args.write, args.assume, device=args.device)
 
 
 def _absolute(path):

@@ -409,8 +409,8 @@ class Property:
         reasons = {}
         for reduction in (*reductions, *self.needs):
             for log_target in (*log_targets, *self.needs_log_target):
-                shape = strategies.sample_array(adapter).shape
-                sample = Call(np.zeros(shape), np.full(shape, 0.5), dtype=dtype,
+                log_q = strategies.sample_array(adapter)
+                sample = Call(log_q, np.exp(log_q), dtype=dtype,
                               device=device, reduction=reduction, log_target=log_target)
                 plan = adapter.plan(sample)
                 if not plan.unsupported:
@@ -431,7 +431,7 @@ class Property:
         """Whether klconform must take log P for this library (so P = 0 cannot be asked)."""
         sample = strategies.sample_array(adapter)
         drawable, _ = strategies.reduction_choices(adapter, self.options, dtype, device)
-        plan = adapter.plan(Call(sample, sample + 0.5, dtype=dtype, device=device,
+        plan = adapter.plan(Call(sample, np.exp(sample), dtype=dtype, device=device,
                                  reduction=(drawable or (None,))[0]))
         return any(conversion.startswith("target") for conversion in plan.conversions)
 

@@ -164,10 +164,12 @@ class Options:
 
 
 def sample_array(adapter):
-    """Zeros of a rank the adapter takes (2 where it can), to ask its plan about a call."""
+    """Uniform log-probabilities of a rank the adapter takes (2 where it can), to ask its
+    plan about a call: a plan may refuse log Q rows that are not normalised (a logits
+    argument), which must not make a whole property look unsupported."""
     low, high = adapter.capabilities.ranks
     rank = max(low, min(2, high if high is not None else 2))
-    return np.zeros((2,) * rank)
+    return np.full((2,) * rank, -np.log(2.0) if rank else 0.0)
 
 
 def reduction_choices(adapter, options, dtype, device):

@@ -132,17 +132,24 @@ class ImplementationRecord:
         return f"f({order}); {reductions}"
 
 
-def load_record(path, source=None, injected_function=None) -> ImplementationRecord:
-    """Read and validate a record; `injected_function` (MODULE:ATTR from --impl) takes the
-    place of the file's own `function:`."""
+def load_record(path, source=None, injected_function=None,
+                injected_loss_class=None) -> ImplementationRecord:
+    """Read and validate a record; `injected_function` or `injected_loss_class` (MODULE:ATTR
+    from --impl; the caller, which may import it, knows which it is) takes the place of the
+    file's own `function:` or `loss_class:`."""
     path = Path(path)
     if not path.is_file():
         raise SpecError(path, "implementation record (convention file) not found")
+    if injected_function and injected_loss_class:
+        raise ValueError("inject a function or a loss class, not both")
     document = read_yaml(path)
-    if injected_function and isinstance(document.data, dict):
-        document.data.pop("loss_class", None)
-        document.data["function"] = injected_function
-        document.data.setdefault("name", injected_function)
+    injected = {"function": injected_function, "loss_class": injected_loss_class}
+    for key, value in injected.items():
+        if value and isinstance(document.data, dict):
+            document.data.pop("function", None)
+            document.data.pop("loss_class", None)
+            document.data[key] = value
+            document.data.setdefault("name", value)
     problem = validation_error(document, load_schema("implementation.schema.json"))
     if problem:
         data_path, message = problem

@@ -10,6 +10,26 @@ def torch_like(input, target, reduction="mean", log_target=False):
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)
 
 
+class TorchLikeLoss:
+    """torch_like as a loss class: the reduction and log_target at construction, the
+    arrays at the call (nn.KLDivLoss's constructor signature)."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        self.reduction, self.log_target = reduction, log_target
+
+    def __call__(self, input, target):
+        return torch_like(input, target, self.reduction, self.log_target)
+
+
+class KeywordsPassedOnLoss(TorchLikeLoss):
+    """Liger's LigerKLDIVLoss shape: a keyword of its own, the rest passed on to the base's
+    constructor through **kwargs (its own signature names no reduction)."""
+
+    def __init__(self, eps=1e-10, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.eps = eps
+
+
 def probability_rows(p, q):
     """KL(P||Q) per row of probabilities, truth first (scipy / torchmetrics style)."""
     p, q = np.asarray(p), np.asarray(q)

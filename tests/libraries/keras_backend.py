@@ -1,5 +1,6 @@
 """keras reads KERAS_BACKEND once, at its first import: a process tests one backend."""
 
+import importlib.util
 import os
 import sys
 
@@ -12,6 +13,9 @@ def import_keras(backend):
     if wanted != backend:
         pytest.skip(f"KERAS_BACKEND={wanted}; the keras-{backend} record needs {backend}")
     pytest.importorskip(backend)
+    # Found, not imported: the record's setup must come before keras's import.
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed")
     if "keras" in sys.modules and sys.modules["keras"].backend.backend() != backend:
         pytest.skip(f"keras is already imported on {sys.modules['keras'].backend.backend()}")
     # Through the record's own setup, so jax's 64-bit mode precedes keras's import.

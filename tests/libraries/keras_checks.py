@@ -18,7 +18,9 @@ def check_reduction_names(keras):
     prediction = np.exp(LOG_PREDICTION)
     rows = (TARGET * np.log(TARGET / prediction)).sum(-1)
     expected = {"sum_over_batch_size": rows.mean(), "mean": rows.mean(), "sum": rows.sum(),
-                "none": rows, None: rows}
+                "none": rows, None: rows,
+                # No sample weights: the sum over the number of rows, as the record says.
+                "mean_with_sample_weight": rows.mean()}
     for name, value in expected.items():
         result = keras.losses.KLDivergence(reduction=name)(TARGET, prediction)
         np.testing.assert_allclose(np.asarray(result), value, rtol=FLOAT32_RTOL, err_msg=name)

@@ -10,6 +10,7 @@ from klconform.adapters.registry import builtin_records
 from klconform.authoring.diagnose import diagnose
 from klconform.authoring.record_compare import convention_differences
 from klconform.spec.conventions import load_record
+from tests.libraries.keras_backend import import_keras
 
 HERE = Path(__file__).resolve().parents[1] / "conventions"
 
@@ -52,17 +53,53 @@ def test_diagnose_infers_the_numpy_reference_as_torch_convention_on_numpy_arrays
         inferred("klconform.adapters.numpy_reference:kl_div"), expected) == []
 
 
-def test_torch_distributions_prediction_is_inferred_as_logits_which_it_is():
-    """The built-in record calls the prediction log-probabilities and declares the
-    renormalisation a deviation; Categorical(logits=...) does take logits (adding a
-    constant per row changes nothing), so diagnose says logits, and the renormalised
-    probability target is a finding."""
+def test_diagnose_infers_the_torch_distributions_record_logits_and_all():
+    """Categorical(logits=...) takes logits (adding a constant per row changes nothing),
+    for the prediction and for the log-space target alike; the renormalised probability
+    target is a finding, not part of the convention."""
     pytest.importorskip("torch")
     result = diagnose("klconform.adapters.torch_distributions:categorical_kl")
-    differences = convention_differences(result.record, builtin_records()["torch-distributions"])
-    assert [d.split(":")[0] for d in differences] == ["spaces", "log_target"]
+    assert convention_differences(result.record,
+                                  builtin_records()["torch-distributions"]) == []
     assert result.record["spaces"] == {"prediction": "logits", "target": "probabilities"}
+    assert result.record["log_target"]["target"] == "logits"
     assert any("do not sum to 1" in finding for finding in result.findings)
+
+
+def test_diagnose_infers_torch_kl_div_loss_class_as_the_canonical_convention():
+    pytest.importorskip("torch")
+    record = inferred("torch.nn:KLDivLoss")
+    assert record["loss_class"] == "torch.nn:KLDivLoss" and "function" not in record
+    assert convention_differences(record, TORCH_CONVENTION) == []
+
+
+@pytest.mark.parametrize("backend", ["jax", "tensorflow"])
+def test_diagnose_infers_the_keras_record_and_finds_the_clip(backend):
+    import_keras(backend)
+    result = diagnose("keras.losses:KLDivergence")
+    assert result.record is not None, result.ambiguities
+    built_in = builtin_records()[f"keras-{backend}"]
+    assert convention_differences(result.record, built_in) == []
+    assert result.record["loss_class"] == built_in.loss_class
+    assert result.record["setup"] == built_in.setup
+    assert result.record["result_dtype"] == built_in.result_dtype == "float32"
+    # The clip to [1e-7, 1] is a bug to report, never part of the convention.
+    assert any("a tiny prediction and a zero target" in finding for finding in result.findings)
+
+
+def test_diagnose_infers_the_liger_record_on_cuda():
+    """GPU only: LigerKLDIVLoss(eps, *args, **kwargs) passes its keywords on to
+    nn.KLDivLoss, whose constructor signature gives the reduction and log_target."""
+    pytest.importorskip("liger_kernel", reason="liger-kernel is not installed")
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("liger's Triton kernel needs CUDA, absent on this machine")
+    built_in = builtin_records()["liger"]
+    result = diagnose(built_in.loss_class, device="cuda")
+    assert result.record is not None, result.ambiguities
+    assert convention_differences(result.record, built_in) == []
+    assert result.record["loss_class"] == built_in.loss_class
+    assert set(result.record["dtypes"]) == {"cuda"}
 
 
 def test_the_comparison_sees_a_difference():

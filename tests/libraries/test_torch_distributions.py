@@ -9,6 +9,10 @@ from torch.distributions import Categorical, kl_divergence  # noqa: E402
 
 from klconform.adapters import load_adapter  # noqa: E402
 from klconform.adapters.base import Call  # noqa: E402
+from klconform.adapters.torch_distributions import (  # noqa: E402
+    categorical_kl,
+    categorical_kl_log_target,
+)
 from tests.libraries.reference import LOG_Q, P, Q, canonical  # noqa: E402
 
 
@@ -43,30 +47,55 @@ def test_gradients_follow_the_renormalisation(adapter):
     np.testing.assert_allclose(grad_target, np.log(P / Q) - row_kl, atol=1e-15)
 
 
+# The record's convention: both log-space arguments are logits.
+
+def test_logits_a_constant_per_row_changes_nothing():
+    shifted = LOG_Q + np.array([[3.0], [-2.0]])[: len(LOG_Q)]
+    for log_prediction in (LOG_Q, shifted):
+        value = categorical_kl(torch.tensor(log_prediction), torch.tensor(P)).sum().item()
+        assert value == pytest.approx(canonical("sum"), rel=1e-13)
+        value = categorical_kl_log_target(torch.tensor(log_prediction),
+                                          torch.tensor(np.log(P) + 5.0)).sum().item()
+        assert value == pytest.approx(canonical("sum"), rel=1e-13)
+
+
+def test_rows_that_are_not_normalised_are_unsupported_not_compared(adapter):
+    """Where the claims unnormalized-negative, nan-propagates and (through log_softmax)
+    gradient-input would judge a logits argument, the call is unsupported, with the reason."""
+    raw = LOG_Q + 1.0
+    assert "input rows that are not normalised" in adapter.plan(
+        Call(raw, P, dtype="float64", reduction="sum")).unsupported
+    nan_input = LOG_Q.copy()
+    nan_input[0, 0] = np.nan
+    assert adapter.plan(Call(nan_input, P, dtype="float64", reduction="sum")).unsupported
+    assert "target rows that are not normalised" in adapter.plan(
+        Call(LOG_Q, np.log(P) + 1.0, dtype="float64", reduction="sum",
+             log_target=True)).unsupported
+    plan = adapter.plan(Call(LOG_Q, np.log(P), dtype="float64", reduction="sum",
+                             log_target=True))
+    assert plan.unsupported is None
+    assert {claim for claim, _ in plan.unjudged} == {"gradient-input", "gradient-target"}
+
+
 # Each declared deviation, still observed.
 
-def test_deviation_nan_is_rejected_not_propagated():
-    with pytest.raises(ValueError):
-        Categorical(probs=torch.tensor([[np.nan, 0.5, 0.5]]))
-    with pytest.raises(ValueError):
-        Categorical(logits=torch.tensor([[np.nan, 0.0, 0.0]]))
-
-
 def test_deviation_probs_clamp_makes_a_certain_outcome_negative():
+    # normalized-nonnegative, and elementwise's shrunk example (P = [1], log Q = [0]).
     for dtype, eps in ((torch.float32, 2.0 ** -23), (torch.float64, 2.0 ** -52)):
         one = torch.ones(1, dtype=dtype)
         value = kl_divergence(Categorical(probs=one), Categorical(logits=one.log())).item()
         assert value == pytest.approx(-eps, rel=1e-3)
 
 
-def test_deviation_rows_are_renormalised():
-    raw_logits = torch.tensor([[2.0, -1.0, 0.5]], dtype=torch.float64)
-    value = kl_divergence(Categorical(probs=torch.tensor(P[:1])),
-                          Categorical(logits=raw_logits)).item()
-    assert value > 0   # torch's kl_div on the same arguments is negative
+def test_deviation_probability_rows_are_renormalised():
+    # elementwise and gradient-target: a row of P is divided by its sum.
+    doubled = categorical_kl(torch.tensor(LOG_Q), torch.tensor(2.0 * P)).sum().item()
+    assert doubled == pytest.approx(canonical("sum"), rel=1e-13)   # not 2 KL + 2 log 2
 
 
-def test_deviation_gradient_is_not_minus_target():
-    log_q = torch.tensor(LOG_Q, requires_grad=True)
-    kl_divergence(Categorical(probs=torch.tensor(P)), Categorical(logits=log_q)).sum().backward()
-    np.testing.assert_allclose(log_q.grad.numpy(), Q - P, atol=1e-15)
+def test_deviation_zero_target_clamped_below_one():
+    # zero-target-sum-is-finite (float32): P = [1, 0, 0] becomes 1 - eps before its log.
+    log_q = torch.tensor([[-1.0000005e-06, -14.508657738524219, -14.508657738524219]],
+                         dtype=torch.float32)
+    value = categorical_kl(log_q, torch.tensor([[1.0, 0.0, 0.0]])).item()
+    assert value == pytest.approx(8.34e-07, rel=2e-2)
