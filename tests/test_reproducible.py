@@ -52,7 +52,10 @@ def test_failing_tests_are_the_same_across_installs_directories_hash_seeds_and_w
         tmp_path):
     # Two runs that differ in everything at once: install layout, working directory, hash
     # seed and worker count. Equal results mean none of them changes the examples.
-    site = wheel_layout(tmp_path / "site")
+    # Under a site-packages folder, as pip installs it: hypothesis takes literal constants
+    # from "local" modules only, so a checkout and an installed wheel would draw different
+    # examples unless klconform keeps those constants out.
+    site = wheel_layout(tmp_path / "lib" / "site-packages")
     checkout = start(tmp_path / "a", 0, "-n", "2")
     wheel = start(tmp_path / "b" / "elsewhere", 12345, site=site)
     checkout_report, checkout_ids, _ = failing(checkout, tmp_path / "a")
@@ -62,3 +65,15 @@ def test_failing_tests_are_the_same_across_installs_directories_hash_seeds_and_w
     assert checkout_report and len(checkout_report) < 11 * 4
     assert wheel_report == checkout_report, sorted(wheel_report ^ checkout_report)
     assert wheel_ids == checkout_ids, sorted(wheel_ids ^ checkout_ids)
+
+
+def test_no_local_constant_reaches_the_draws_and_the_pool_comes_back_after():
+    from hypothesis.internal.conjecture import providers
+
+    from klconform.engine.properties import without_local_constants
+
+    outside = providers._get_local_constants
+    with without_local_constants():
+        assert len(providers._get_local_constants()) == 0
+        assert len(providers.CONSTANTS_CACHE.cache) == 0
+    assert providers._get_local_constants is outside

@@ -16,6 +16,7 @@ import json
 import math
 import os
 import secrets
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -525,6 +526,36 @@ def session_seed(state):
     return state.seed
 
 
+@contextmanager
+def without_local_constants():
+    """Hypothesis mixes into its draws literal constants it finds in the source of every
+    "local" module imported (not in site-packages, not a test file): klconform itself when
+    it runs from a checkout or an editable install, and the user's own modules. The examples,
+    hence the verdict, would then change with the install layout and with edits to unrelated
+    code. Inside this block that pool is empty (its cache is cleared on the way in and out,
+    so the user's own hypothesis tests keep theirs). Hypothesis versions without the pool
+    need nothing."""
+    try:
+        from hypothesis.internal.conjecture import providers
+        from hypothesis.internal.constants_ast import Constants
+    except ImportError:
+        yield
+        return
+    original = getattr(providers, "_get_local_constants", None)
+    cache = getattr(providers, "CONSTANTS_CACHE", None)
+    if original is None or cache is None:
+        yield
+        return
+    empty = Constants()
+    providers._get_local_constants = lambda: empty
+    cache.cache.clear()
+    try:
+        yield
+    finally:
+        providers._get_local_constants = original
+        cache.cache.clear()
+
+
 def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, seed=None,
                  example_dir=None, replay_hint="") -> Outcome:
     """Search for an example falsifying `prop` at `dtype`; the Outcome of the search."""
@@ -570,7 +601,8 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
     test = use_seed(stream)(settings(report_multiple_bugs=False)(given(
         prop.strategy(adapter, dtype, device))(search)))
     try:
-        test()
+        with without_local_constants():
+            test()
     except PropertyHung as hung:
         outcome.status = "errored"
         outcome.checks = [str(hung)]
