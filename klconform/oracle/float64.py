@@ -16,7 +16,7 @@ from klconform.dtypes import UNIT_ROUNDOFF
 from klconform.oracle import budget
 from klconform.spec.tensors import log_softmax_deficit
 
-CHUNK = 1 << 16
+CHUNK = 1 << 17
 # float16 and bfloat16 (unit roundoff 2**-11 and 2**-8): their elementwise expectations are
 # stored in float32 (see _ChunkedTerms).
 HALF_PRECISION_ROUNDOFF = 2.0 ** -11
