@@ -29,7 +29,9 @@ ORACLE_THREADS = min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaf
 
 @dataclass(frozen=True)
 class Expected:
-    value: np.ndarray        # float64; shape () for reductions, input's shape for 'none'
+    # float64 (float32 for a float16 or bfloat16 'none' call, its rounding in the budget);
+    # shape () for reductions, the input's shape for 'none'
+    value: np.ndarray
     budget: np.ndarray       # absolute tolerance, same shape (inf where value is non-finite)
     reduction: str
     divisor: float
