@@ -24,22 +24,34 @@ import numpy as np
 LARGE_SHAPES = ((32, 128_000), (64, 128_000), (8, 1_000_000))
 
 
-def _timed(command):
-    start = time.perf_counter()
+def paired(first, second, repeats, warm_up=True):
+    """Median times of two functions timed in alternation, and the median of the ratios
+    second / first of each pair: on a shared machine load that comes and goes hits both
+    sides of a pair alike, where two separate best-of series can catch different moments."""
+    if warm_up:
+        first()
+        second()
+    pairs = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        first()
+        middle = time.perf_counter()
+        second()
+        pairs.append((middle - start, time.perf_counter() - middle))
+    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
+            statistics.median(b / a for a, b in pairs))
+
+
+def _run(command):
     completed = subprocess.run(command, capture_output=True, text=True)
-    elapsed = time.perf_counter() - start
     if completed.returncode != 0:
         sys.exit(f"benchmark command failed ({completed.returncode}): {' '.join(command)}\n"
                  f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
-    return elapsed
 
 
 def wall_pairs(first, second, repeats):
-    """Median wall times of two commands run in alternation, and the median ratio
-    second / first over the pairs (see paired)."""
-    pairs = [(_timed(first), _timed(second)) for _ in range(repeats)]
-    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
-            statistics.median(b / a for a, b in pairs))
+    """paired() for two commands; no warm-up run (a thorough run takes a minute)."""
+    return paired(lambda: _run(first), lambda: _run(second), repeats, warm_up=False)
 
 
 def klconform_run(extra, report_dir):
@@ -97,23 +109,6 @@ def worker_overhead():
     isolation.shutdown()
     table("(d) one call ('none', float32) in this process against the call worker",
           ["shape", "in-process ms", "worker ms", "overhead ms", "x"], rows)
-
-
-def paired(first, second, repeats):
-    """Median times of two functions timed in alternation, and the median of the ratios
-    second / first of each pair: on a shared machine load that comes and goes hits both
-    sides of a pair alike, where two separate best-of series can catch different moments."""
-    first()
-    second()
-    pairs = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        first()
-        middle = time.perf_counter()
-        second()
-        pairs.append((middle - start, time.perf_counter() - middle))
-    return (statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs),
-            statistics.median(b / a for a, b in pairs))
 
 
 def oracle_against_torch(repeats):
