@@ -250,7 +250,7 @@ def shutdown(now=False):
     _pool.shutdown(now)
 
 
-def adapter_source(adapter):
+def _source_of(adapter):
     """The --impl string that re-creates `adapter` in the worker, or None."""
     return getattr(adapter, "source", None)
 
@@ -276,7 +276,7 @@ def _preload(worker, spec):
 
 def run_isolated(adapter, method, call, timeout=DEFAULT_TIMEOUT_S):
     """adapter.<method>(call) in the call worker, under the per-call timeout and the breaker."""
-    spec = adapter_source(adapter)
+    spec = _source_of(adapter)
     with _pool.lock:
         refusal = _pool.breaker.refuse(spec, call)
         if refusal is not None:
@@ -307,7 +307,7 @@ def call_with_timeout(function, *args, timeout=DEFAULT_TIMEOUT_S):
     """
     adapter = getattr(function, "__self__", None)
     method = getattr(function, "__name__", None)
-    if adapter_source(adapter) is not None and method in ISOLATED_METHODS and len(args) == 1:
+    if _source_of(adapter) is not None and method in ISOLATED_METHODS and len(args) == 1:
         return run_isolated(adapter, method, args[0], timeout)
     return _call_on_thread(function, args, timeout)
 
