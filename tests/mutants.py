@@ -222,8 +222,7 @@ def invalid_reduction_as_mean(input, target, reduction="mean", log_target=False)
 # Precision, dtype, NaN --------------------------------------------------------------------
 
 
-@wrong("none-pointwise", "reduction-sum",
-       note="float64 inputs computed in float32 (result cast back to float64)")
+@wrong("accuracy-in-dtype", note="float64 inputs computed in float32 (result cast back to float64)")
 def float32_inside(input, target, reduction="mean", log_target=False):
     result = F.kl_div(input.float(), target.float(), reduction=reduction, log_target=log_target)
     return result.to(input.dtype)

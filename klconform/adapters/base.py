@@ -83,6 +83,9 @@ class Capabilities:
     # Memory layouts (klconform.adapters.layouts) the adapter passes on to the library as
     # views; empty for adapters that hand their arrays over as they come.
     layouts: frozenset = frozenset()
+    # What a distillation loss's record declares: "temperature", "mask", "logits" (an
+    # argument it normalises itself). Claims about each are not applicable without it.
+    distillation: frozenset = frozenset()
 
     def as_dict(self):
         return {
@@ -93,7 +96,12 @@ class Capabilities:
             "composed_reductions": sorted(self.composed_reductions),
             "ranks": list(self.ranks),
             "layouts": sorted(self.layouts),
+            "distillation": sorted(self.distillation),
         }
+
+
+# The label of a divisor that counts masked rows too (Plan.divisors).
+PADDED_ROWS = "padded rows"
 
 
 @dataclass(frozen=True)
@@ -111,6 +119,20 @@ class Plan:
     # (claim, reason) pairs this call cannot judge whatever the case: a gradient with respect
     # to logits is not the gradient with respect to log-probabilities, say.
     unjudged: tuple = ()
+    # The value is `scale` times KL(P||Q): a distillation loss's declared T**2 factor.
+    scale: float = 1.0
+    # Arguments the library normalises itself (logits): its own log_softmax/softmax rounds
+    # in the dtype, which the budget allows for.
+    normalised: tuple = ()
+    # Arguments whose gradient is taken with respect to logits: the softmax's own term is part
+    # of the expected gradient ((Q - P), not -P).
+    logits_gradients: tuple = ()
+    # A canonical reduction rescaled from a scalar output: what that output declares it
+    # divides by, and (label, divisor) of the other divisors it could have used instead, so
+    # a wrong divisor is named as such.
+    declared_meaning: str | None = None
+    declared_divisor: float = 1.0
+    divisors: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +152,10 @@ class Call:
     # None: contiguous arrays. Otherwise a name from klconform.adapters.layouts.LAYOUTS:
     # the adapter passes views in that layout holding the same values.
     layout: str | None = None
+    # Distillation losses: the temperature to call at (None: the record's own, else 1), and
+    # which positions along every axis but the class axis count (True) - None: all of them.
+    temperature: float | None = None
+    mask: np.ndarray | None = None
 
     def dtype_of(self, argument):
         override = self.input_dtype if argument == "input" else self.target_dtype
@@ -241,4 +267,8 @@ def unsupported_reason(caps: Capabilities, call: Call):
         return f"a log_target argument (log_target={call.log_target})"
     if call.legacy and not caps.legacy_args:
         return "legacy size_average/reduce arguments"
+    if call.mask is not None and not np.all(call.mask) and "mask" not in caps.distillation:
+        return "masked positions (no mask argument)"
+    if call.temperature not in (None, 1.0) and "temperature" not in caps.distillation:
+        return f"a temperature (T = {call.temperature:g})"
     return None

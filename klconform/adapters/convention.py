@@ -17,6 +17,7 @@ import numpy as np
 
 from klconform.adapters.arrays import bridge
 from klconform.adapters.base import (
+    PADDED_ROWS,
     Adapter,
     Call,
     Capabilities,
@@ -25,13 +26,26 @@ from klconform.adapters.base import (
     Plan,
     unsupported_reason,
 )
+from klconform.adapters.native_form import (
+    mask_argument,
+    native_form,
+    rank_range,
+    temperature_for,
+)
 from klconform.constants import REDUCTIONS
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF, round_to
 from klconform.errors import ImplementationLoadError
-from klconform.spec.conventions import CANONICAL_MEANING, MEANING_TEXT, NO_ARGUMENT, divisor
+from klconform.spec.conventions import (
+    CANONICAL_MEANING,
+    MEANING_TEXT,
+    NO_ARGUMENT,
+    SCALAR_MEANINGS,
+    divisor,
+)
 
 # Spaces whose values are log P up to a constant: log P itself is a valid member of each.
 LOG_SPACES = ("log-probabilities", "logits")
+GRADIENT_CLAIM = {"prediction": "gradient-input", "target": "gradient-target"}
 
 
 def resolve(path, record_name):
@@ -122,15 +136,17 @@ class ConventionAdapter(Adapter):
     def _capabilities(self):
         record = self.record
         finest_name, finest = record.finest_output()
+        _, scalar = record.scalar_output()
         reductions, composed = set(), set()
         for canonical, meaning in CANONICAL_MEANING.items():
             if meaning in record.native_meanings.values():
                 reductions.add(canonical)
-            elif finest == "elementwise" or (finest == "rows" and canonical != "none"):
+            elif finest == "elementwise" or (finest in ("rows", None) and scalar is not None
+                                             and canonical != "none") \
+                    or (finest == "rows" and canonical != "none"):
                 reductions.add(canonical)
                 composed.add(canonical)
         by_device = record.dtypes_by_device
-        ranks = record.ranks or {}
         spaces = record.spaces
         return Capabilities(
             reductions=frozenset(reductions),
@@ -142,7 +158,12 @@ class ConventionAdapter(Adapter):
             autograd=record.autograd not in (None, "none"),
             devices=tuple(by_device),
             composed_reductions=frozenset(composed),
-            ranks=(ranks.get("min", 0), ranks.get("max")),
+            # A (batch, seq, vocab)-only loss takes lower ranks lifted (adapters.native_form).
+            ranks=rank_range(record),
+            distillation=frozenset(
+                feature for feature, declared in (
+                    ("temperature", record.temperature), ("mask", record.mask),
+                    ("logits", "logits" in spaces.values())) if declared),
         )
 
     def version(self):
@@ -189,15 +210,18 @@ class ConventionAdapter(Adapter):
                       f"{MEANING_TEXT[record.default_meaning]}, not the canonical 'mean')")
         if reason is None and call.reduction not in (None, *REDUCTIONS) and not record.reduction:
             reason = "a reduction argument"
+        form = native_form(record, np.shape(call.input))
+        temperature = temperature_for(record, call.temperature)
+        if reason is None and form is None:
+            reason = f"rank-{np.ndim(call.input)} inputs"
+        if reason is None and temperature.unsupported:
+            reason = temperature.unsupported
+        route = self._route(call, form) if reason is None else None
+        if reason is None and route is None:
+            reason = f"reduction {call.reduction!r} on {np.shape(call.input)} (every position " \
+                     f"masked: its output cannot be rescaled)"
         if reason:
             return Plan(unsupported=reason)
-        composed = None
-        if call.reduction in REDUCTIONS and record.native_for(call.reduction,
-                                                              np.shape(call.input)) is None:
-            name, meaning = record.finest_output()
-            source = "its output" if name == NO_ARGUMENT else f"its {name!r} output"
-            composed = (f"{call.reduction!r} is computed by klconform from {source} "
-                        f"({MEANING_TEXT[meaning]})")
         prediction_space = self._prediction_space(call)
         target_space = self._target_space(call)
         if prediction_space == "logits" and not _normalised(call.input, True, call.dtype):
@@ -224,15 +248,80 @@ class ConventionAdapter(Adapter):
                 return Plan(unsupported=f"inputs whose probabilities exp(log Q) are not normal "
                                         f"{dtype} numbers where P > 0 (the library would be "
                                         f"given Q = 0, a subnormal or inf)")
-        unjudged = []
-        if prediction_space == "logits":
-            unjudged.append(("gradient-input", "the gradient with respect to logits carries "
-                                               "the softmax's own term (Q - P, not -P)"))
-        if target_space == "logits":
-            unjudged.append(("gradient-target", "the gradient with respect to logits carries "
-                                                "the softmax's own term"))
-        return Plan(composed=composed, conversions=self._conversions(call),
-                    unjudged=tuple(unjudged))
+        unjudged = tuple((GRADIENT_CLAIM[role], f"the function does not differentiate its "
+                                                f"{role} (declared: no_gradient)")
+                         for role in record.no_gradient or ())
+        spaces = {"input": prediction_space, "target": target_space}
+        logits = tuple(argument for argument, space in spaces.items() if space == "logits")
+        conversions = self._conversions(call)
+        if not temperature.exact:
+            conversions += tuple(f"temperature: {argument} logits times {temperature.value:g}"
+                                 for argument in logits)
+        return Plan(composed=self._route_text(call, route), conversions=conversions,
+                    unjudged=unjudged, scale=temperature.scale, normalised=logits,
+                    logits_gradients=logits, **self._divisors(call, form, route))
+
+    def _divisors(self, call, form, route):
+        """What a rescaled scalar output declares it divides by, and the alternatives."""
+        name, how, _ = route
+        if how != "rescaled":
+            return {}
+        meaning = self.record.native_meanings[name]
+        kept = None if call.mask is None else int(np.sum(call.mask))
+        declared = divisor(meaning, form.native_shape, self.record.class_axis, kept)
+        shape = form.native_shape
+        candidates = {}
+        if kept is not None:
+            # First: on (N, C) rows the padded count is size(0) too, and the mask is the
+            # likelier slip of a function that takes one.
+            candidates[PADDED_ROWS] = divisor("mean-rows", shape, self.record.class_axis)
+        candidates.update({
+            "size(0)": divisor("mean-batch", shape),
+            "number of rows": divisor("mean-rows", shape, self.record.class_axis, kept),
+            "number of elements": divisor("mean-elements", shape), "nothing": 1})
+        alternatives = tuple((label, value) for label, value in candidates.items()
+                             if value and value != declared)
+        return {"declared_meaning": meaning, "declared_divisor": declared,
+                "divisors": alternatives}
+
+    def _route(self, call, form):
+        """(native reduction name, how, factor) for the call's reduction; None if it cannot be
+        had. `how`: 'native' (the library computes it), 'finest' (klconform sums the
+        elementwise or per-row output, times `factor`), 'rescaled' (a scalar output times
+        `factor`, the ratio of its divisor to the canonical one)."""
+        record = self.record
+        if call.reduction not in REDUCTIONS:
+            return call.reduction, "native", 1.0
+        shape = np.shape(call.input)
+        kept = None if call.mask is None else int(np.sum(call.mask))
+        name = record.native_for(call.reduction, shape, form.native_shape, kept)
+        if name is not None:
+            return name, "native", 1.0
+        wanted = CANONICAL_MEANING[call.reduction]
+        finest_name, finest = record.finest_output()
+        if finest == "elementwise" or (finest == "rows" and wanted in SCALAR_MEANINGS):
+            with np.errstate(divide="ignore"):
+                # An empty batch divides by 0: nan, as the canonical reduction gives.
+                return finest_name, "finest", np.float64(1.0) / divisor(wanted, shape)
+        scalar_name, scalar = record.scalar_output()
+        if scalar is None or wanted not in SCALAR_MEANINGS:
+            return None
+        native_divisor = divisor(scalar, form.native_shape, record.class_axis, kept)
+        if native_divisor == 0 or divisor(wanted, shape) == 0:
+            return None
+        return scalar_name, "rescaled", native_divisor / divisor(wanted, shape)
+
+    def _route_text(self, call, route):
+        name, how, _ = route
+        if how == "native":
+            return None
+        meaning = self.record.native_meanings[name]
+        source = "its output" if name == NO_ARGUMENT else f"its {name!r} output"
+        if how == "finest":
+            return (f"{call.reduction!r} is computed by klconform from {source} "
+                    f"({MEANING_TEXT[meaning]})")
+        return (f"{call.reduction!r} is computed by klconform from {source} "
+                f"({MEANING_TEXT[meaning]}) times the ratio of the two divisors")
 
     def _prediction_space(self, call):
         """The prediction's space in the form `call` selects: a log_target switch may move
@@ -262,21 +351,40 @@ class ConventionAdapter(Adapter):
     # -- making the call ------------------------------------------------------------------
 
     def _native_arrays(self, call):
-        """(prediction, target) as float64 in the library's spaces, before rounding."""
+        """(prediction, target) as float64 in the library's spaces, before rounding, with
+        logits times the call's temperature; still in the canonical layout."""
         spaces = self.record.spaces
         prediction = np.asarray(call.input, dtype=np.float64)
         target = np.asarray(call.target, dtype=np.float64)
+        temperature = temperature_for(self.record, call.temperature).value
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             if self._prediction_space(call) == "probabilities":
                 prediction = np.exp(prediction)
             if spaces["target"] in LOG_SPACES and not call.log_target:
                 target = np.log(target)
+            if temperature is not None:
+                # softmax(T log Q / T) = Q: the tempered distributions are the case's own.
+                if self._prediction_space(call) == "logits":
+                    prediction = prediction * temperature
+                if self._target_space(call) == "logits":
+                    target = target * temperature
         return prediction, target
 
-    def _call_function(self, call):
+    def _staged(self, call):
+        """(form, route, prediction, target): the arguments as the library's arrays."""
+        form = native_form(self.record, np.shape(call.input))
+        route = self._route(call, form)
+        prediction64, target64 = self._native_arrays(call)
+        prediction = self.bridge.from_numpy(form.to_native(prediction64),
+                                            call.dtype_of("input"), call.device)
+        target = self.bridge.from_numpy(form.to_native(target64), call.dtype_of("target"),
+                                        call.device)
+        return form, route, prediction, target
+
+    def _call_function(self, call, form, route):
         """A function of (prediction, target) native arrays that makes the native call."""
         record = self.record
-        keywords = {}
+        keywords = dict(record.call or {})
         function = self.function
         log_target = record.log_target or {}
         if call.log_target is not None and "keyword" in log_target:
@@ -285,15 +393,21 @@ class ConventionAdapter(Adapter):
             function = self.log_target_function
         reduction_name = None
         if call.reduction is not None and record.reduction:
-            reduction_name = (record.native_for(call.reduction, np.shape(call.input))
-                              if call.reduction in REDUCTIONS else call.reduction)
-            if reduction_name is None:
-                reduction_name = record.finest_output()[0]
+            reduction_name = route[0]
             if reduction_name == NO_ARGUMENT:
                 reduction_name = None
         axis = record.axis or {}
         if "keyword" in axis:
             keywords[axis["keyword"]] = axis.get("value", -1)
+        temperature = record.temperature or {}
+        if "keyword" in temperature:
+            keywords[temperature["keyword"]] = temperature_for(record, call.temperature).value
+        if record.mask:
+            mask = np.ones(form.canonical_shape[:-1], dtype=bool) if call.mask is None \
+                else np.asarray(call.mask, dtype=bool)
+            values, dtype = mask_argument(record, form.mask_to_native(mask), call.dtype)
+            keywords[record.mask["keyword"]] = self.bridge.from_numpy(values, dtype,
+                                                                      call.device)
         order = record.arguments
         reduction_keyword = (record.reduction or {}).get("keyword")
 
@@ -312,54 +426,66 @@ class ConventionAdapter(Adapter):
 
         return invoke
 
-    def _to_canonical(self, value, call, plan):
-        """The native result as the canonical reduction's value (composed if the plan says)."""
-        if not plan.composed:
-            return value
-        shape = np.broadcast_shapes(np.shape(call.input), np.shape(call.target))
-        _, meaning = self.record.finest_output()
-        wanted = shape if meaning == "elementwise" else shape[:-1]
+    def _to_canonical(self, value, form, route):
+        """The native result as the canonical reduction's value: moved back to the canonical
+        layout, or composed as the route says."""
+        name, how, factor = route
+        meaning = self.record.native_meanings.get(name)
+        if how == "native":
+            return form.elementwise_back(value) if meaning == "elementwise" else value
+        if how == "rescaled":
+            if np.shape(value) != ():
+                raise ImplementationResultError(
+                    f"its {MEANING_TEXT[meaning]} output has shape {np.shape(value)}, "
+                    f"expected a scalar (as its record says)")
+            with np.errstate(all="ignore"):
+                return np.asarray(np.float64(value) * factor)
+        native = form.native_shape
+        rows = tuple(size for index, size in enumerate(native) if index != form.axis)
+        wanted = native if meaning == "elementwise" else rows
         if np.shape(value) != tuple(wanted):
             raise ImplementationResultError(
                 f"its {MEANING_TEXT[meaning]} output has shape {np.shape(value)}, expected "
-                f"{tuple(wanted)} for a {shape} input (as its record says)")
+                f"{tuple(wanted)} for a {native} input (as its record says)")
         with np.errstate(all="ignore"):
-            total = np.sum(value, dtype=np.float64)
-            return np.asarray(total / divisor(CANONICAL_MEANING[call.reduction], shape))
+            return np.asarray(np.sum(value, dtype=np.float64) * factor)
 
     def compute(self, call: Call) -> Observation:
         plan = self.plan(call)
         if plan.unsupported:
             raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
-        prediction, target = self._native_arrays(call)
-        prediction = self.bridge.from_numpy(prediction, call.dtype_of("input"), call.device)
-        target = self.bridge.from_numpy(target, call.dtype_of("target"), call.device)
-        result = self._call_function(call)(prediction, target)
+        form, route, prediction, target = self._staged(call)
+        result = self._call_function(call, form, route)(prediction, target)
         value, dtype, shape = self.bridge.to_numpy(result)
-        value = self._to_canonical(value, call, plan)
-        return Observation(value, dtype, tuple(np.shape(value)) if plan.composed else shape)
+        value = self._to_canonical(value, form, route)
+        moved = plan.composed or not form.identity
+        return Observation(value, dtype, tuple(np.shape(value)) if moved else shape)
 
     def gradients(self, call: Call):
         plan = self.plan(call)
-        prediction64, target64 = self._native_arrays(call)
-        prediction = self.bridge.from_numpy(prediction64, call.dtype_of("input"), call.device)
-        target = self.bridge.from_numpy(target64, call.dtype_of("target"), call.device)
+        if plan.unsupported:
+            raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
+        form, route, prediction, target = self._staged(call)
+        prediction64, _ = self._native_arrays(call)
         grad_prediction, grad_target = self.bridge.gradients(
-            self._call_function(call), prediction, target)
-        scale = 1.0
-        if plan.composed:
-            scale = 1.0 / divisor(CANONICAL_MEANING[call.reduction], np.shape(call.input))
+            self._call_function(call, form, route), prediction, target)
+        scale = 1.0 if route[1] == "native" else route[2]
+        temperature = temperature_for(self.record, call.temperature).value or 1.0
         spaces = self.record.spaces
         with np.errstate(all="ignore"):
             # Chain rule back to the canonical arguments (log Q, and P or log P).
             if grad_prediction is not None:
-                grad_prediction = grad_prediction * scale
+                grad_prediction = form.elementwise_back(grad_prediction) * scale
                 if self._prediction_space(call) == "probabilities":
                     # The library saw Q rounded to the dtype: the chain rule uses that Q.
                     grad_prediction = grad_prediction * round_to(prediction64,
                                                                  call.dtype_of("input"))
+                elif self._prediction_space(call) == "logits":
+                    grad_prediction = grad_prediction * temperature
             if grad_target is not None:
-                grad_target = grad_target * scale
+                grad_target = form.elementwise_back(grad_target) * scale
+                if self._target_space(call) == "logits":
+                    grad_target = grad_target * temperature
                 if spaces["target"] in LOG_SPACES and not call.log_target:
                     grad_target = grad_target / np.asarray(call.target, dtype=np.float64)
         return grad_prediction, grad_target

@@ -82,12 +82,22 @@ def generated_coverage(cases):
     suites/test_gradients.py derives a gradient check from every eligible value case, and
     suites/test_layouts.py a layout check.
     """
+    from klconform.engine.attribution import LOWER_PRECISION, PRECISION_CLAIM
     from klconform.engine.gradients import CLAIMS as GRADIENT_CLAIMS
-    from klconform.engine.gradients import eligible
+    from klconform.engine.gradients import MASK_GRADIENT_CLAIM, eligible
     from klconform.engine.layouts import CLAIM as LAYOUT_CLAIM
 
+    if not any(eligible(case) for case in cases):
+        return set()
     generated = {*GRADIENT_CLAIMS, LAYOUT_CLAIM}
-    return generated if any(eligible(case) for case in cases) else set()
+    if any(eligible(case) and case.mask is not None and not case.mask.all()
+           for case in cases):
+        generated.add(MASK_GRADIENT_CLAIM)
+    # Every value case at a dtype with a lower precision judges the precision claim.
+    if any(case.kind == "value" and set(case.dtypes) & set(LOWER_PRECISION)
+           for case in cases):
+        generated.add(PRECISION_CLAIM)
+    return generated
 
 
 def _check_published(case, published):

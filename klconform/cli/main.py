@@ -41,7 +41,10 @@ def main(argv=None):
 
     matrix = commands.add_parser(
         "matrix", help="merge report.json files into matrix.json, matrix.md and index.html")
-    matrix.add_argument("reports", nargs="+", help="report.json files, one per implementation")
+    matrix.add_argument("reports", nargs="*", help="report.json files, one per implementation")
+    matrix.add_argument("--from-matrix", default=None, metavar="MATRIX_JSON",
+                        help="instead of reports: re-render matrix.md and index.html from a "
+                             "saved matrix.json (which is left as it is)")
     matrix.add_argument("--out", required=True,
                         help="directory for matrix.json, matrix.md and index.html")
 
@@ -52,11 +55,15 @@ def main(argv=None):
 
     diff = commands.add_parser(
         "diff", help="compare two report.json files: regressions, fixes, newly unsupported; "
-                     "exit 1 on a must-level regression")
+                     "exit 1 on a must-level regression or a must-level claim no longer "
+                     "checked")
     diff.add_argument("old", help="the baseline report.json (e.g. the base branch's)")
     diff.add_argument("new", help="the report.json to judge")
     diff.add_argument("--format", choices=("text", "markdown"), default="text",
                       help="markdown: for a pull request comment or $GITHUB_STEP_SUMMARY")
+    diff.add_argument("--allow-coverage-drop", action="store_true",
+                      help="list must-level claims checked in OLD and not in NEW without "
+                           "failing (by default such a coverage regression exits 1)")
 
     infer = commands.add_parser(
         "diagnose", help="infer an unknown KL function's convention by probing it; "
@@ -97,7 +104,8 @@ def run_diff(args):
             return 2
     old, new = reports
     try:
-        result = compare(old, new, args.old, args.new)
+        result = compare(old, new, args.old, args.new,
+                         allow_coverage_drop=args.allow_coverage_drop)
     except ReportError as error:
         print(f"diff: {error}", file=sys.stderr)
         return 2
@@ -120,10 +128,18 @@ def run_report(args):
 
 
 def run_matrix(args):
-    from klconform.report.matrix import MatrixError, write_matrix
+    from klconform.report.matrix import MatrixError, read_matrix, render_pages, write_matrix
 
+    if bool(args.reports) == bool(args.from_matrix):
+        print("matrix: give report.json files or --from-matrix MATRIX_JSON (one of the two)",
+              file=sys.stderr)
+        return 2
     try:
-        matrix = write_matrix(args.reports, args.out)
+        if args.from_matrix:
+            matrix = read_matrix(args.from_matrix)
+            render_pages(matrix, args.out)
+        else:
+            matrix = write_matrix(args.reports, args.out)
     except MatrixError as error:
         print(f"matrix: {error}", file=sys.stderr)
         return 2
@@ -165,6 +181,15 @@ def run_suites(args):
     extra = list(args.pytest_args)
     if extra and extra[0] == "--":
         extra = extra[1:]
+    if args.kl_min_coverage:
+        from klconform.report.gate import impossible, spec_claims
+        from klconform.spec.claims import load_spec
+
+        # In this command's own spelling; the child pytest would name --kl-min-coverage.
+        problem = impossible(args.kl_min_coverage, spec_claims(load_spec().claims.values()))
+        if problem:
+            print(f"klconform run: {problem}", file=sys.stderr)
+            return 4
     args.report_dir = args.report_dir or default_report_dir(os.getcwd(), args.impl)
     suites = str(resources.suites_dir())
     pytest_args = [

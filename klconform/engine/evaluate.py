@@ -12,6 +12,7 @@ from klconform.adapters.base import Call
 from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import UNIT_ROUNDOFF, round_to
 from klconform.engine import snippets as reproduce
+from klconform.engine.attribution import LOWER_PRECISION, PRECISION_CLAIM, judge_value
 from klconform.engine.expectations import (
     check_cross_entropy,
     check_published,
@@ -19,7 +20,6 @@ from klconform.engine.expectations import (
     check_sign,
     check_summation_accuracy,
     check_warnings,
-    compare_with_oracle,
     effective_reduction,
     oracle_for,
     representation_allowance,
@@ -60,7 +60,7 @@ class Guarded:
         return self._adapter.snippet(call)
 
 
-def make_call(case, dtype, device, arrays=None, call_args=None):
+def make_call(case, dtype, device, arrays=None, call_args=None, mask=None):
     x, t = arrays if arrays is not None else case.arrays
     args = case.call if call_args is None else call_args
     input_dtype, target_dtype = args.get("input_dtype"), args.get("target_dtype")
@@ -70,6 +70,8 @@ def make_call(case, dtype, device, arrays=None, call_args=None):
         reduction=args.get("reduction"), log_target=args.get("log_target"),
         legacy=dict(args.get("legacy", {})), device=device,
         input_dtype=input_dtype, target_dtype=target_dtype,
+        temperature=args.get("temperature"),
+        mask=case.mask if arrays is None else mask,
     )
 
 
@@ -155,7 +157,7 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     calls = [call]
     if "relation" in case.expect:
         other_arrays, other_args = case.other_call()
-        calls.append(make_call(case, dtype, device, other_arrays, other_args))
+        calls.append(make_call(case, dtype, device, other_arrays, other_args, case.mask))
     plans = [adapter.plan(each) for each in calls]
     for plan in plans:
         if plan.unsupported:
@@ -172,13 +174,7 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     for each in plans:
         unsupported.update(unsupported_claims(judged, each, adapter.capabilities, spec))
     if case.kind == "value" and _zeros_lost(plan, call):
-        # The library takes the target only in log space, where P = 0 is -inf: what the
-        # call gives is that claim's finding, and says nothing about the case's others.
-        for claim in judged:
-            unsupported.setdefault(claim, ZEROS_LOST)
-        unsupported.pop(ZERO_TARGET_CLAIM, None)
-        judged.append(ZERO_TARGET_CLAIM)
-        values = [ZERO_TARGET_CLAIM]
+        return _zeros_recorded(adapter, call, case, judged, outcome)
     if all(claim in unsupported for claim in judged):
         outcome.status = "unsupported"
         reasons = sorted(set(unsupported.values()))
@@ -221,18 +217,21 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     if observation.shape != expected.value.shape:
         failures.add(f"shape {observation.shape} != expected {expected.value.shape}", values)
     else:
-        compare_with_oracle(observation.value, expected, failures, "oracle", values, call.dtype)
+        judged_at = _judge_value(call, plan, observation.value, expected, failures, values,
+                                 judged, unsupported)
+        # A value computed at a lower precision is that claim's failure; the case's other
+        # checks, the second call's included, are judged at the precision it has.
+        precision = None if judged_at is expected else LOWER_PRECISION[call.dtype]
+        expected = judged_at
         evidence = Evidence(case, call, observation, observation.value, expected)
         if "relation" in case.expect:
             evidence = _second_call(adapter, calls[1], plans[1], evidence, failures, outcome,
-                                    values)
+                                    values, precision)
         for key in case.expect:
             if key in NOT_VALUE_CHECKS or evidence is None:
                 continue
             families, check = EXPECTATION_CHECKS[key]
             claims = claims_of_family(families, case.claims, call, spec, composed)
-            if values == [ZERO_TARGET_CLAIM]:
-                claims = values
             figures = check(evidence, failures, claims)
             if figures:
                 outcome.message = figures
@@ -248,9 +247,53 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     return outcome
 
 
-ZERO_TARGET_CLAIM = "zero-target"
-ZEROS_LOST = ("the target has zeros, which the library's log-space target states as -inf "
-              "(judged as zero-target)")
+def _judge_value(call, plan, value, expected, failures, claims, judged, unsupported):
+    """The oracle comparison, blamed on one claim where a known mistake explains it
+    (klconform.engine.attribution); that claim is then judged whatever the case names.
+    Returns the Expected the case's other checks use (the lower precision's, for a value
+    computed in it)."""
+    blamed, expected = judge_value(call, plan, value, expected, failures, claims,
+                                   lower=lambda: lower_precision_expected(call, plan))
+    if call.dtype in LOWER_PRECISION and PRECISION_CLAIM not in judged:
+        judged.append(PRECISION_CLAIM)
+    if blamed:
+        if blamed not in judged:
+            judged.append(blamed)
+        unsupported.pop(blamed, None)
+    return expected
+
+
+def lower_precision_expected(call, plan):
+    """The oracle at the precision a function that computes below the call's dtype uses."""
+    lower = LOWER_PRECISION.get(call.dtype)
+    return with_conversions(oracle_for(call, dtype=lower), call, plan) if lower else None
+
+
+NEGINF_TARGET_CLAIM = "impl-log-target-neginf"
+ZEROS_LOST = ("the target has zeros, which the library's log-space target can only state as "
+              "-inf: implementation-defined (recorded under impl-log-target-neginf)")
+
+
+def _zeros_recorded(adapter, call, case, judged, outcome):
+    """A target in log space (log-probabilities, logits) states P = 0 only as -inf, whatever
+    the function: what it gives there is the implementation-defined -inf target's, recorded,
+    and the case's own claims are not judged on it."""
+    outcome.status = "recorded"
+    outcome.claims = (NEGINF_TARGET_CLAIM,)
+    outcome.level = "implementation-defined"
+    outcome.claim_results = {claim: "unsupported" for claim in judged}
+    outcome.claim_results[NEGINF_TARGET_CLAIM] = "recorded"
+    outcome.claim_reasons = {claim: ZEROS_LOST for claim in judged}
+    try:
+        observation = adapter.run(call)
+    except Exception as error:
+        outcome.observed = {"raises": f"{type(error).__name__}: {first_line(error)}"}
+    else:
+        outcome.observed = {"value": summarize(observation.value), "dtype": observation.dtype,
+                            "shape": list(observation.shape)}
+    outcome.message = (f"{case.id}: P = 0 given as -inf to its log-space target: "
+                       f"{describe_observed(outcome.observed)}")
+    return outcome
 
 
 def _zeros_lost(plan, call):
@@ -258,8 +301,10 @@ def _zeros_lost(plan, call):
         and not call.log_target and bool(np.any(np.asarray(call.target) == 0))
 
 
-def _second_call(adapter, other_call, other_plan, evidence, failures, outcome, claims):
-    """Run a relation's second call; None (with a failure) if it raised."""
+def _second_call(adapter, other_call, other_plan, evidence, failures, outcome, claims,
+                 precision=None):
+    """Run a relation's second call; None (with a failure) if it raised. `precision`: the
+    dtype whose budget it is judged at, where not its own."""
     try:
         other = adapter.run(other_call)
     except Exception as error:
@@ -269,22 +314,39 @@ def _second_call(adapter, other_call, other_plan, evidence, failures, outcome, c
     outcome.snippet += "# second call of the relation:\n" + reproduce.snippet(
         adapter, other_call, evidence.case.id)
     return replace(evidence, other_value=other.value,
-                   other_expected=with_conversions(oracle_for(other_call), other_call,
-                                                    other_plan))
+                   other_expected=with_conversions(oracle_for(other_call, dtype=precision),
+                                                    other_call, other_plan))
 
 
 def with_conversions(expected, call, plan):
-    """The oracle's budget plus what klconform's own space conversions can add."""
-    if not plan.conversions:
-        return expected
-    extra = budget.conversion_budget(call.input, call.target, bool(call.log_target),
-                                     plan.conversions, call.dtype)
-    if expected.reduction == "none":
-        widened = expected.budget + extra
-    else:
-        with np.errstate(invalid="ignore"):
-            widened = np.asarray(expected.budget + np.sum(extra) / expected.divisor)
-    return replace(expected, budget=widened)
+    """The oracle's Expected for what the plan says the library computes: plus the budget of
+    klconform's own space conversions and of the library's own normalisation of logits, times
+    the plan's scale (a distillation loss's T**2)."""
+    extra = None
+    x, t, log_target = call.input, call.target, bool(call.log_target)
+    if plan.conversions:
+        extra = budget.conversion_budget(x, t, log_target, plan.conversions, call.dtype)
+        scaled = tuple(conversion.split()[1] for conversion in plan.conversions
+                       if conversion.startswith("temperature"))
+        if scaled:
+            extra = extra + budget.temperature_budget(x, t, log_target, scaled, call.dtype)
+    if plan.normalised:
+        normalising = budget.normalisation_budget(x, t, log_target, plan.normalised,
+                                                  call.dtype)
+        extra = normalising if extra is None else extra + normalising
+    if extra is not None:
+        if call.mask is not None and np.ndim(extra):
+            extra = np.where(np.asarray(call.mask, dtype=bool)[..., None], extra, 0.0)
+        if expected.reduction == "none":
+            widened = expected.budget + extra
+        else:
+            with np.errstate(invalid="ignore"):
+                widened = np.asarray(expected.budget + np.sum(extra) / expected.divisor)
+        expected = replace(expected, budget=widened)
+    if plan.scale != 1.0:
+        expected = replace(expected, value=np.asarray(expected.value * plan.scale),
+                           budget=np.asarray(expected.budget * plan.scale))
+    return expected
 
 
 def budget_dtype(call, observation):

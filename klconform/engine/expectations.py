@@ -20,7 +20,8 @@ def effective_reduction(call):
 def oracle_for(call, dtype=None):
     """The oracle's Expected for exactly this call (its reduction, log_target and dtype)."""
     return oracle.expected(call.input, call.target, reduction=effective_reduction(call),
-                           log_target=bool(call.log_target), dtype=dtype or call.dtype)
+                           log_target=bool(call.log_target), dtype=dtype or call.dtype,
+                           mask=call.mask)
 
 
 def compare_with_oracle(actual, expected, failures, label, claims=None, dtype=None):

@@ -16,14 +16,30 @@ import numpy as np
 from klconform.adapters.base import Call
 from klconform.constants import DEFAULT_TIMEOUT_S, DTYPES
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
-from klconform.engine.evaluate import Guarded, make_call, unsupported_reason
+from klconform.engine.attribution import (
+    LOWER_PRECISION,
+    PRECISION_CLAIM,
+    constant_ratio,
+    gradient_joins_value,
+)
+from klconform.engine.evaluate import (
+    ZEROS_LOST,
+    Guarded,
+    make_call,
+    oracle_for,
+    unsupported_reason,
+    with_conversions,
+)
 from klconform.engine.expectations import effective_reduction
 from klconform.engine.outcome import Outcome
+from klconform.oracle import budget
 from klconform.oracle import float64 as oracle
 from klconform.oracle.budget import K_ELEM
 from klconform.short_text import summarize
 
 CLAIMS = ("gradient-input", "gradient-target")
+# Judged where a case masks rows: their gradient is zero whatever the formula.
+MASK_GRADIENT_CLAIM = "mask-excludes-gradient"
 GRADIENT_DTYPES = DTYPES
 # Finite differences only where float64 rounding leaves them meaningful.
 FINITE_DIFFERENCE_DTYPE = "float64"
@@ -39,24 +55,55 @@ def eligible(case):
     return bool(np.all(np.isfinite(x)) and np.all(np.isfinite(t)) and x.size)
 
 
-def analytic(call: Call):
-    """(d input, d target, target mask) of sum(result) for the call, in float64."""
+def _row_keep(call, shape):
+    """Where rows count (the mask broadcast over the class axis); all True without a mask."""
+    if call.mask is None or not len(shape):
+        return np.ones(shape, dtype=bool)
+    return np.broadcast_to(np.asarray(call.mask, dtype=bool)[..., None], shape)
+
+
+def _scale(call, plan):
+    """d value / d term: the plan's scale (T**2) over the canonical reduction's divisor."""
+    shape = np.shape(call.input)
+    return (plan.scale if plan else 1.0) / oracle.divisor_for(effective_reduction(call), shape)
+
+
+def analytic(call: Call, plan=None):
+    """(d input, d target, target mask) of sum(result) for the call, in float64.
+
+    An argument the library takes as logits (plan.logits_gradients) is differentiated through
+    its softmax: d/dx = scale (Q - P) for the prediction, and P (log P - x - KL of the row)
+    for a log-space target; masked rows have zero gradient.
+    """
     x = np.asarray(call.input, dtype=np.float64)
     t = np.asarray(call.target, dtype=np.float64)
-    scale = 1.0 / oracle.divisor_for(effective_reduction(call), x.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if call.log_target:
-            p = np.exp(t)
-            return -p * scale, p * (t - x + 1.0) * scale, np.ones(t.shape, dtype=bool)
-        return -t * scale, (np.log(t) + 1.0 - x) * scale, t > 0
+    scale = _scale(call, plan)
+    logits = plan.logits_gradients if plan else ()
+    keep = _row_keep(call, x.shape)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        p = np.exp(t) if call.log_target else t
+        log_p = t if call.log_target else np.log(t)
+        input_gradient = (np.exp(x) - p) if "input" in logits else -p
+        if "target" in logits:
+            row_kl = np.sum(np.where(p > 0, p * (log_p - x), 0.0), axis=-1, keepdims=True) \
+                if x.ndim else np.where(p > 0, p * (log_p - x), 0.0)
+            per_log_p = log_p - x - row_kl
+        else:
+            per_log_p = log_p - x + 1.0
+        target_gradient = p * per_log_p if call.log_target else per_log_p
+        checked = np.ones(t.shape, dtype=bool) if call.log_target else t > 0
+    return (np.where(keep, input_gradient * scale, 0.0),
+            np.where(keep, target_gradient * scale, 0.0), checked | ~keep)
 
 
-def _budgets(call: Call, conversions=()):
+def _budgets(call: Call, plan=None):
+    conversions = plan.conversions if plan else ()
+    logits = plan.logits_gradients if plan else ()
     x = np.abs(np.asarray(call.input, dtype=np.float64))
     t = np.asarray(call.target, dtype=np.float64)
     u, tiny = UNIT_ROUNDOFF[call.dtype], SMALLEST_NORMAL[call.dtype]
-    scale = 1.0 / oracle.divisor_for(effective_reduction(call), x.shape)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    scale = abs(_scale(call, plan))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         if call.log_target:
             p = np.exp(t)
             budget_input = K_ELEM * u * (p * scale + tiny)
@@ -72,6 +119,26 @@ def _budgets(call: Call, conversions=()):
             budget_input = budget_input + K_ELEM * u * p * (log_p + 1.0) * scale
             budget_target = budget_target + K_ELEM * u * (log_p * (log_p + x + 2.0) + 1.0) \
                 * scale
+        if logits:
+            # The library's own softmax: Q and P carry its rounding (oracle.budget), and the
+            # row's KL is a sum over the row.
+            finite_x = np.where(np.isfinite(x), x, 0.0)
+            q = np.exp(-finite_x)
+            error_q = budget.log_softmax_error(-finite_x, u)
+            log_p = np.abs(np.log(np.where(p > 0, p, 1.0)))
+            error_p = budget.log_softmax_error(np.where(p > 0, -log_p, 0.0), u)
+            rows = (lambda values: np.sum(values, axis=-1, keepdims=True)) if x.ndim \
+                else (lambda values: values)
+            if "input" in logits:
+                budget_input = budget_input + (K_ELEM * u * q + q * error_q
+                                               + p * error_p) * scale
+            if "target" in logits:
+                spread = log_p + finite_x + rows(p * (log_p + finite_x)) + 2.0
+                per = K_ELEM * u * spread + error_p * spread + rows(p * (error_p + error_q))
+                budget_target = budget_target + (p * per if call.log_target else per) * scale
+        # A subnormal P has no relative accuracy in the dtype: its term's gradient cannot be
+        # bounded (as klconform.oracle.budget says of conversions).
+        budget_target = np.where((p > 0) & (p < tiny), np.inf, budget_target)
     return budget_input, budget_target
 
 
@@ -108,6 +175,11 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
 
     plan = adapter.plan(call)
     unjudged = unsupported_claims(CLAIMS, plan, adapter.capabilities, load_spec())
+    if "target" in plan.logits_gradients and not call.log_target \
+            and np.any(np.asarray(call.target) == 0):
+        # P = 0 reaches a logits target as -inf, whose softmax row has no finite gradient:
+        # the -inf target's behaviour, recorded by the value case (impl-log-target-neginf).
+        unjudged.setdefault("gradient-target", ZEROS_LOST)
     if len(unjudged) == len(CLAIMS):
         outcome.status = "unsupported"
         outcome.message = f"{adapter.name}: {'; '.join(sorted(set(unjudged.values())))}"
@@ -119,8 +191,9 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     outcome.snippet = reproduce.snippet(adapter, call, case.id) + \
         "# gradients: adapter.run_gradients(Call(..., requires_grad=('input', 'target'))) " \
         "or result.sum().backward()\n"
-    want_input, want_target, target_checked = analytic(call)
-    budget_input, budget_target = _budgets(call, adapter.plan(call).conversions)
+    want_input, want_target, target_checked = analytic(call, plan)
+    budget_input, budget_target = _budgets(call, plan)
+    masked = ~_row_keep(call, np.shape(call.input)) if call.mask is not None else None
     failures = []
     gradients = {}
     for mode, arguments in MODES:
@@ -129,35 +202,99 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
         except Exception as error:
             return errored_outcome(outcome, error, f"{mode}: ")
         grad_input, grad_target = gradients[mode]
+        kept = np.ones_like(target_checked) if masked is None else ~masked
         if "input" in arguments:
             _compare(f"{mode}: d/dinput", grad_input, want_input, budget_input,
-                     np.ones_like(target_checked), failures, "gradient-input")
+                     kept, failures, "gradient-input")
         if "target" in arguments:
             _compare(f"{mode}: d/dtarget", grad_target, want_target, budget_target,
-                     target_checked, failures, "gradient-target")
+                     target_checked & kept, failures, "gradient-target")
+        if masked is not None:
+            # A gradient at a masked row is the mask's failure, not the formula's.
+            for argument, got, want, allowed in (
+                    ("input", grad_input, want_input, budget_input),
+                    ("target", grad_target, want_target, budget_target)):
+                if argument in arguments and got is not None:
+                    _compare(f"{mode}: d/d{argument} at masked rows", got, want, allowed,
+                             masked, failures, MASK_GRADIENT_CLAIM)
+    if failures and dtype in LOWER_PRECISION:
+        failures = _at_lower_precision(call, plan, gradients, want_input, want_target,
+                                       target_checked, masked, failures)
     if not failures and dtype == FINITE_DIFFERENCE_DTYPE:
         try:
-            failures += _finite_differences(adapter, call, gradients, target_checked)
+            failures += _finite_differences(adapter, call, gradients, target_checked, plan)
         except Exception as error:
             return errored_outcome(outcome, error, "finite differences: ")
     grad_input, grad_target = gradients["both"]
+    failures = _joined_to_value(adapter, call, plan, failures,
+                                ((grad_input, want_input, "gradient-input", None),
+                                 (grad_target, want_target, "gradient-target",
+                                  target_checked)))
     outcome.expected = f"d/dinput {summarize(want_input)}; d/dtarget {summarize(want_target)}"
     outcome.actual = f"d/dinput {summarize(grad_input)}; d/dtarget {summarize(grad_target)}"
     outcome.budget = float(np.max(budget_input))
     # Name only the claims that broke: a wrong d/dtarget says nothing about d/dinput.
     failures = [(claim, text) for claim, text in failures if claim not in unjudged]
     broken = {claim for claim, _ in failures}
+    claims = CLAIMS + ((MASK_GRADIENT_CLAIM,) if masked is not None else ())
+    claims += tuple(dict.fromkeys(claim for claim, _ in failures if claim not in claims))
     outcome.claim_results = {claim: ("unsupported" if claim in unjudged else
                                      "failed" if claim in broken else "passed")
-                             for claim in CLAIMS}
+                             for claim in claims}
     outcome.claim_reasons = dict(unjudged)
     if failures:
         outcome.status = "failed"
-        outcome.claims = tuple(claim for claim in CLAIMS if claim in broken)
+        outcome.claims = tuple(claim for claim in claims if claim in broken)
         outcome.checks = [text for _, text in failures]
         failing = [text for _, text in failures]
         outcome.actual = failing[0]
     return outcome
+
+
+def _at_lower_precision(call, plan, gradients, want_input, want_target, target_checked,
+                        masked, failures):
+    """Gradients whose every error fits the lower precision's budgets were computed in it:
+    one failure of the precision claim, not of the gradient claims."""
+    lower = LOWER_PRECISION[call.dtype]
+    budget_input, budget_target = _budgets(replace(call, dtype=lower), plan)
+    kept = np.ones_like(target_checked) if masked is None else ~masked
+    coarse = []
+    for mode, arguments in MODES:
+        grad_input, grad_target = gradients[mode]
+        if "input" in arguments:
+            _compare(f"{mode}: d/dinput", grad_input, want_input, budget_input, kept, coarse,
+                     "gradient-input")
+        if "target" in arguments:
+            _compare(f"{mode}: d/dtarget", grad_target, want_target, budget_target,
+                     target_checked & kept, coarse, "gradient-target")
+    if coarse:
+        return failures
+    return [(PRECISION_CLAIM, f"{failures[0][1]} (the error fits {lower}'s budget: computed "
+                              f"in {lower})")]
+
+
+def _joined_to_value(adapter, call, plan, failures, compared):
+    """Failures of a gradient that is the right one times the factor by which the value is
+    wrong move to the value's root cause (a divisor, T**2): one bug, one claim."""
+    failing = {claim for claim, _ in failures}
+    moved = {}
+    for got, want, claim, checked in compared:
+        if claim not in failing or got is None or effective_reduction(call) == "none":
+            continue
+        mask = np.ones(np.shape(want), dtype=bool) if checked is None else checked
+        ratio = constant_ratio(got, want, mask & _row_keep(call, np.shape(want)))
+        if ratio is None:
+            continue
+        try:
+            observation = adapter.run(call)
+        except Exception:  # the value case reports the error
+            return failures
+        expected = with_conversions(oracle_for(call), call, plan)
+        joined = gradient_joins_value(call, plan, ratio, observation.value, expected)
+        if joined:
+            moved[claim] = joined
+    return [(moved[claim][0], f"{text} ({moved[claim][1]})") if claim in moved
+            else (claim, text) for claim, text in failures]
 
 
 def errored_outcome(outcome, error, where):
@@ -184,9 +321,10 @@ def _compare(label, got, want, budget, mask, failures, claim):
                                 f"got {got[index]:.10g} (budget {budget[index]:.3g})"))
 
 
-def _hessians(call, x, t):
-    """(d2/dtarget2, d2/dinput dtarget) of sum(result), elementwise (both are diagonal)."""
-    scale = 1.0 / oracle.divisor_for(effective_reduction(call), x.shape)
+def _hessians(call, x, t, plan):
+    """(d2/dtarget2, d2/dinput dtarget) of sum(result), elementwise (both are diagonal;
+    the input's logits softmax term does not depend on the target)."""
+    scale = _scale(call, plan) * _row_keep(call, x.shape)
     with np.errstate(divide="ignore", invalid="ignore"):
         if call.log_target:
             p = np.exp(t)
@@ -194,35 +332,54 @@ def _hessians(call, x, t):
         return scale / t, -np.ones_like(t) * scale
 
 
-def _finite_differences(adapter, call, gradients, target_checked):
-    """First order from the forward values, second order from each mode's gradients."""
+def _renormalised(log_q):
+    """log_softmax along the class axis: a step in logits keeps the rows normalised."""
+    if not np.ndim(log_q):
+        return log_q
+    top = np.max(log_q, axis=-1, keepdims=True)
+    return log_q - top - np.log(np.sum(np.exp(log_q - top), axis=-1, keepdims=True))
+
+
+def _finite_differences(adapter, call, gradients, target_checked, plan):
+    """First order from the forward values, second order from each mode's gradients.
+
+    A logits prediction steps in logits (the rows renormalised), where its gradient lives; a
+    logits target, which no step in P keeps normalised, is judged by its analytic gradient
+    alone."""
     failures = []
     x = np.asarray(call.input, dtype=np.float64)
     t = np.asarray(call.target, dtype=np.float64)
     direction = _direction(x.shape)
+    logits = plan.logits_gradients
     # First order along `direction`, input side: the loss is linear in input.
     step_x = STEP * direction
-    slope_x = (_total(adapter, replace(call, input=x + step_x))
-               - _total(adapter, replace(call, input=x - step_x))) / 2.0
+    moved = _renormalised if "input" in logits else (lambda values: values)
+    slope_x = (_total(adapter, replace(call, input=moved(x + step_x)))
+               - _total(adapter, replace(call, input=moved(x - step_x)))) / 2.0
     # Target side: steps proportional to t keep t > 0 and leave zero targets alone.
     step_t = STEP * direction * np.where(target_checked, np.abs(t) if not call.log_target
                                          else 1.0, 0.0)
+    if "target" in logits:
+        step_t = np.zeros_like(step_t)
     slope_t = None
     if np.any(step_t):
         slope_t = (_total(adapter, replace(call, target=t + step_t))
                    - _total(adapter, replace(call, target=t - step_t))) / 2.0
-    hessian_tt, hessian_xt = _hessians(call, x, t)
+    hessian_tt, hessian_xt = _hessians(call, x, t, plan)
+    # Each forward value carries its own rounding (a function normalising its logits rounds
+    # near u even where the KL is 0): a difference of two is no finer than their budgets.
+    noise = float(np.sum(with_conversions(oracle_for(call), call, plan).budget))
     mask = target_checked & (step_t != 0)
     for mode, arguments in MODES:
         grad_input, grad_target = gradients[mode]
         one_sided = replace(call, requires_grad=arguments)
         if "input" in arguments:
             _check_slope(f"{mode}: finite differences d/dinput", slope_x,
-                         float(np.sum(grad_input * step_x)), failures, "gradient-input")
+                         float(np.sum(grad_input * step_x)), failures, "gradient-input", noise)
         if "target" in arguments and slope_t is not None:
             _check_slope(f"{mode}: finite differences d/dtarget", slope_t,
                          float(np.sum(np.where(target_checked, grad_target, 0.0) * step_t)),
-                         failures, "gradient-target")
+                         failures, "gradient-target", noise)
         if slope_t is None:
             continue
         # Second order along the target step: gradients are diagonal in the target.
@@ -232,11 +389,16 @@ def _finite_differences(adapter, call, gradients, target_checked):
             _check_second_order(f"{mode}: second order d2/dtarget2", up_target, down_target,
                                 hessian_tt, step_t, mask, t, failures, "gradient-target")
         if "input" in arguments:
-            # computed from d/dinput, so a wrong input gradient shows up here too
+            # computed from d/dinput, so a wrong input gradient shows up here too. Through a
+            # softmax, d/ds_i = c (Q_i sum_j P_j - P_i): a step in P moves every class.
+            mixed = hessian_xt * step_t
+            if "input" in logits and x.ndim:
+                mixed = mixed - np.exp(x) * np.sum(hessian_xt * step_t, axis=-1,
+                                                   keepdims=True)
             _check_second_order(f"{mode}: second order d2/dinput dtarget", up_input,
-                                down_input, hessian_xt, step_t, mask, t, failures,
-                                "gradient-input")
-        elif "target" in arguments:
+                                down_input, mixed, step_t, mask, t, failures,
+                                "gradient-input", product=True)
+        elif "target" in arguments and "input" not in logits:
             # The mixed derivative from the target's side: d/dinput of d/dtarget.
             _, right_target = adapter.run_gradients(replace(one_sided, input=x + step_x))
             _, left_target = adapter.run_gradients(replace(one_sided, input=x - step_x))
@@ -247,11 +409,13 @@ def _finite_differences(adapter, call, gradients, target_checked):
     return failures
 
 
-def _check_second_order(label, up, down, hessian, step, mask, t, failures, claim):
+def _check_second_order(label, up, down, hessian, step, mask, t, failures, claim,
+                        product=False):
     """Central differences of gradients along `step` against hessian * step, where `mask`.
 
     `t` (the target) when the difference runs along the target, whose 1/t curvature gives
     a truncation error growing with (step / t)^2; None when it runs along the input.
+    `product`: `hessian` is already the Hessian times the step (not diagonal).
     """
     if up is None or down is None:
         failures.append((claim, f"{label}: no gradient (None)"))
@@ -259,7 +423,7 @@ def _check_second_order(label, up, down, hessian, step, mask, t, failures, claim
     observed = (np.asarray(up, dtype=np.float64) - np.asarray(down, dtype=np.float64)) / 2.0
     got = np.where(mask, observed, 0.0)
     with np.errstate(invalid="ignore"):  # inf * 0 at zero targets, masked out
-        want = np.where(mask, hessian * step, 0.0)
+        want = np.where(mask, hessian if product else hessian * step, 0.0)
     scale_of = np.abs(want)
     if t is not None:
         scale_of = scale_of + STEP * np.abs(step) / np.maximum(np.abs(t), 1e-300)
@@ -268,11 +432,12 @@ def _check_second_order(label, up, down, hessian, step, mask, t, failures, claim
                                 f"{summarize(got)} vs analytic {summarize(want)}"))
 
 
-def _check_slope(label, slope, predicted, failures, claim):
+def _check_slope(label, slope, predicted, failures, claim, noise=0.0):
     if not np.isfinite(slope):
         # The forward values themselves are not finite here (a zero target where the
         # library gives nan): the value cases judge that; a slope says nothing.
         return
-    if not abs(slope - predicted) <= FINITE_DIFFERENCE_TOLERANCE * (abs(predicted) + 1e-12):
+    if not abs(slope - predicted) <= FINITE_DIFFERENCE_TOLERANCE * (abs(predicted) + 1e-12) \
+            + noise:
         failures.append((claim, f"{label}: forward values change by {slope:.10g}, the "
                                 f"gradients predict {predicted:.10g}"))

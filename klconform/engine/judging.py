@@ -18,6 +18,12 @@ NOT_VALUE_FAMILIES = ("warnings", "precision", "implementation-defined")
 CALL_CLAIM = {None: "default-reduction-mean", "none": "none-pointwise", "sum": "reduction-sum",
               "mean": "reduction-mean", "batchmean": "reduction-batchmean"}
 DTYPE_CLAIM = "result-dtype"
+# Claims about a distillation loss's features are not applicable where none is declared.
+DISTILLATION_FEATURES = {
+    "temperature": "a temperature (its record declares none)",
+    "mask": "a mask (its record declares none)",
+    "logits": "logits (it normalises no argument itself)",
+}
 
 
 def value_claims(case_claims, call, spec, composed=False):
@@ -60,6 +66,12 @@ def unsupported_claims(claims, plan, capabilities, spec):
             elif need == "layouts" and not getattr(capabilities, "layouts", None):
                 reasons[claim] = ("memory layouts: its arrays are handed over by klconform, "
                                   "not as views")
+            elif need == "token-mean" and plan.declared_meaning != "mean-rows":
+                reasons[claim] = ("a mean over tokens read by this call (its record declares "
+                                  "none, or klconform composes it from a finer output)")
+            elif need in DISTILLATION_FEATURES and need not in getattr(
+                    capabilities, "distillation", ()):
+                reasons[claim] = DISTILLATION_FEATURES[need]
     return reasons
 
 

@@ -26,9 +26,11 @@ from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import strategies
+from klconform.engine.attribution import judge_value
 from klconform.engine.evaluate import (
     Guarded,
     budget_dtype,
+    lower_precision_expected,
     make_call,
     unsupported_reason,
     with_conversions,
@@ -36,7 +38,6 @@ from klconform.engine.evaluate import (
 from klconform.engine.expectations import (
     check_cross_entropy,
     check_sign,
-    compare_with_oracle,
     oracle_for,
 )
 from klconform.engine.isolation import CallNotRun, CallTimeout
@@ -144,8 +145,9 @@ class Probe:
                               f"{expected.value.shape}", values)
         else:
             value = np.asarray(observation.value, dtype=np.float64)
-            compare_with_oracle(value, expected, self.failures, f"oracle ({label} call)",
-                                values, call.dtype)
+            _, expected = judge_value(call, plan, value, expected, self.failures, values,
+                                      f"oracle ({label} call)",
+                                      lambda: lower_precision_expected(call, plan))
         if len(self.failures.lines) > before:
             self.note_failure(call, expected, observation.value)
         return value, expected

@@ -67,9 +67,13 @@ def _rewrite_report(report_dir, crashes, exitstatus):
             "footer", exitstatus=exitstatus, finished=time.time(),
             partial=[f"stopped after {len(crashes)} crashes"])
         events = read_stream(report_dir)
-    paths = write_reports(events, report_dir)
-    print(f"klconform: {paths[2].upper()} after {len(crashes)} crash(es); report: {paths[0]}")
-    return 1 if paths[2] == "fail" else exitstatus
+    written = write_reports(events, report_dir)
+    print(f"klconform: {written.verdict.upper()} after {len(crashes)} crash(es); "
+          f"report: {written.json}")
+    gate = written.report["gate"]
+    if not gate["passed"]:
+        print(f"klconform: FAILED: {gate['reason']}")
+    return 1 if written.verdict == "fail" or not gate["passed"] else exitstatus
 
 
 def _signal_name(returncode):

@@ -112,6 +112,7 @@ class Collector:
                      "message": reason}
         elif report.failed:
             entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
+                     "test": self._test_id(report),
                      "checks": [_last_line(report.longreprtext)]}
         else:
             return
@@ -123,10 +124,16 @@ class Collector:
         # crashed (segfault, os._exit); serially, klconform itself broke. Either way the
         # report must show it.
         entry = {"kind": "error", "nodeid": report.nodeid, "status": "errored",
+                 "test": self._test_id(report),
                  "case_id": _case_from_nodeid(report.nodeid), "level": "must",
                  "checks": [_last_line(report.longreprtext)]}
         kl_session(self.config).records.append(entry)
         self._journal("record", **entry)
+
+    def _test_id(self, report):
+        from klconform.harness.options import suite_test_id
+
+        return suite_test_id(self.config.rootpath / report.location[0], report.nodeid)
 
 
 def _is_conformance(report):

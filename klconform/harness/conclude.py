@@ -24,6 +24,10 @@ def conclude(outcome, record, strict, manifest=None, levels=None):
     levels = levels or {}
     results = dict(outcome.claim_results) or {claim: outcome.status for claim in outcome.claims}
     failing = [claim for claim, status in results.items() if status in FAILING]
+    # Claims no returned value was judged for: a deviation or the should level may excuse
+    # them below, but coverage must not count them as checked (report/build.py).
+    errored = [claim for claim in failing
+               if results[claim] == "errored" or outcome.status == "errored"]
     case_deviation = None
     for claim in failing:
         deviation = manifest.match(outcome.case_id, (claim,), outcome.dtype) if manifest else None
@@ -52,6 +56,8 @@ def conclude(outcome, record, strict, manifest=None, levels=None):
     outcome.claim_results = results
     entry = asdict(outcome)
     entry["kind"] = "case"
+    if errored:
+        entry["errored_claims"] = errored
     record(**entry)
     if outcome.status == "unsupported":
         pytest.skip(f"unsupported: {outcome.message}")

@@ -11,17 +11,20 @@ import sys
 
 import pytest
 
-_EXIT_STATUS = pytest.StashKey[int]()
+_SESSION = pytest.StashKey[pytest.Session]()
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
-    session.config.stash[_EXIT_STATUS] = int(session.exitstatus)
+    # The status is read at unconfigure, not here: another sessionfinish (klconform's
+    # coverage gate) may still change it after this one.
+    session.config.stash[_SESSION] = session
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config):
-    status = config.stash.get(_EXIT_STATUS, None)
+    session = config.stash.get(_SESSION, None)
+    status = None if session is None else int(session.exitstatus)
     if status not in (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED):
         # Interrupted, a usage or internal error: pytest still has things to print.
         return

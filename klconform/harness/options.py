@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 
 from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.report.gate import parse_min_coverage
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,12 @@ OPTIONS = (
     Option("kl_timeout", "--kl-timeout", "--timeout",
            "seconds one implementation call may take before it fails (0: none)",
            type=float, default=DEFAULT_TIMEOUT_S),
+    # Not replayed: one test replayed alone would fall short of a run-wide minimum.
+    Option("kl_min_coverage", "--kl-min-coverage", "--min-coverage",
+           "fail the run unless at least N claims were checked (N), or N percent of the "
+           "applicable ones (N%%); a claim is checked where a returned value was judged. "
+           "Without it a run must still check one claim",
+           type=parse_min_coverage, replay=False),
     Option("kl_only", "--kl-only", None,
            "run only the bundled conformance suites, not this project's tests; test ids "
            "relative to the suites (test_cases.py::test_case[ID]) select from them",
@@ -121,22 +128,29 @@ def pytest_arguments(values, cwd=None):
     return arguments
 
 
-def replay_command(item, state):
-    """A command that runs this one conformance test again, from any directory.
-
-    The test is named relative to the bundled suites (resolved there by --kl-only), and
-    `python -m pytest` puts the current directory on sys.path as `klconform run` does, so
-    an --impl module found there is found again. The replay writes its report beside the
-    run's, under replay/, rather than over it.
-    """
+def suite_test_id(path, nodeid):
+    """A conformance test's id relative to the bundled suites (`test_cases.py::test_case[ID]`),
+    the form pytest --impl resolves from any directory; the nodeid itself for a test that is
+    not in the suites. Outside the rootdir pytest names a suite test `::test_case[ID]`."""
     from pathlib import Path
 
     from klconform import resources
 
     suites = resources.suites_dir().resolve()
-    path = Path(str(item.path)).resolve()
-    test_file = path.relative_to(suites).as_posix() if suites in path.parents else path.name
-    test = f"{test_file}::{item.nodeid.split('::', 1)[1]}"
+    path = Path(str(path)).resolve()
+    if "::" not in nodeid or suites not in path.parents:
+        return nodeid
+    return f"{path.relative_to(suites).as_posix()}::{nodeid.split('::', 1)[1]}"
+
+
+def replay_prefix(state):
+    """`python -m pytest --kl-only --impl=X ...`: the command a suite test id is appended to,
+    to run it again from any directory.
+
+    `python -m pytest` puts the current directory on sys.path as `klconform run` does, so an
+    --impl module found there is found again. The replay writes its report beside the run's,
+    under replay/, rather than over it.
+    """
     values = {name: value for name, value in state.options.items()
               if name in BY_NAME and BY_NAME[name].replay and name != "impl"}
     if state.seed is not None:
@@ -145,5 +159,19 @@ def replay_command(item, state):
     relative = os.path.relpath(report_dir)
     words = ["python", "-m", "pytest", "--kl-only", f"--impl={state.impl}",
              *pytest_arguments(values),
-             f"--report-dir={report_dir if relative.startswith('..') else relative}", test]
+             f"--report-dir={report_dir if relative.startswith('..') else relative}"]
     return " ".join(shlex.quote(word) for word in words)
+
+
+def replay_command(item, state):
+    """A command that runs this one conformance test again, from any directory: the test is
+    named relative to the bundled suites (resolved there by --kl-only)."""
+    from pathlib import Path
+
+    from klconform import resources
+
+    suites = resources.suites_dir().resolve()
+    path = Path(str(item.path)).resolve()
+    test_file = path.relative_to(suites).as_posix() if suites in path.parents else path.name
+    test = f"{test_file}::{item.nodeid.split('::', 1)[1]}"
+    return f"{replay_prefix(state)} {shlex.quote(test)}"

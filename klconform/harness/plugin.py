@@ -14,7 +14,14 @@ import pytest
 from klconform.errors import KLConformError
 from klconform.harness.collector import Collector
 from klconform.harness.conclude import conclude
-from klconform.harness.options import BY_NAME, DEFAULT_IMPL, IMPL_ENV, add_pytest_options
+from klconform.harness.options import (
+    BY_NAME,
+    DEFAULT_IMPL,
+    IMPL_ENV,
+    add_pytest_options,
+    replay_prefix,
+    suite_test_id,
+)
 from klconform.harness.session import (
     RECORD_KEY,
     SESSION_KEY,
@@ -49,9 +56,12 @@ def pytest_configure(config):
         max_examples=option.kl_max_examples, xfails_path=option.kl_xfails,
         timeout=option.kl_timeout, journal_append=option.kl_journal_append,
         extra_cases_dir=option.kl_cases, convention=option.kl_convention,
+        min_coverage=option.kl_min_coverage,
         options={name: getattr(option, name) for name in BY_NAME} | {"impl": impl})
     state.requested = requested
     config.stash[SESSION_KEY] = state
+    if state.min_coverage:
+        check_min_coverage(state.min_coverage)
     config.addinivalue_line("markers", "klconform: a conformance test run against --impl")
     config.pluginmanager.register(Collector(config), "klconform-collector")
     if requested:
@@ -61,6 +71,17 @@ def pytest_configure(config):
         # select the same suites the same way.
         state.named_suites = select_suites(config, only=option.kl_only)
         keep_hypothesis_out_of(config)
+
+
+def check_min_coverage(min_coverage):
+    """A --kl-min-coverage no run can meet is a usage error now, not a failure at the end."""
+    from klconform.report.gate import impossible, spec_claims
+    from klconform.spec.claims import load_spec
+
+    problem = impossible(min_coverage, spec_claims(load_spec().claims.values()),
+                         BY_NAME["kl_min_coverage"].pytest)
+    if problem:
+        raise pytest.UsageError(f"klconform: {problem}")
 
 
 def select_suites(config, only):
@@ -347,6 +368,7 @@ def kl_record(request):
 
     def record(**entry):
         entry.setdefault("nodeid", request.node.nodeid)
+        entry.setdefault("test", suite_test_id(request.node.path, request.node.nodeid))
         request.node.user_properties.append((RECORD_KEY, entry))
 
     return record
@@ -417,26 +439,37 @@ def pytest_sessionfinish(session, exitstatus):
         # After a crash restart the file holds the earlier processes' events too.
         events = read_stream(state.journal.path) if state.journal else state.events
         state.report_paths = write_reports(events, state.report_dir)
-    except Exception as error:  # the report must never change pytest's exit status
+    except Exception as error:  # a broken report writer must never change the exit status
         state.report_error = f"{type(error).__name__}: {error}"
         state.report_paths = None
     if state.journal:
         state.journal.close()
+    gate = (state.report_paths.report.get("gate") or {}) if state.report_paths else {}
+    if gate.get("passed") is False:
+        # The coverage gate: a run that checked nothing (or fewer claims than
+        # --kl-min-coverage asks for) fails, even when every test it ran passed or skipped.
+        state.gate_error = state.gate_error or f"--impl {state.impl}: {gate['reason']}"
+        if int(session.exitstatus) == int(pytest.ExitCode.OK):
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = config.stash.get(SESSION_KEY, None)
     if state is None or hasattr(config, "workerinput"):
         return
-    if state.gate_error:
-        terminalreporter.write_line(f"klconform: {state.gate_error}")
     if getattr(state, "report_error", None):
         terminalreporter.write_line(f"klconform: could not write the report: {state.report_error}")
     paths = getattr(state, "report_paths", None)
     if paths:
-        verdict, summary = paths[2], paths[3]
+        from klconform.report.terminal import summary_lines
+
+        verdict, summary = paths.verdict, paths.summary
         counts = ", ".join(f"{n} {s}" for s, n in summary.items() if n and s != "total")
+        for line in summary_lines(paths.report, replay_prefix(state), str(paths.json)):
+            terminalreporter.write_line(f"klconform: {line}")
         terminalreporter.write_line(
-            f"klconform: {state.impl} {verdict.upper()} ({counts}); report: {paths[0]}")
+            f"klconform: {state.impl} {verdict.upper()} ({counts}); report: {paths.json}")
     for reason in state.partial:
         terminalreporter.write_line(f"klconform: partial run: {reason}")
+    if state.gate_error:
+        terminalreporter.write_line(f"klconform: FAILED: {state.gate_error}")

@@ -32,6 +32,7 @@ class KLSession:
     timeout: float = DEFAULT_TIMEOUT_S
     journal_append: bool = False
     convention: str | None = None      # --kl-convention: the record file for --impl
+    min_coverage: str | None = None    # --kl-min-coverage: '20' claims or '80%' of applicable
     journal: object = None             # the RunStream file, False once writing it failed
     events: list = field(default_factory=list)  # the run stream, kept in memory as well
     manifest: object = None

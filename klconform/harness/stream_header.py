@@ -31,6 +31,7 @@ def header(state, cases, spec, invocation=None):
             "profile": state.profile,
             "strict": state.strict,
             "device": state.device,
+            "min_coverage": getattr(state, "min_coverage", None),
             "invocation": list(sys.argv if invocation is None else invocation),
             "settings": dict(state.settings or {}),
         },

@@ -83,3 +83,68 @@ def conversion_budget(x, t, log_target, conversions, dtype):
                 bound = np.abs(p) * u * np.abs(log_p) * (np.abs(log_p - x) + 1.0)
                 extra = extra + np.where(p == 0, 0.0, np.where(p >= tiny, bound, np.inf))
     return extra
+
+
+def _row_sums(values):
+    """Sums along the last (class) axis, kept for broadcasting over the row."""
+    if np.ndim(values) == 0:
+        return values
+    return np.sum(values, axis=-1, keepdims=True)
+
+
+def log_softmax_error(log_probabilities, u):
+    """Absolute error bound of each log-probability a function computes as log_softmax of
+    logits in precision u: the subtraction of the row maximum, the exponentials, their sum
+    over C classes and the logarithm (see spec/README.md)."""
+    x = np.where(np.isfinite(log_probabilities), log_probabilities, 0.0)
+    if np.ndim(x) == 0:
+        return K_ELEM * u * (np.abs(x) + 1.0)
+    q = np.exp(x)
+    width = x.shape[-1]
+    spread = np.abs(np.max(x, axis=-1, keepdims=True))
+    return K_ELEM * u * (np.abs(x) + 3.0 * spread + _row_sums(q * np.abs(x)) + 1.0) \
+        + accumulation_bound(width, u)
+
+
+def normalisation_budget(x, t, log_target, normalised, dtype):
+    """Per-term error a function adds by normalising its own logits arguments: the terms of
+    p (log p - log q) with log q (prediction) or p and log p (target) carrying the error of
+    the function's log_softmax / softmax."""
+    u = UNIT_ROUNDOFF[dtype]
+    x = np.asarray(x, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    extra = np.zeros(np.broadcast(x, t).shape)
+    with np.errstate(all="ignore"):
+        p = np.exp(t) if log_target else t
+        log_p = t if log_target else np.log(t)
+        weight = np.where(p > 0, np.abs(p), 0.0)
+        if "input" in normalised:
+            extra = extra + weight * log_softmax_error(x, u)
+        if "target" in normalised:
+            spread = np.where(p > 0, np.abs(log_p - x), 0.0)
+            extra = extra + weight * log_softmax_error(np.where(p > 0, log_p, -np.inf), u) \
+                * (spread + 1.0)
+    return np.where(np.isfinite(extra), extra, np.inf)
+
+
+def temperature_budget(x, t, log_target, arguments, dtype):
+    """Per-term error of logits klconform scaled by a temperature that is not a power of two
+    (T x rounded once): each log-probability the function recovers moves by about u times
+    |x| and the row's shift."""
+    u = UNIT_ROUNDOFF[dtype]
+    x = np.asarray(x, dtype=np.float64)
+    t = np.asarray(t, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        p = np.exp(t) if log_target else t
+        log_p = np.where(p > 0, t if log_target else np.log(np.where(p > 0, p, 1.0)), 0.0)
+        weight = np.where(p > 0, np.abs(p), 0.0)
+        finite_x = np.where(np.isfinite(x), x, 0.0)
+        extra = np.zeros(np.broadcast(x, t).shape)
+        if "input" in arguments:
+            shift = _row_sums(np.exp(finite_x) * np.abs(finite_x))
+            extra = extra + 2.0 * u * weight * (np.abs(finite_x) + shift)
+        if "target" in arguments:
+            shift = _row_sums(weight * np.abs(log_p))
+            extra = extra + 2.0 * u * weight * (np.abs(log_p) + shift) \
+                * (np.abs(log_p - finite_x) + 1.0)
+    return extra

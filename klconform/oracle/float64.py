@@ -75,6 +75,8 @@ def terms_and_magnitudes(x, t, log_target=False, terms=None):
         np.abs(t_log_t, out=t_log_t)
         np.abs(t_x, out=t_x)
         t_log_t += t_x
+        # t log(t / q) rounds the quotient: |t| u more than t (log t - log q) can.
+        t_log_t += np.abs(t)
         return terms, t_log_t
 
 
@@ -88,13 +90,18 @@ def divisor_for(reduction, shape):
     return 1
 
 
-def expected(x, t, *, reduction="mean", log_target=False, dtype="float64") -> Expected:
+def expected(x, t, *, reduction="mean", log_target=False, dtype="float64",
+             mask=None) -> Expected:
+    """`mask` (the shape without the last, class axis; True: the row counts): masked rows
+    contribute nothing, to the value or to the budget; divisors stay those of the shape."""
     x = np.asarray(x)
     t = np.asarray(t)
     if x.shape != t.shape:
         raise ValueError(f"oracle needs equal shapes, got {x.shape} and {t.shape}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"oracle has no reduction {reduction!r}")
+    if mask is not None:
+        return _masked(x, t, reduction, log_target, dtype, np.asarray(mask, dtype=bool))
     flat_x, flat_t = x.reshape(-1), t.reshape(-1)
     if reduction == "none":
         storage = np.float32 if UNIT_ROUNDOFF[dtype] >= HALF_PRECISION_ROUNDOFF else np.float64
@@ -113,6 +120,25 @@ def expected(x, t, *, reduction="mean", log_target=False, dtype="float64") -> Ex
         tolerance = np.inf
     return Expected(np.asarray(value), np.asarray(tolerance), reduction, divisor,
                     chunks.magnitude_sum, chunks.abs_term_sum)
+
+
+def _masked(x, t, reduction, log_target, dtype, mask):
+    keep = np.broadcast_to(mask[..., None], x.shape) if x.ndim else np.asarray(bool(mask))
+    counted = expected(x[keep], t[keep], reduction="sum", log_target=log_target, dtype=dtype)
+    if reduction == "none":
+        full = expected(x, t, reduction="none", log_target=log_target, dtype=dtype)
+        return Expected(np.where(keep, full.value, 0.0).astype(full.value.dtype),
+                        np.where(keep, full.budget, 0.0).astype(full.budget.dtype), reduction,
+                        1, counted.magnitude_sum, counted.abs_term_sum)
+    divisor = divisor_for(reduction, x.shape)
+    with np.errstate(all="ignore"):
+        value = np.float64(counted.value) / divisor
+    tolerance = budget.reduced_budget(counted.magnitude_sum, counted.abs_term_sum,
+                                      int(np.sum(keep)), divisor, value, dtype)
+    if not np.isfinite(value):
+        tolerance = np.inf
+    return Expected(np.asarray(value), np.asarray(tolerance), reduction, divisor,
+                    counted.magnitude_sum, counted.abs_term_sum)
 
 
 class _ChunkedTerms:

@@ -11,9 +11,13 @@ by everyone (0644): they are CI artefacts.
 
 import json
 import os
+import re
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import NamedTuple
+
+from klconform.report.gate import gate_reason
 
 REPORT_SCHEMA_VERSION = "2"
 FAILING = ("failed", "errored")
@@ -26,7 +30,14 @@ CLAIM_STATUS = {"passed": "pass", "stale": "pass", "failed": "fail", "errored": 
 # The claim status that wins when a claim's records disagree, strongest first.
 CLAIM_PRECEDENCE = ("fail", "warn", "known-deviation", "pass", "recorded", "unsupported",
                     "not-run")
-CHECKED = ("pass", "fail", "warn", "known-deviation")
+# A record's status for a claim that means a returned value was judged for it. "errored"
+# is not: the call raised (or klconform refused what came back), so nothing was checked.
+JUDGED = ("passed", "failed", "warned", "xfailed", "stale")
+# The engine's own exceptions about a call, which the engine words as "the implementation
+# raised ...": klconform raised them (a result of the wrong type, a device it lacks).
+KLCONFORM_RAISED = re.compile(
+    r"\bthe implementation raised (?P<type>(?:[\w]+\.)*ImplementationResultError)\b"
+    r"(?P<where> on the .*? call)?: (?:returned )?")
 
 
 def build_report(events, spec):
@@ -54,6 +65,10 @@ def build_report(events, spec):
     coverage = _coverage(claims)
     verdict, reason = _verdict(summary, exitstatus, run.get("strict"), complete, partial,
                                records, coverage)
+    min_coverage = run.get("min_coverage")
+    gate = gate_reason(coverage, min_coverage, claims)
+    if gate and verdict == "pass":
+        verdict, reason = "incomplete", gate
     return {
         "report_schema": REPORT_SCHEMA_VERSION,
         "klconform_version": head.get("klconform_version"),
@@ -74,11 +89,15 @@ def build_report(events, spec):
             "strict": bool(run.get("strict")),
             "device": run.get("device", "cpu"),
             "invocation": list(run.get("invocation") or ()),
+            "min_coverage": min_coverage,
             "settings": dict(run.get("settings") or {}),
         },
         "verdict": verdict,
         "verdict_reason": reason,
         "coverage": coverage,
+        # What `klconform run` / `pytest --impl` exit on besides failures: too few claims
+        # checked (none, without --min-coverage).
+        "gate": {"min_coverage": min_coverage, "passed": gate is None, "reason": gate},
         "crashes": crashes,
         "summary": summary,
         "claims": claims,
@@ -119,6 +138,16 @@ def claim_results(record):
     return {claim: record.get("status", "skipped") for claim in record.get("claims") or ()}
 
 
+def judged(record, claim, status):
+    """Whether this record judged a returned value for `claim`: a call that raised is a
+    failure of the claim but not a check of it, and neither is a known deviation that
+    excused an error (harness/conclude.py lists those claims as errored_claims)."""
+    if status not in JUDGED or claim in (record.get("errored_claims") or ()):
+        return False
+    # Streams written before errored_claims: an errored record judged nothing it failed.
+    return not (record.get("status") == "errored" and status == "failed")
+
+
 def _verdict(summary, exitstatus, strict, complete, partial, records, coverage):
     """(verdict, reason): fail if anything must-level failed, even in a partial run."""
     if summary["failed"] or summary["errored"]:
@@ -149,11 +178,12 @@ def _claims_section(records, spec):
         counts = {}
         for _, each in entries:
             counts[each] = counts.get(each, 0) + 1
-        reasons = sorted({(record.get("claim_reasons") or {}).get(claim.id)
-                          for record, _ in entries} - {None})
+        reasons = sorted({_reason(record, claim.id, each) for record, each in entries}
+                         - {None})
         section.append({
             "id": claim.id, "level": claim.level, "family": claim.family,
             "statement": claim.statement, "status": status,
+            "checked": any(judged(record, claim.id, each) for record, each in entries),
             "counts": dict(sorted(counts.items())),
             "reasons": reasons,
             "cases": [{"case": record.get("case_id"), "dtype": record.get("dtype"),
@@ -163,25 +193,49 @@ def _claims_section(records, spec):
     return section
 
 
+def _reason(record, claim, status):
+    """Why a record did not judge `claim`: the engine's per-claim reason, else (a call the
+    plan refused outright: a device, a dtype) the record's own message."""
+    reason = (record.get("claim_reasons") or {}).get(claim)
+    if reason is None and status == "unsupported" and record.get("message"):
+        reason = " ".join(str(record["message"]).split())
+    return reason
+
+
 def _coverage(claims):
     """Claims checked / claims applicable: a claim declared away (unsupported) counts as
-    applicable and unchecked, so declaring things away cannot look like passing."""
-    judged = [c for c in claims if c["level"] != "implementation-defined"]
-    checked = [c["id"] for c in judged if c["status"] in CHECKED]
-    unsupported = [c["id"] for c in judged if c["status"] == "unsupported"]
-    not_run = [c["id"] for c in judged if c["status"] == "not-run"]
-    applicable = len(checked) + len(unsupported)
+    applicable and unchecked, so declaring things away cannot look like passing; so does a
+    claim whose every call errored, since no value was judged for it."""
+    graded = [c for c in claims if c["level"] != "implementation-defined"]
+    checked = [c["id"] for c in graded if c["checked"]]
+    unsupported = [c["id"] for c in graded if not c["checked"] and c["status"] == "unsupported"]
+    not_run = [c["id"] for c in graded if not c["checked"] and c["status"] == "not-run"]
+    errored = [c["id"] for c in graded if not c["checked"]
+               and c["status"] not in ("unsupported", "not-run")]
+    applicable = len(checked) + len(unsupported) + len(errored)
     return {"checked": len(checked), "applicable": applicable,
             "ratio": round(len(checked) / applicable, 4) if applicable else 0.0,
-            "unsupported": unsupported, "not_run": not_run}
+            "unsupported": unsupported, "not_run": not_run, "errored": errored}
+
+
+def who_raised(text):
+    """`text` with klconform's own refusals attributed to klconform, not the implementation:
+    'the implementation raised ImplementationResultError: returned ndarray, ...' becomes
+    'klconform raised ImplementationResultError: the implementation returned ndarray, ...'."""
+    return KLCONFORM_RAISED.sub(
+        lambda m: f"klconform raised {m['type']}{m['where'] or ''}: "
+                  + ("the implementation returned " if m.group(0).endswith("returned ") else ""),
+        str(text))
 
 
 def _failure(record):
-    checks = list(record.get("checks") or ())
+    checks = [who_raised(check) for check in record.get("checks") or ()]
     return {
         "case": record.get("case_id"), "dtype": record.get("dtype"),
         "claims": list(record.get("claims") or ()), "level": record.get("level"),
         "status": record.get("status"), "nodeid": record.get("nodeid"),
+        # The test as pytest takes it back from any directory (relative to the suites).
+        "test": record.get("test") or record.get("nodeid"),
         "summary": " ".join(str(checks[0] if checks else record.get("message", "")).split()),
         "checks": checks,
         "expected": record.get("expected"), "actual": record.get("actual"),
@@ -237,8 +291,17 @@ def _umask():
     return mask
 
 
+class Written(NamedTuple):
+    json: Path
+    md: Path
+    verdict: str
+    summary: dict
+    report: dict
+
+
 def write_reports(events, report_dir, spec=None):
-    """Build and write report.json and report.md; (json path, md path, verdict, summary)."""
+    """Build and write report.json and report.md; Written(json path, md path, verdict,
+    summary, report)."""
     from klconform.report.junit import junit_xml
     from klconform.report.markdown import FULL_REPORT, render_full_markdown, render_markdown
     from klconform.spec.claims import load_spec
@@ -255,4 +318,4 @@ def write_reports(events, report_dir, spec=None):
     write_atomically(md_path, render_markdown(report))
     write_atomically(directory / FULL_REPORT, render_full_markdown(report))
     write_atomically(directory / "junit.xml", junit_xml(report))
-    return json_path, md_path, report["verdict"], report["summary"]
+    return Written(json_path, md_path, report["verdict"], report["summary"], report)

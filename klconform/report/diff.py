@@ -1,16 +1,19 @@
 """`klconform diff OLD.json NEW.json`: what changed between two reports.
 
 A regression is a claim or a case (at a dtype) that passed in the old report and fails in
-the new one; a must-level regression is what a pull request gate stops on. Fixes, claims
-and cases that became unsupported, failures that did not pass before, and what is no
-longer run are listed too, but only must-level regressions change the exit status.
+the new one; a must-level regression is what a pull request gate stops on. So is a coverage
+regression: a must-level claim the old report checked (a returned value was judged) and the
+new one does not (unsupported, not run, every call erroring), since a gate that stops
+checking a claim would otherwise pass it silently; `--allow-coverage-drop` lets the rare
+intended drop through. Fixes, claims and cases that became unsupported, failures that did
+not pass before, and what is no longer run are listed too, without changing the exit status.
 
 Input is two report.json dicts; nothing here runs or loads an implementation.
 """
 
 from dataclasses import dataclass, field
 
-from klconform.report.build import REPORT_SCHEMA_VERSION
+from klconform.report.build import JUDGED, REPORT_SCHEMA_VERSION
 from klconform.report.markdown import cell
 
 PASSING_CLAIM = ("pass", "warn", "recorded", "known-deviation")
@@ -43,16 +46,24 @@ class Diff:
     new_unsupported: list = field(default_factory=list)
     new_failures: list = field(default_factory=list)     # failing now, not passing before
     no_longer_run: list = field(default_factory=list)
+    coverage_drops: list = field(default_factory=list)   # must claims checked before, not now
+    allow_coverage_drop: bool = False
 
     @property
     def must_regressions(self):
         return [change for change in self.regressions if change.level == "must"]
 
     @property
+    def gating_coverage_drops(self):
+        return [] if self.allow_coverage_drop else self.coverage_drops
+
+    @property
     def exit_status(self):
-        return 1 if self.must_regressions else 0
+        return 1 if self.must_regressions or self.gating_coverage_drops else 0
 
     SECTIONS = (("regressions", "Regressions (passed before, fail now)"),
+                ("coverage_drops", "Coverage regressions (must-level claims checked before, "
+                                   "not checked now)"),
                 ("new_failures", "Failing, and not passing before"),
                 ("fixes", "Fixed (failed before, pass now)"),
                 ("new_unsupported", "Newly unsupported"),
@@ -102,10 +113,28 @@ def _failure_text(report, case, dtype):
     return ""
 
 
-def compare(old, new, old_label="old", new_label="new"):
+def checked(claim):
+    """Whether a report judged a returned value for this claim (report/build.py); reports
+    written before the field existed counted every pass, fail, warning or deviation."""
+    if "checked" in claim:
+        return bool(claim["checked"])
+    return any(status in JUDGED for status in claim.get("counts") or ())
+
+
+def _why_unchecked(claim):
+    status = claim.get("status")
+    if status == "unsupported":
+        reasons = claim.get("reasons") or ()
+        return "unsupported" + (f": {reasons[0]}" if reasons else "")
+    if status == "not-run":
+        return "not run in this report (deselected, or not collected)"
+    return f"{status}, but no call returned a value to judge (every call errored)"
+
+
+def compare(old, new, old_label="old", new_label="new", allow_coverage_drop=False):
     check_report(old, old_label)
     check_report(new, new_label)
-    diff = Diff(old_label, new_label)
+    diff = Diff(old_label, new_label, allow_coverage_drop=allow_coverage_drop)
     old_claims, new_claims = _claims(old), _claims(new)
     for claim_id, claim in new_claims.items():
         before = old_claims.get(claim_id, {}).get("status", "absent")
@@ -114,7 +143,16 @@ def compare(old, new, old_label="old", new_label="new"):
         failing_cases = [f"{e.get('case')}[{e.get('dtype')}]" for e in claim.get("cases") or ()
                          if e.get("status") in FAILING_CASE]
         detail = ", ".join(failing_cases[:3]) + (" ..." if len(failing_cases) > 3 else "")
-        _classify(diff, Change("claim", claim_id, level, before, now, detail),
+        change = Change("claim", claim_id, level, before, now, detail)
+        if before in PASSING_CLAIM and now == "fail":
+            diff.regressions.append(change)
+            continue
+        if level == "must" and claim_id in old_claims and checked(old_claims[claim_id]) \
+                and not checked(claim):
+            diff.coverage_drops.append(Change("claim", claim_id, level, before, now,
+                                              _why_unchecked(claim)))
+            continue
+        _classify(diff, change,
                   before in PASSING_CLAIM, before == "fail", now == "fail",
                   now in PASSING_CLAIM, now == "unsupported", now == "not-run")
     old_cases, new_cases = _cases(old), _cases(new)
@@ -152,9 +190,22 @@ def _classify(diff, change, passed_before, failed_before, fails_now, passes_now,
 
 def _verdict_line(diff, old, new):
     must = len(diff.must_regressions)
+    drops = len(diff.coverage_drops)
     return (f"{old.get('verdict', '?')} -> {new.get('verdict', '?')}; "
             f"{len(diff.regressions)} regression(s), {must} at must level; "
-            f"{len(diff.fixes)} fix(es); {len(diff.new_unsupported)} newly unsupported")
+            f"{drops} coverage regression(s)"
+            + (" (allowed by --allow-coverage-drop)" if drops and diff.allow_coverage_drop
+               else "")
+            + f"; {len(diff.fixes)} fix(es); {len(diff.new_unsupported)} newly unsupported; "
+            + _coverage_figures(old, new))
+
+
+def _coverage_figures(old, new):
+    def figure(report):
+        coverage = report.get("coverage") or {}
+        return f"{coverage.get('checked', '?')}/{coverage.get('applicable', '?')}"
+
+    return f"coverage {figure(old)} -> {figure(new)}"
 
 
 def render_text(diff, old, new):
@@ -174,9 +225,14 @@ def render_text(diff, old, new):
 
 def render_markdown(diff, old, new):
     impl = (new.get("implementation") or {}).get("name", "")
-    lines = [f"## klconform diff: {cell(impl)}", "",
-             ("**Must-level regressions: this change breaks the specification.**"
-              if diff.must_regressions else "No must-level regression."), "",
+    if diff.must_regressions:
+        headline = "**Must-level regressions: this change breaks the specification.**"
+    elif diff.gating_coverage_drops:
+        headline = ("**Coverage regressions: must-level claims checked before are not "
+                    "checked now.**")
+    else:
+        headline = "No must-level regression."
+    lines = [f"## klconform diff: {cell(impl)}", "", headline, "",
              cell(_verdict_line(diff, old, new)), ""]
     for attribute, title in Diff.SECTIONS:
         changes = getattr(diff, attribute)

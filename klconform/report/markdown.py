@@ -149,6 +149,10 @@ def _head(page, report):
     reason = report.get("verdict_reason")
     page.add(section, f"{verdict}" + (f": {cell(clip(reason, 1000))}." if reason else ".") + "\n")
     page.add(section, _coverage_line(report) + "\n")
+    gate = report.get("gate") or {}
+    if gate.get("passed") is False:
+        page.add(section, "**The run fails the coverage gate**: "
+                          f"{cell(clip(gate.get('reason'), 600))}.\n")
     partial = (report.get("run") or {}).get("partial") or ()
     if partial:
         page.add(section, "The run is incomplete: conformance tests were left out or not "
@@ -175,7 +179,10 @@ def _head(page, report):
 def _coverage_line(report):
     coverage = report.get("coverage") or {}
     line = (f"**Coverage: {coverage.get('checked', 0)} of {coverage.get('applicable', 0)} "
-            f"applicable claims checked**")
+            f"applicable claims checked** (a returned value judged)")
+    if coverage.get("errored"):
+        line += (f"; every call errored, no value judged: "
+                 f"{cell(clip(', '.join(coverage['errored']), 1000))}")
     if coverage.get("unsupported"):
         line += f"; unsupported: {cell(clip(', '.join(coverage['unsupported']), 1000))}"
     return line + "."

@@ -7,20 +7,33 @@ what one report says, so a matrix can be rebuilt anywhere from the reports CI ke
 matrix.json, read by other tools:
     {"spec_version": str, "claims": [{"id", "level", "family", "statement"}],
      "implementations": {NAME: {"library": str, "version": str, "verdict": str,
+                                "verdict_label": str,
                                 "coverage": {"checked": n, "applicable": n, "ratio": x},
                                 "claims": {CLAIM_ID: STATUS},
-                                "notes": {CLAIM_ID: [reason or link, ...]}}}}
+                                "notes": {CLAIM_ID or CASE_ID: [reason (link), ...]},
+                                "failures": {CLAIM_ID: first failure}}}}
 STATUS is report.json's claim-status vocabulary (pass, fail, warn, known-deviation,
-unsupported, not-run, recorded).
+unsupported, not-run, recorded). verdict_label is what a person reads: PASS, PASS with N
+deviations (claims that hold only through a declared deviation), FAIL or INCOMPLETE.
+
+matrix.md and index.html are rendered from matrix.json alone (`klconform matrix
+--from-matrix matrix.json --out DIR` re-renders them), and list each implementation's root
+causes once: every distinct failure or reason with the claims (and cases) it explains.
 """
 
 import json
+import re
 from pathlib import Path
 
 from klconform.errors import KLConformError
 
 MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "known-deviation": "deviation",
         "unsupported": "n/a", "not-run": "not run", "recorded": "recorded"}
+# A claim's reason for a known deviation repeats the deviation's own reason behind this
+# prefix (spec/deviations.py describe()); without it the two are one root cause.
+DEVIATION_PREFIX = re.compile(r"^known deviation (?:'[^']*'|\"[^\"]*\"): ")
+# Claims coverage counts; implementation-defined points are recorded, never judged.
+JUDGED_LEVELS = ("must", "should")
 
 
 class MatrixError(KLConformError):
@@ -51,7 +64,7 @@ def build_matrix(reports):
             claims.setdefault(claim["id"], {key: claim.get(key) for key in (
                 "id", "level", "family", "statement")})
         coverage = report.get("coverage") or {}
-        implementations[name] = {
+        row = {
             "library": implementation.get("library") or name,
             "version": implementation.get("version") or "unknown",
             "description": implementation.get("description"),
@@ -62,24 +75,89 @@ def build_matrix(reports):
             "notes": _notes(report),
             "failures": _first_failures(report),
         }
+        row["verdict_label"] = verdict_label(row)
+        implementations[name] = row
     if len(spec_versions) > 1:
         raise MatrixError(f"reports of different spec versions: {sorted(map(str, spec_versions))}")
     return {"spec_version": next(iter(spec_versions), None), "claims": list(claims.values()),
             "implementations": dict(sorted(implementations.items()))}
 
 
+def plain_note(text):
+    """A reason on one line, without the 'known deviation ID:' prefix that makes a claim's
+    copy of a deviation's reason look like a second reason."""
+    return DEVIATION_PREFIX.sub("", " ".join(str(text or "").split()))
+
+
 def _notes(report):
-    """claim -> the reasons a claim is unsupported or a known deviation, with links."""
+    """claim (or case) -> the distinct reasons it is unsupported or a known deviation, with
+    links."""
     notes = {}
+
+    def add(key, text):
+        entry = notes.setdefault(key, [])
+        if plain_note(text) not in entry:
+            entry.append(plain_note(text))
+
     for claim in report["claims"]:
-        if claim["status"] in ("known-deviation", "unsupported") and claim.get("reasons"):
-            notes[claim["id"]] = list(claim["reasons"])
+        if claim["status"] in ("known-deviation", "unsupported"):
+            for reason in claim.get("reasons") or ():
+                add(claim["id"], reason)
     for deviation in report.get("deviations") or ():
-        text = deviation["reason"] + (f" ({deviation['link']})" if deviation.get("link") else "")
-        entry = notes.setdefault(deviation["id"], [])
-        if text not in entry:
-            entry.append(text)
+        add(deviation["id"], deviation["reason"]
+            + (f" ({deviation['link']})" if deviation.get("link") else ""))
     return notes
+
+
+def verdict_label(row):
+    """PASS, PASS with N deviations, FAIL or INCOMPLETE: a pass that leans on declared
+    deviations says how many claims it leans on."""
+    verdict = str(row.get("verdict") or "?")
+    if verdict != "pass":
+        return verdict.upper()
+    count = sum(status == "known-deviation" for status in (row.get("claims") or {}).values())
+    return f"PASS with {count} deviation{'s' * (count != 1)}" if count else "PASS"
+
+
+def cell_texts(row, key):
+    """The distinct texts behind one cell: its first failure, then its reasons."""
+    texts = []
+    failure = (row.get("failures") or {}).get(key)
+    if failure:
+        texts.append(" ".join(str(failure).split()))
+    for text in (row.get("notes") or {}).get(key) or ():
+        if plain_note(text) not in texts:
+            texts.append(plain_note(text))
+    return texts
+
+
+def root_causes(row, claim_ids):
+    """[(text, [claim or case id, ...])]: each distinct failure or reason of one
+    implementation once, with everything it explains, in the matrix's claim order (then
+    the case ids that deviations name)."""
+    keys = list(claim_ids) + [key for key in (row.get("notes") or {}) if key not in claim_ids]
+    causes = {}
+    for key in keys:
+        for text in cell_texts(row, key):
+            explained = causes.setdefault(text, [])
+            if key not in explained:
+                explained.append(key)
+    return list(causes.items())
+
+
+def judged_claims(matrix):
+    """(claims coverage counts, implementation-defined points) in the matrix."""
+    judged = sum(claim.get("level") in JUDGED_LEVELS for claim in matrix["claims"])
+    return judged, len(matrix["claims"]) - judged
+
+
+def explained_by_status(row, keys):
+    """[(claim status, [key, ...])] in order of first appearance; status None for keys that
+    are not claims (the case ids deviations name)."""
+    groups = {}
+    for key in keys:
+        groups.setdefault((row.get("claims") or {}).get(key), []).append(key)
+    return list(groups.items())
 
 
 def _first_failures(report):
@@ -93,21 +171,27 @@ def _first_failures(report):
 
 
 def render_matrix_markdown(matrix):
-    from klconform.report.markdown import cell
+    from klconform.report.markdown import cell, code
 
     names = list(matrix["implementations"])
     rows = matrix["implementations"]
+    judged, points = judged_claims(matrix)
     lines = [
         "# klconform conformance matrix",
         "",
         f"Spec {cell(matrix['spec_version'])}. One column per implementation, one row per "
-        "claim; `n/a`: the claim needs something the implementation does not have "
-        "(counted against coverage), `deviation`: a known deviation, with its reason below.",
+        f"claim: coverage counts the {judged} must- and should-level claims (checked: a "
+        "returned value was judged) out of those applicable; the "
+        f"{points} implementation-defined points are recorded, never judged. `n/a`: the "
+        "claim needs something the implementation does not have (counted against coverage), "
+        "`deviation`: a known deviation. The verdict `PASS with N deviations` counts the "
+        "claims that hold only through a declared deviation. Each implementation's root "
+        "causes are listed once below.",
         "",
         "| | " + " | ".join(f"`{cell(name)}`" for name in names) + " |",
         "|---|" + "---|" * len(names),
         "| version | " + " | ".join(cell(rows[n]["version"]) for n in names) + " |",
-        "| verdict | " + " | ".join(rows[n]["verdict"].upper() for n in names) + " |",
+        "| verdict | " + " | ".join(cell(verdict_label(rows[n])) for n in names) + " |",
         "| coverage | " + " | ".join(
             f"{rows[n]['coverage']['checked']}/{rows[n]['coverage']['applicable']}"
             for n in names) + " |",
@@ -115,27 +199,49 @@ def render_matrix_markdown(matrix):
     for claim in matrix["claims"]:
         statuses = [MARK.get(rows[n]["claims"].get(claim["id"], "not-run"), "?") for n in names]
         lines.append(f"| `{claim['id']}` ({claim['level']}) | " + " | ".join(statuses) + " |")
-    noted = [(n, claim, text) for n in names for claim, texts in rows[n]["notes"].items()
-             for text in texts]
-    if noted:
-        lines += ["", "## Deviations and unsupported claims", ""]
-        for name, claim, text in noted:
-            lines.append(f"- `{cell(name)}` `{cell(claim)}`: {cell(text)}")
-    failing = [(n, claim, text) for n in names for claim, text in rows[n]["failures"].items()]
-    if failing:
-        lines += ["", "## Failures (first per claim)", ""]
-        for name, claim, text in failing:
-            lines.append(f"- `{cell(name)}` `{cell(claim)}`: {cell(text)}")
+    claim_ids = [claim["id"] for claim in matrix["claims"]]
+    causes = [(name, root_causes(rows[name], claim_ids)) for name in names]
+    if any(found for _, found in causes):
+        lines += ["", "## Root causes: failures, deviations and unsupported claims"]
+    for name, found in causes:
+        if not found:
+            continue
+        lines += ["", f"### {code(name)}: {cell(verdict_label(rows[name]))}", ""]
+        for text, keys in found:
+            explained = "; ".join(
+                ("case" if status is None else MARK.get(status, cell(status))) + ": "
+                + ", ".join(code(key) for key in group)
+                for status, group in explained_by_status(rows[name], keys))
+            lines.append(f"- {cell(text)} — {explained}")
     return "\n".join(lines) + "\n"
 
 
 def write_matrix(report_paths, out_dir):
     from klconform.report.build import write_atomically
-    from klconform.report.site import render_site
 
     matrix = build_matrix([read_report(path) for path in report_paths])
+    write_atomically(Path(out_dir) / "matrix.json", json.dumps(matrix, indent=2) + "\n")
+    render_pages(matrix, out_dir)
+    return matrix
+
+
+def read_matrix(path):
+    path = Path(path)
+    try:
+        matrix = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise MatrixError(f"{path}: not a readable matrix.json ({error})") from None
+    for key in ("claims", "implementations"):
+        if not isinstance(matrix, dict) or key not in matrix:
+            raise MatrixError(f"{path}: not a klconform matrix.json (no {key!r})")
+    return matrix
+
+
+def render_pages(matrix, out_dir):
+    """matrix.md and index.html from a matrix (built here, or a saved matrix.json)."""
+    from klconform.report.build import write_atomically
+    from klconform.report.site import render_site
+
     out = Path(out_dir)
-    write_atomically(out / "matrix.json", json.dumps(matrix, indent=2) + "\n")
     write_atomically(out / "matrix.md", render_matrix_markdown(matrix))
     write_atomically(out / "index.html", render_site(matrix))
-    return matrix

@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 
 # A number standing alone: not the 16 of float16 or the 2 of log2.
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])")
-# "the implementation raised TypeError on the 'sum' call: msg", "... raised TypeError: msg"
-RAISED = re.compile(r"\braised (?P<type>[\w.]+)(?: on the .*? call)?: (?P<message>.*)")
+# "the implementation raised TypeError on the 'sum' call: msg", "... raised TypeError: msg";
+# "klconform raised ImplementationResultError: ..." when klconform refused the result.
+RAISED = re.compile(r"(?:\b(?P<who>the implementation|klconform) )?\braised (?P<type>[\w.]+)"
+                    r"(?: on the .*? call)?: (?P<message>.*)")
 # An index or shape, whatever its rank, once its numbers are out: [#, #] and [#, #, #] alike.
 NUMBER_LIST = re.compile(r"([\[(])#(?:, #)*,?([\])])")
 DIAGNOSIS_PREFIX = "looks like:"
@@ -67,7 +69,10 @@ def classify(failure):
     check = first_check(failure)
     raised = RAISED.search(check)
     if raised:
-        title = f"raised {raised['type']}: {raised['message']}"
+        # Who raised it stays in the title: klconform refusing a result is not the
+        # implementation raising.
+        who = f"{raised['who']} " if raised["who"] else ""
+        title = f"{who}raised {raised['type']}: {raised['message']}"
         return "error", title, normalise(title)
     claims = ", ".join(sorted(failure.get("claims") or ()))
     return "check", check, f"{normalise(check)} [{claims}]"

@@ -13,6 +13,14 @@ through html.escape; the script reads only data-* attributes, never inserts mark
 
 from html import escape
 
+from klconform.report.matrix import (
+    cell_texts,
+    explained_by_status,
+    judged_claims,
+    root_causes,
+    verdict_label,
+)
+
 # Sort order of a claim column: worst first, so an ascending sort shows problems on top.
 STATUS_ORDER = ("fail", "warn", "known-deviation", "unsupported", "not-run", "recorded", "pass")
 STATUS_LABEL = {"pass": "pass", "fail": "FAIL", "warn": "warn", "known-deviation": "deviation",
@@ -107,7 +115,16 @@ def _columns(matrix):
 def render_site(matrix):
     families = _columns(matrix)
     rows = matrix["implementations"]
-    notes = []          # (anchor, implementation, claim, status, [text, ...])
+    claim_ids = [claim["id"] for claim in matrix["claims"]]
+    judged, points = judged_claims(matrix)
+    # Each implementation's root causes, listed once below the table; a cell links to the
+    # first of its own. (anchor, implementation, text, [(status, [claim or case]), ...])
+    notes, anchors = [], {}
+    for name, row in rows.items():
+        for text, keys in root_causes(row, claim_ids):
+            anchor = f"n{len(notes) + 1}"
+            anchors[name, text] = anchor
+            notes.append((anchor, name, text, explained_by_status(row, keys)))
     head_families = "".join(
         f'<th class="family" colspan="{len(claims)}">{_text(family)}</th>'
         for family, claims in families.items())
@@ -126,7 +143,7 @@ def render_site(matrix):
             f'{_text(row.get("version"))}</td>',
             f'<td class="v-{_text(row.get("verdict"))}" data-key="verdict" '
             f'data-sort="{_rank(VERDICT_ORDER, row.get("verdict"))}">'
-            f'{_text(str(row.get("verdict", "?")).upper())}</td>',
+            f'{_text(verdict_label(row))}</td>',
             f'<td data-key="coverage" data-sort="{_text(ratio if ratio is not None else -1)}">'
             + (f'{_text(coverage.get("checked"))}/{_text(coverage.get("applicable"))}'
                if coverage.get("applicable") is not None else "?") + "</td>",
@@ -134,16 +151,11 @@ def render_site(matrix):
         for claims in families.values():
             for claim in claims:
                 status = row["claims"].get(claim["id"], "not-run")
-                texts = list(row.get("notes", {}).get(claim["id"]) or ())
-                failure = (row.get("failures") or {}).get(claim["id"])
-                if failure:
-                    texts.insert(0, failure)
+                texts = cell_texts(row, claim["id"])
                 label = _text(STATUS_LABEL.get(status, status))
                 if texts:
-                    anchor = f"n{len(notes) + 1}"
-                    notes.append((anchor, name, claim["id"], status, texts))
-                    label = (f'<a href="#{anchor}" title="{_text(" | ".join(texts))}">'
-                             f"{label}</a>")
+                    label = (f'<a href="#{anchors[name, texts[0]]}" '
+                             f'title="{_text(" | ".join(texts))}">{label}</a>')
                 cells.append(f'<td class="s-{_text(status)}" data-key="'
                              f'{_text(_claim_key(claim["id"]))}" data-status="{_text(status)}" '
                              f'data-sort="{_rank(STATUS_ORDER, status)}">{label}</td>')
@@ -151,9 +163,9 @@ def render_site(matrix):
     legend = "".join(f'<span class="s-{status}">{_text(STATUS_LABEL[status])}: '
                      f"{_text(status)}</span>" for status in STATUS_ORDER)
     note_items = "".join(
-        f'<li id="{anchor}"><code>{_text(name)}</code> <code>{_text(claim)}</code> '
-        f"({_text(status)}): " + "; ".join(_note(text) for text in texts) + "</li>"
-        for anchor, name, claim, status, texts in notes)
+        f'<li id="{anchor}"><code>{_text(name)}</code>: {_note(text)} — '
+        + "; ".join(_explained(status, keys) for status, keys in explained) + "</li>"
+        for anchor, name, text, explained in notes)
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -164,10 +176,13 @@ def render_site(matrix):
 </head>
 <body>
 <h1>klconform conformance matrix</h1>
-<p>Spec {_text(matrix.get("spec_version"))}: {len(rows)} implementations,
-{len(matrix["claims"])} claims in {len(families)} families. Click a column header to sort
-(again for the reverse order); click a cell to read its failure or reason. <b>n/a</b>: the
-claim needs something the implementation does not have (counted against coverage).</p>
+<p>Spec {_text(matrix.get("spec_version"))}: {len(rows)} implementations;
+{judged} must- and should-level claims, which coverage counts (checked: a returned value was
+judged), and {points} implementation-defined points, recorded and never judged; {len(families)}
+families. Click a column header to sort (again for the reverse order); click a cell to read
+its failure or reason. <b>n/a</b>: the claim needs something the implementation does not have
+(counted against coverage). <b>PASS with N deviations</b>: N claims hold only through a
+declared deviation.</p>
 <p class="legend">{legend}</p>
 <table id="matrix">
 <thead>
@@ -181,12 +196,17 @@ claim needs something the implementation does not have (counted against coverage
 {chr(10).join(body)}
 </tbody>
 </table>
-<h2>Failures, deviations and unsupported claims</h2>
+<h2>Root causes: failures, deviations and unsupported claims, once per implementation</h2>
 <ol class="notes">{note_items}</ol>
 <script>{SCRIPT}</script>
 </body>
 </html>
 """
+
+
+def _explained(status, keys):
+    label = "case" if status is None else STATUS_LABEL.get(status, status)
+    return f"{_text(label)}: " + ", ".join(f"<code>{_text(key)}</code>" for key in keys)
 
 
 def _rank(order, value):

@@ -41,6 +41,12 @@ class Case:
         """(input, target) as float64 arrays, before rounding to any dtype."""
         return build_pair(self.inputs)
 
+    @cached_property
+    def mask(self):
+        """Which rows count (a boolean array of the input's shape without its class axis), or
+        None where the case has no mask."""
+        return build_mask(self.inputs)
+
     def other_call(self):
         """The (inputs, call) of the relation's second call, with this case's as defaults."""
         other = self.expect["relation"]["other"]
@@ -59,6 +65,12 @@ class Case:
 
 def build_pair(inputs):
     return tensors.build(inputs["input"]), tensors.build(inputs["target"])
+
+
+def build_mask(inputs):
+    if "mask" not in inputs:
+        return None
+    return tensors.build(inputs["mask"]) != 0
 
 
 def _strictest(levels):
@@ -158,6 +170,14 @@ def _make_case(path, raw, line, spec, document, index):
             arrays[name] = tensors.build(raw["inputs"][name])
         except tensors.TensorSpecError as error:
             fail(str(error), ["inputs", name, *_split(error.path)])
+    if "mask" in raw["inputs"]:
+        try:
+            mask = tensors.build(raw["inputs"]["mask"])
+        except tensors.TensorSpecError as error:
+            fail(str(error), ["inputs", "mask", *_split(error.path)])
+        if mask.shape != arrays["input"].shape[:-1] or not np.all((mask == 0) | (mask == 1)):
+            fail(f"a mask holds 0 or 1 for each row: shape {arrays['input'].shape[:-1]}, "
+                 f"got shape {mask.shape}", ["inputs", "mask"])
     if "probe" not in expect and "raises" not in expect:
         if arrays["input"].shape != arrays["target"].shape:
             fail(f"input shape {arrays['input'].shape} and target shape "

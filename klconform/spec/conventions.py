@@ -13,6 +13,7 @@ reduction is realised by any native one with the same divisor on the shape at ha
 """
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,17 +35,23 @@ MEANING_TEXT = {
 NO_ARGUMENT = "(no reduction argument)"
 
 
-def divisor(meaning, shape):
-    """What a scalar meaning divides the total by, for an input of `shape`.
+def divisor(meaning, shape, axis=-1, kept_rows=None):
+    """What a scalar meaning divides the total by, for an input of `shape` whose class axis is
+    `axis`.
 
-    Rows are positions along every axis but the last (the class axis); a 0-d input is one
-    row of one element and has no batch dimension.
+    Rows are positions along every axis but the class axis; `kept_rows` is how many of them a
+    mask counts (None: all). A 0-d input is one row of one element and has no batch dimension.
     """
     numel = math.prod(shape)
     if meaning == "mean-elements":
         return numel
     if meaning == "mean-rows":
-        return math.prod(shape[:-1]) if len(shape) else 1
+        if kept_rows is not None:
+            return kept_rows
+        if not len(shape):
+            return 1
+        class_axis = axis % len(shape)
+        return math.prod(size for index, size in enumerate(shape) if index != class_axis)
     if meaning == "mean-batch":
         return shape[0] if len(shape) else 1
     return 1
@@ -89,23 +96,38 @@ class ImplementationRecord:
             return reduction["names"].get(default) if default else None
         return self.data.get("output")
 
-    def native_for(self, canonical, shape):
+    def native_for(self, canonical, shape, native_shape=None, kept_rows=None):
         """The native reduction name that computes the canonical reduction on `shape`.
 
-        Exact meaning first; else a native name whose divisor coincides on this shape (on a
-        2-D input, the mean over rows is the mean over size(0)). None if there is none.
+        A scalar meaning qualifies where its divisor on the arrays the function is given
+        (`native_shape`, its class axis, `kept_rows` counted by a mask) is the canonical one's:
+        on a 2-D input the mean over rows is the mean over size(0), on a lifted (1, N, C) input
+        the mean over size(0) is the sum. Exact meaning first. None if there is none.
         """
         wanted = CANONICAL_MEANING[canonical]
         names = self.native_meanings
-        for name, meaning in names.items():
-            if meaning == wanted:
+        if wanted not in SCALAR_MEANINGS:
+            return next((name for name, meaning in names.items() if meaning == wanted), None)
+        native_shape = tuple(shape) if native_shape is None else tuple(native_shape)
+        target = divisor(wanted, shape)
+        candidates = sorted(names.items(), key=lambda item: item[1] != wanted)
+        for name, meaning in candidates:
+            if meaning in SCALAR_MEANINGS and divisor(
+                    meaning, native_shape, self.class_axis, kept_rows) == target:
                 return name
-        if wanted in SCALAR_MEANINGS:
-            for name, meaning in names.items():
-                if meaning in SCALAR_MEANINGS and divisor(meaning, shape) == divisor(wanted,
-                                                                                        shape):
-                    return name
         return None
+
+    @property
+    def class_axis(self):
+        """The class axis's position in the arrays the function takes (negative: from the end)."""
+        return (self.data.get("axis") or {}).get("value", -1)
+
+    def scalar_output(self):
+        """(native name, meaning) of a scalar output, preferring the plain sum; None if none."""
+        scalars = [(name, meaning) for name, meaning in self.native_meanings.items()
+                   if meaning in SCALAR_MEANINGS]
+        scalars.sort(key=lambda item: SCALAR_MEANINGS.index(item[1]))
+        return scalars[0] if scalars else (None, None)
 
     def finest_output(self):
         """(native reduction name or None, meaning) of the least reduced output available."""
@@ -132,6 +154,11 @@ class ImplementationRecord:
         return f"f({order}); {reductions}"
 
 
+def name_from_impl(impl):
+    """A record name (the matrix row, the report's name) from MODULE:ATTR."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", impl).strip("-._") or "implementation"
+
+
 def load_record(path, source=None, injected_function=None,
                 injected_loss_class=None) -> ImplementationRecord:
     """Read and validate a record; `injected_function` or `injected_loss_class` (MODULE:ATTR
@@ -149,10 +176,16 @@ def load_record(path, source=None, injected_function=None,
             document.data.pop("function", None)
             document.data.pop("loss_class", None)
             document.data[key] = value
-            document.data.setdefault("name", value)
+            document.data.setdefault("name", name_from_impl(value))
     problem = validation_error(document, load_schema("implementation.schema.json"))
     if problem:
         data_path, message = problem
+        missing = re.fullmatch(r"'(\w+)' is a required property", message.strip())
+        if missing:
+            # Nothing on any line is wrong: say what to add instead of pointing at a line.
+            raise SpecError(path, f"missing field {missing.group(1)!r}" + (
+                " (or run it with --impl MODULE:ATTR, whose name it then takes)"
+                if missing.group(1) == "name" else ""))
         raise SpecError(path, " ".join(message.split())[:200], field=dotted_path(data_path),
                         line=document.line_of(data_path))
     data = document.data

@@ -60,6 +60,20 @@ def staged_for(values, dtype):
     return values if dtype == "float64" else values.astype(np.float32)
 
 
-def not_an_array(result, expected):
+def type_name(value):
+    """'numpy.ndarray', 'torch.Tensor', 'float': the type as its library spells it."""
+    kind = type(value)
+    module = getattr(kind, "__module__", "") or ""
+    name = getattr(kind, "__qualname__", kind.__name__)
+    return name if module in ("builtins", "") else f"{module}.{name}"
+
+
+def not_an_array(result, expected, arrays):
+    """klconform's refusal of a result: the message says what the implementation returned
+    and what its record promised, because the report attributes it to klconform (the
+    implementation itself raised nothing)."""
+    name = type_name(result)
+    article = "an" if name[:1].lower() in "aeiou" else "a"
     return ImplementationResultError(
-        f"returned {type(result).__name__}, expected {expected}")
+        f"the implementation returned {article} {name} where the record says {arrays} "
+        f"arrays: expected {expected}")

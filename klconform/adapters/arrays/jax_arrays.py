@@ -49,7 +49,7 @@ class JaxBridge(ArrayBridge):
         import jax
 
         if not isinstance(result, jax.Array):
-            raise not_an_array(result, "a jax.Array")
+            raise not_an_array(result, "a jax.Array", self.name)
         value = np.asarray(result).astype(np.float64)
         return value, str(result.dtype), tuple(result.shape)
 

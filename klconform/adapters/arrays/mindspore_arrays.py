@@ -21,7 +21,7 @@ class MindsporeBridge(ArrayBridge):
         import mindspore
 
         if not isinstance(result, mindspore.Tensor):
-            raise not_an_array(result, "a mindspore.Tensor")
+            raise not_an_array(result, "a mindspore.Tensor", self.name)
         # mindspore names dtypes Float32, BFloat16...; klconform's names are lower case.
         dtype = str(result.dtype).lower()
         value = result.astype(mindspore.float64).asnumpy().astype(np.float64).copy()

@@ -21,7 +21,7 @@ class MlxBridge(ArrayBridge):
         import mlx.core as mx
 
         if not isinstance(result, mx.array):
-            raise not_an_array(result, "an mlx.core.array")
+            raise not_an_array(result, "an mlx.core.array", self.name)
         dtype = str(result.dtype).removeprefix("mlx.core.")
         # numpy cannot take an mlx bfloat16 buffer; the widening to float32 is exact.
         widened = result.astype(mx.float32) if result.dtype == mx.bfloat16 else result
@@ -33,7 +33,7 @@ class MlxBridge(ArrayBridge):
         def total(a, b):
             result = function(a, b)
             if not isinstance(result, mx.array):  # evaluating a traced array is not allowed
-                raise not_an_array(result, "an mlx.core.array")
+                raise not_an_array(result, "an mlx.core.array", self.name)
             return mx.sum(result)
 
         grads = mx.grad(total, argnums=(0, 1))(first, second)

@@ -16,7 +16,7 @@ class NumpyBridge(ArrayBridge):
         if isinstance(result, np.generic):
             result = np.asarray(result)
         if not isinstance(result, np.ndarray):
-            raise not_an_array(result, "a numpy array")
+            raise not_an_array(result, "a numpy array", self.name)
         return result.astype(np.float64), str(result.dtype), tuple(result.shape)
 
 

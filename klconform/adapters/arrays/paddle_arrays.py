@@ -19,7 +19,7 @@ class PaddleBridge(ArrayBridge):
         import paddle
 
         if not isinstance(result, paddle.Tensor):
-            raise not_an_array(result, "a paddle.Tensor")
+            raise not_an_array(result, "a paddle.Tensor", self.name)
         value = result.astype("float64").numpy().copy()
         return value, str(result.dtype).removeprefix("paddle."), tuple(result.shape)
 

@@ -36,7 +36,7 @@ class TensorflowBridge(ArrayBridge):
         import tensorflow as tf
 
         if not tf.is_tensor(result):
-            raise not_an_array(result, "a tensorflow Tensor")
+            raise not_an_array(result, "a tensorflow Tensor", self.name)
         value = tf.cast(result, tf.float64).numpy()
         return np.asarray(value, dtype=np.float64), result.dtype.name, tuple(result.shape)
 

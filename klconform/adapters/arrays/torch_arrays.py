@@ -19,7 +19,7 @@ class TorchBridge(ArrayBridge):
         import torch
 
         if not isinstance(result, torch.Tensor):
-            raise not_an_array(result, "a torch.Tensor")
+            raise not_an_array(result, "a torch.Tensor", self.name)
         value = result.detach().to("cpu", torch.float64).numpy().copy()
         return value, str(result.dtype).removeprefix("torch."), tuple(result.shape)
 
