@@ -1,13 +1,14 @@
 """klconform benchmarks: run `python benchmarks/run.py` after the README's set-up.
 
-Prints four tables, every figure with its ratio:
+Prints five tables, every figure with its ratio:
   (a) wall time of the default `klconform run --impl torch` against the floor of starting
       Python with torch, pytest, hypothesis and yaml imported (target: within 2x);
   (b) the oracle's time and peak extra memory against torch's own kl_div time on
       large-vocabulary data, for 'batchmean' and 'none' (targets: within 2x the time,
       within 3x the input bytes);
   (c) the speed-up of `-n 2` (pytest-xdist) over a serial run, default and thorough profile;
-  (d) the cost of running each implementation call in the killable call worker.
+  (d) the cost of running each implementation call in the killable call worker;
+  (e) a distillation loss's default run under its record against torch's (target: 1.5x).
 Figures are measured, never asserted: the notes record them.
 """
 
@@ -54,9 +55,26 @@ def wall_pairs(first, second, repeats):
     return paired(lambda: _run(first), lambda: _run(second), repeats, warm_up=False)
 
 
-def klconform_run(extra, report_dir):
-    return [sys.executable, "-m", "klconform.cli.main", "run", "--impl", "torch",
+def klconform_run(extra, report_dir, impl=("--impl", "torch")):
+    return [sys.executable, "-m", "klconform.cli.main", "run", *impl,
             "--report-dir", report_dir, *extra]
+
+
+# A token-level distillation loss (labels with -100, a mean over kept tokens) under its record.
+DISTILLATION = ("--impl", "tests.distillation.losses:token_kd_labels",
+                "--convention", "tests/distillation/records/token_kd_labels.yaml")
+
+
+def distillation_times(repeats):
+    """(e) a distillation record's default run against torch's (target: within 1.5x)."""
+    with tempfile.TemporaryDirectory() as directory:
+        torch_run, distillation, ratio = wall_pairs(
+            klconform_run([], directory), klconform_run([], directory, DISTILLATION), repeats)
+    table("(e) a distillation record's default run against torch's (in alternation; median "
+          "of the ratios)", ["what", "seconds", "x torch"], [
+              ["klconform run --impl torch", f"{torch_run:.2f}", "1.00"],
+              ["klconform run --impl tests.distillation.losses:token_kd_labels "
+               "--convention ...", f"{distillation:.2f}", f"{ratio:.2f}"]])
 
 
 def table(title, header, rows):
@@ -151,7 +169,8 @@ def oracle_against_torch(repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=("runs", "oracle", "worker"), default=None)
+    parser.add_argument("--only", choices=("runs", "oracle", "worker", "distillation"),
+                        default=None)
     parser.add_argument("--no-thorough", action="store_true",
                         help="leave out the thorough-profile -n 2 comparison (minutes)")
     args = parser.parse_args()
@@ -161,6 +180,8 @@ def main():
         worker_overhead()
     if args.only in (None, "runs"):
         run_times(args.repeats, thorough=not args.no_thorough)
+    if args.only in (None, "distillation"):
+        distillation_times(args.repeats)
 
 
 if __name__ == "__main__":

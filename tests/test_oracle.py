@@ -98,7 +98,8 @@ def test_half_precision_none_is_stored_in_float32_and_never_tighter(dtype, log_t
     terms = oracle.pointwise(x, t, log_target=log_target)
     with np.errstate(all="ignore"):
         magnitudes = np.exp(t) * (np.abs(t) + np.abs(x)) if log_target else \
-            np.where(t == 0, 0.0, np.abs(t * np.log(np.where(t == 0, 1.0, t)))) + np.abs(t * x)
+            np.where(t == 0, 0.0, np.abs(t * np.log(np.where(t == 0, 1.0, t)))) + np.abs(t * x) \
+            + np.abs(t)
     exact_budget = budget.element_budget(magnitudes, dtype)
     finite = np.isfinite(terms)
     assert np.array_equal(np.isnan(got.value), np.isnan(terms))

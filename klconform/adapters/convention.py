@@ -490,6 +490,16 @@ class ConventionAdapter(Adapter):
                     grad_target = grad_target / np.asarray(call.target, dtype=np.float64)
         return grad_prediction, grad_target
 
+    @staticmethod
+    def _distillation_arguments(call):
+        """The temperature and mask of a call, as Call keyword arguments in source."""
+        text = ""
+        if call.temperature is not None:
+            text += f", temperature={call.temperature!r}"
+        if call.mask is not None:
+            text += f", mask=np.array({np.asarray(call.mask, dtype=bool).tolist()!r})"
+        return text
+
     def snippet(self, call: Call) -> str:
         record = self.record
         plan = self.plan(call)
@@ -502,7 +512,7 @@ class ConventionAdapter(Adapter):
                f", convention={record.source!r})"),
             f"call = Call(input_values, target_values, dtype={call.dtype!r}, "
             f"reduction={call.reduction!r}, log_target={call.log_target!r}, "
-            f"device={call.device!r})",
+            f"device={call.device!r}{self._distillation_arguments(call)})",
             "print(adapter.run(call))",
             f"# which calls {target_name} with {', '.join(record.arguments)} "
             f"({self._prediction_space(call)} prediction, "

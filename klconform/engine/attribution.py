@@ -11,6 +11,7 @@ falls on the case's own value claims, as before.
 import numpy as np
 
 from klconform.adapters.base import PADDED_ROWS
+from klconform.engine.diagnosis import explaining_mistakes
 from klconform.engine.expectations import compare_with_oracle, effective_reduction
 from klconform.engine.judging import CALL_CLAIM
 from klconform.engine.outcome import CheckFailures
@@ -93,10 +94,30 @@ def hypotheses(call, plan):
     return found
 
 
-def explaining(call, plan, value, budget):
-    """(claim, mistake) of the first hypothesis that reproduces `value`, else None."""
+def in_lower_precision(values, dtype):
+    """Computed in the lower precision and cast back: every value is one of its numbers (an
+    epsilon or a clip computed in float64 is not, however small its error)."""
+    values = np.asarray(values, dtype=np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = values.astype(LOWER_PRECISION[dtype]).astype(np.float64)
+    return bool(np.all(~np.isfinite(values) | (values == rounded)))
+
+
+def precision_mistake(dtype):
+    return (f"computed in {LOWER_PRECISION[dtype]}: the error fits its budget, not "
+            f"{dtype}'s")
+
+
+def explaining(call, plan, value, expected):
+    """(claim, mistake) of the first hypothesis that reproduces `value`, else None: the
+    distillation form's mistakes first, then the plain KL's (engine.diagnosis)."""
     got = np.asarray(value, dtype=np.float64)
-    allowed = np.asarray(budget, dtype=np.float64)
+    allowed = np.asarray(expected.budget, dtype=np.float64)
+    if call.mask is None and plan.scale == 1.0 and np.shape(call.input) == np.shape(call.target):
+        found, _ = explaining_mistakes(call, got, expected)
+        for mistake, claim in found:
+            if claim:
+                return claim, mistake
     for claim, predicted, mistake in hypotheses(call, plan):
         if predicted.shape != got.shape:
             continue
@@ -126,17 +147,17 @@ def judge_value(call, plan, value, expected, failures, claims, label="oracle", l
     if lowered is not None:
         coarse = CheckFailures()
         compare_with_oracle(value, lowered, coarse, label, claims, call.dtype)
-        if not coarse:
-            failures.add(f"{found.lines[0]} (the error fits {LOWER_PRECISION[call.dtype]}'s "
-                         f"budget: computed in {LOWER_PRECISION[call.dtype]})",
-                         [PRECISION_CLAIM])
+        if not coarse and in_lower_precision(value, call.dtype):
+            failures.add(found.lines[0], [PRECISION_CLAIM])
+            failures.mistakes.append(precision_mistake(call.dtype))
             return PRECISION_CLAIM, lowered
-    explained = explaining(call, plan, value, expected.budget)
+    explained = explaining(call, plan, value, expected)
     blamed = None
     if explained:
         blamed, mistake = explained
+        # The mistake becomes the outcome's diagnosis, the root cause's headline.
         claims = [blamed]
-        found.lines = [f"{line} ({mistake})" for line in found.lines]
+        failures.mistakes.append(mistake)
     for line in found.lines:
         failures.add(line, claims)
     return blamed, expected
@@ -167,7 +188,7 @@ def gradient_joins_value(call, plan, ratio, value, expected):
         return None
     if abs(got / want - ratio) > 1e-3 * abs(ratio):
         return None
-    explained = explaining(call, plan, value, expected.budget)
+    explained = explaining(call, plan, value, expected)
     if explained:
         return explained
     for factor, claim, mistake in _factors(call, plan):

@@ -11,9 +11,12 @@ import numpy as np
 
 from klconform.dtypes import UNIT_ROUNDOFF
 from klconform.engine.expectations import effective_reduction
+from klconform.engine.judging import CALL_CLAIM
 from klconform.oracle import float64 as oracle
 
 LN2 = math.log(2.0)
+# How a named mistake is introduced (report.root_causes groups failures by what follows).
+DIAGNOSIS_PREFIX = "looks like:"
 
 
 def _terms(x, t, log_target):
@@ -38,7 +41,8 @@ def _renormalised(x, t, log_target):
 
 
 def hypotheses(call, reduction):
-    """(description, predicted value) for each known mistake that applies to this call."""
+    """(description, predicted value, claim it breaks) for each known mistake that applies
+    to this call."""
     x, t = np.asarray(call.input, np.float64), np.asarray(call.target, np.float64)
     log_target = bool(call.log_target)
     shape = x.shape
@@ -47,8 +51,8 @@ def hypotheses(call, reduction):
     numel = max(x.size, 1)
     found = []
 
-    def add(text, value):
-        found.append((text, np.asarray(value, dtype=np.float64)))
+    def add(text, value, claim):
+        found.append((text, np.asarray(value, dtype=np.float64), claim))
 
     with np.errstate(all="ignore"):
         p = np.exp(t) if log_target else t
@@ -59,76 +63,87 @@ def hypotheses(call, reduction):
         if reduction != "none" and call.reduction is None:
             # Said first: without a reduction argument the likelier slip is the default.
             add("default reduction is not 'mean' (looks like 'batchmean')",
-                np.sum(terms) / (shape[0] if shape else 1))
-        add("roles swapped: computed KL(Q||P) (input and target exchanged)", swapped)
-        add("symmetrised: computed (KL(P||Q) + KL(Q||P)) / 2", (correct + swapped) / 2)
+                np.sum(terms) / (shape[0] if shape else 1), CALL_CLAIM[None])
+        add("roles swapped: computed KL(Q||P) (input and target exchanged)", swapped, "roles")
+        add("symmetrised: computed (KL(P||Q) + KL(Q||P)) / 2", (correct + swapped) / 2,
+            "roles-asymmetric")
         if reduction != "none":
             total = np.sum(terms)
             batch = shape[0] if shape else 1
             for name, divisor in (("sum", 1), ("mean", numel), ("batchmean", batch)):
                 if name != reduction:
                     add(f"{reduction!r} computed as {name!r} (divided by {divisor})",
-                        total / divisor)
+                        total / divisor, CALL_CLAIM.get(call.reduction))
             if len(shape) >= 3:
                 leading = math.prod(shape[:-1])
                 add(f"{reduction!r} divided by every leading dimension ({leading}), "
-                    f"not by size(0)", total / leading)
+                    f"not by size(0)", total / leading, CALL_CLAIM.get(call.reduction))
         # Before the next hypothesis, which predicts NaN wherever the input is negative and
         # so also "explains" any NaN result: where these apply they are the likelier cause.
         if log_target:
             add("log_target ignored: log-probability target used as probabilities",
-                _reduce(oracle.pointwise(x, t, False), reduction, shape))
+                _reduce(oracle.pointwise(x, t, False), reduction, shape), "log-target")
         else:
             add("log_target applied although log_target=False",
-                _reduce(oracle.pointwise(x, t, True), reduction, shape))
+                _reduce(oracle.pointwise(x, t, True), reduction, shape), "log-target")
             if np.any(t == 0):
                 add("zero target gives nan: 0 * log 0 not taken as 0 (plain t * log t)",
-                    _reduce(t * np.log(t) - t * x, reduction, shape))
+                    _reduce(t * np.log(t) - t * x, reduction, shape), "zero-target")
         add("probabilities fed as log-probabilities: exp() never taken, input used as Q",
-            _reduce(oracle.pointwise(np.log(x), p, False), reduction, shape))
-        add("negatives clamped to 0 (result clipped)", np.maximum(correct, 0.0))
+            _reduce(oracle.pointwise(np.log(x), p, False), reduction, shape), "roles")
+        add("negatives clamped to 0 (result clipped)", np.maximum(correct, 0.0),
+            "unnormalized-negative")
         add("pointwise terms clamped to 0 before reduction",
-            _reduce(np.maximum(terms, 0.0), reduction, shape))
-        add("absolute value taken", np.abs(correct))
-        add("sign flipped", -correct)
+            _reduce(np.maximum(terms, 0.0), reduction, shape), "none-negative-terms")
+        add("absolute value taken", np.abs(correct), "unnormalized-negative")
+        add("sign flipped", -correct, "normalized-nonnegative")
         add("inputs renormalised (softmax/normalise over the last axis) before the KL",
-            _reduce(_renormalised(x, t, log_target), reduction, shape))
+            _reduce(_renormalised(x, t, log_target), reduction, shape), "unnormalized-negative")
         add("target-entropy term dropped: computed cross-entropy -sum(target * input)",
-            _reduce(-p * x, reduction, shape))
-        add("result in bits (log base 2), not nats", correct / LN2)
+            _reduce(-p * x, reduction, shape), "cross-entropy-decomposition")
+        add("result in bits (log base 2), not nats", correct / LN2, "worked-examples")
         add("NaN swallowed: non-finite terms replaced by 0",
-            _reduce(np.where(np.isnan(terms), 0.0, terms), reduction, shape))
+            _reduce(np.where(np.isnan(terms), 0.0, terms), reduction, shape), "nan-propagates")
         clipped = np.clip(p, 1e-7, 1.0)
         add("probabilities clipped to [1e-7, 1] (keras-style)",
             _reduce(oracle.pointwise(np.log(np.clip(np.exp(x), 1e-7, 1.0)), clipped, False),
-                    reduction, shape))
+                    reduction, shape), "zero-target")
         if reduction == "none":
             add("'none' reduced per row instead of returning pointwise terms",
-                np.sum(terms, axis=-1) if terms.ndim else terms)
+                np.sum(terms, axis=-1) if terms.ndim else terms, "none-pointwise")
     return correct, found
 
 
-def diagnose(call, actual, expected):
-    """A 'looks like: ...' sentence, or None when no known mistake explains `actual`."""
+def explaining_mistakes(call, actual, expected):
+    """[(text, claim)] of the known mistakes that reproduce `actual`, likeliest first."""
     reduction = effective_reduction(call)
     actual = np.asarray(actual, dtype=np.float64)
     correct, found = hypotheses(call, reduction)
     tolerance = np.asarray(expected.budget, dtype=np.float64)
     loose = 8 * UNIT_ROUNDOFF["float32"]
     matches = []
-    for text, predicted in found:
+    for text, predicted, claim in found:
         if predicted.shape != actual.shape:
             continue
         if predicted.shape != correct.shape:
             # Only per-row sums change the shape; a sum's budget is its terms' budgets summed.
             if _close(actual, predicted, np.sum(np.broadcast_to(tolerance, correct.shape),
                                                 axis=-1), loose):
-                matches.append(text)
+                matches.append((text, claim))
             continue
         if _close(predicted, correct, tolerance, loose):
             continue  # indistinguishable from the right answer on this input
         if _close(actual, predicted, tolerance, loose):
-            matches.append(text)
+            matches.append((text, claim))
+    return matches, correct
+
+
+def diagnose(call, actual, expected):
+    """A 'looks like: ...' sentence, or None when no known mistake explains `actual`."""
+    found, correct = explaining_mistakes(call, actual, expected)
+    matches = [text for text, _ in found]
+    actual = np.asarray(actual, dtype=np.float64)
+    tolerance = np.asarray(expected.budget, dtype=np.float64)
     if not matches and actual.shape == correct.shape and call.dtype == "float64":
         error = np.abs(actual - correct)
         # Out of budget somewhere: a value within it is not a precision mistake.
@@ -137,7 +152,7 @@ def diagnose(call, actual, expected):
             matches.append("computed in float32 (or lower) although the inputs are float64")
     if not matches:
         return None
-    return "looks like: " + matches[0] + (
+    return f"{DIAGNOSIS_PREFIX} " + matches[0] + (
         f" (also consistent with: {'; '.join(matches[1:])})" if len(matches) > 1 else "")
 
 

@@ -13,6 +13,7 @@ from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import UNIT_ROUNDOFF, round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine.attribution import LOWER_PRECISION, PRECISION_CLAIM, judge_value
+from klconform.engine.diagnosis import DIAGNOSIS_PREFIX, diagnose
 from klconform.engine.expectations import (
     check_cross_entropy,
     check_published,
@@ -217,12 +218,18 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     if observation.shape != expected.value.shape:
         failures.add(f"shape {observation.shape} != expected {expected.value.shape}", values)
     else:
-        judged_at = _judge_value(call, plan, observation.value, expected, failures, values,
-                                 judged, unsupported)
+        before = len(failures.lines)
+        judged_at, blamed = _judge_value(call, plan, observation.value, expected, failures,
+                                         values, judged, unsupported)
         # A value computed at a lower precision is that claim's failure; the case's other
         # checks, the second call's included, are judged at the precision it has.
         precision = None if judged_at is expected else LOWER_PRECISION[call.dtype]
         expected = judged_at
+        # A wrong value makes the case's other value checks fail as its consequences: they
+        # fall on the claim the value broke, not on claims of their own (one bug, one claim).
+        consequence = None
+        if len(failures.lines) > before and blamed != PRECISION_CLAIM:
+            consequence = [blamed] if blamed else values
         evidence = Evidence(case, call, observation, observation.value, expected)
         if "relation" in case.expect:
             evidence = _second_call(adapter, calls[1], plans[1], evidence, failures, outcome,
@@ -232,6 +239,8 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
                 continue
             families, check = EXPECTATION_CHECKS[key]
             claims = claims_of_family(families, case.claims, call, spec, composed)
+            if consequence and key != "warns":
+                claims = consequence
             figures = check(evidence, failures, claims)
             if figures:
                 outcome.message = figures
@@ -240,10 +249,10 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
                claims_of_family(("warnings",), case.claims, call, spec, composed))
     settle(outcome, failures, judged, unsupported, spec)
     if outcome.status == "failed":
-        from klconform.engine.diagnosis import diagnose
-
-        # diagnose() itself passes over mistakes whose shape differs from the result's.
-        outcome.diagnosis = diagnose(call, observation.value, expected)
+        # diagnose() itself passes over mistakes whose shape differs from the result's. A
+        # mistake that attributed the failure names it first: the root cause's headline.
+        outcome.diagnosis = (f"{DIAGNOSIS_PREFIX} {failures.mistakes[0]}" if failures.mistakes
+                             else diagnose(call, observation.value, expected))
     return outcome
 
 
@@ -251,7 +260,7 @@ def _judge_value(call, plan, value, expected, failures, claims, judged, unsuppor
     """The oracle comparison, blamed on one claim where a known mistake explains it
     (klconform.engine.attribution); that claim is then judged whatever the case names.
     Returns the Expected the case's other checks use (the lower precision's, for a value
-    computed in it)."""
+    computed in it) and the claim blamed, if a known mistake was."""
     blamed, expected = judge_value(call, plan, value, expected, failures, claims,
                                    lower=lambda: lower_precision_expected(call, plan))
     if call.dtype in LOWER_PRECISION and PRECISION_CLAIM not in judged:
@@ -260,7 +269,7 @@ def _judge_value(call, plan, value, expected, failures, claims, judged, unsuppor
         if blamed not in judged:
             judged.append(blamed)
         unsupported.pop(blamed, None)
-    return expected
+    return expected, blamed
 
 
 def lower_precision_expected(call, plan):

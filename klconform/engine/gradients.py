@@ -21,7 +21,10 @@ from klconform.engine.attribution import (
     PRECISION_CLAIM,
     constant_ratio,
     gradient_joins_value,
+    in_lower_precision,
+    precision_mistake,
 )
+from klconform.engine.diagnosis import DIAGNOSIS_PREFIX
 from klconform.engine.evaluate import (
     ZEROS_LOST,
     Guarded,
@@ -162,8 +165,11 @@ MODES = (("both", ("input", "target")), ("input only", ("input",)),
 
 def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
     adapter = Guarded(adapter, timeout)
-    outcome = Outcome("passed", f"grad:{case.id}", dtype, CLAIMS, "must")
     call = make_call(case, dtype, device)
+    # A case that masks rows judges their gradient too (n/a where no mask is declared).
+    masks_rows = call.mask is not None and not np.all(call.mask)
+    outcome = Outcome("passed", f"grad:{case.id}", dtype,
+                      CLAIMS + ((MASK_GRADIENT_CLAIM,) if masks_rows else ()), "must")
     reason = unsupported_reason(adapter, call)
     if not adapter.capabilities.autograd:
         reason = "autograd"
@@ -174,17 +180,17 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     from klconform.spec.claims import load_spec
 
     plan = adapter.plan(call)
-    unjudged = unsupported_claims(CLAIMS, plan, adapter.capabilities, load_spec())
+    unjudged = unsupported_claims(outcome.claims, plan, adapter.capabilities, load_spec())
     if "target" in plan.logits_gradients and not call.log_target \
             and np.any(np.asarray(call.target) == 0):
         # P = 0 reaches a logits target as -inf, whose softmax row has no finite gradient:
         # the -inf target's behaviour, recorded by the value case (impl-log-target-neginf).
         unjudged.setdefault("gradient-target", ZEROS_LOST)
-    if len(unjudged) == len(CLAIMS):
+    if len(unjudged) == len(outcome.claims):
         outcome.status = "unsupported"
         outcome.message = f"{adapter.name}: {'; '.join(sorted(set(unjudged.values())))}"
         outcome.claim_reasons = dict(unjudged)
-        outcome.claim_results = {claim: "unsupported" for claim in CLAIMS}
+        outcome.claim_results = {claim: "unsupported" for claim in outcome.claims}
         return outcome
     from klconform.engine import snippets as reproduce
 
@@ -193,7 +199,7 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
         "or result.sum().backward()\n"
     want_input, want_target, target_checked = analytic(call, plan)
     budget_input, budget_target = _budgets(call, plan)
-    masked = ~_row_keep(call, np.shape(call.input)) if call.mask is not None else None
+    masked = ~_row_keep(call, np.shape(call.input)) if masks_rows else None
     failures = []
     gradients = {}
     for mode, arguments in MODES:
@@ -226,7 +232,9 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
         except Exception as error:
             return errored_outcome(outcome, error, "finite differences: ")
     grad_input, grad_target = gradients["both"]
-    failures = _joined_to_value(adapter, call, plan, failures,
+    if any(claim == PRECISION_CLAIM for claim, _ in failures):
+        outcome.diagnosis = f"{DIAGNOSIS_PREFIX} {precision_mistake(call.dtype)}"
+    failures, mistakes = _joined_to_value(adapter, call, plan, failures,
                                 ((grad_input, want_input, "gradient-input", None),
                                  (grad_target, want_target, "gradient-target",
                                   target_checked)))
@@ -248,6 +256,9 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
         outcome.checks = [text for _, text in failures]
         failing = [text for _, text in failures]
         outcome.actual = failing[0]
+        if mistakes:
+            # The value's root cause: the report groups both under one headline.
+            outcome.diagnosis = f"{DIAGNOSIS_PREFIX} {mistakes[0]}"
     return outcome
 
 
@@ -267,10 +278,11 @@ def _at_lower_precision(call, plan, gradients, want_input, want_target, target_c
         if "target" in arguments:
             _compare(f"{mode}: d/dtarget", grad_target, want_target, budget_target,
                      target_checked & kept, coarse, "gradient-target")
-    if coarse:
+    computed = [gradient for pair in gradients.values() for gradient in pair
+                if gradient is not None]
+    if coarse or not all(in_lower_precision(gradient, call.dtype) for gradient in computed):
         return failures
-    return [(PRECISION_CLAIM, f"{failures[0][1]} (the error fits {lower}'s budget: computed "
-                              f"in {lower})")]
+    return [(PRECISION_CLAIM, failures[0][1])]
 
 
 def _joined_to_value(adapter, call, plan, failures, compared):
@@ -288,13 +300,14 @@ def _joined_to_value(adapter, call, plan, failures, compared):
         try:
             observation = adapter.run(call)
         except Exception:  # the value case reports the error
-            return failures
+            return failures, []
         expected = with_conversions(oracle_for(call), call, plan)
         joined = gradient_joins_value(call, plan, ratio, observation.value, expected)
         if joined:
             moved[claim] = joined
-    return [(moved[claim][0], f"{text} ({moved[claim][1]})") if claim in moved
-            else (claim, text) for claim, text in failures]
+    return [(moved[claim][0], text) if claim in moved else (claim, text)
+            for claim, text in failures], [
+        mistake for _, mistake in moved.values()]
 
 
 def errored_outcome(outcome, error, where):

@@ -34,6 +34,8 @@ class CheckFailures:
         self.lines = []
         self.by_claim = {}
         self.notes = []
+        # Known mistakes that explain failures (klconform.engine.attribution), first first.
+        self.mistakes = []
 
     def add(self, line, claims=None):
         self.lines.append(line)

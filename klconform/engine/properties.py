@@ -158,6 +158,8 @@ class Probe:
 
     def check(self, call, expected, value, expect):
         """evaluate's own check for a case expectation (`sign` or `cross_entropy`)."""
+        if self.first_failed is not None:
+            return  # a consequence of the wrong value already blamed on its claim
         before = len(self.failures.lines)
         if "sign" in expect:
             check_sign(expect, call, value, expected, self.failures)
@@ -170,7 +172,10 @@ class Probe:
         """|a - scale b| within both budgets plus the exact difference of the oracle values.
 
         `first` and `second` are (value, oracle value, budget) triples of equal shapes.
+        After a wrong value (already blamed on its claim) a relation says nothing more.
         """
+        if self.first_failed is not None:
+            return
         value_a, exact_a, budget_a = (np.asarray(part, dtype=np.float64) for part in first)
         value_b, exact_b, budget_b = (np.asarray(part, dtype=np.float64) for part in second)
         allowed = budget_a + abs(scale) * budget_b + np.abs(exact_a - scale * exact_b)
