@@ -264,9 +264,11 @@ class ConventionAdapter(Adapter):
     def _divisors(self, call, form, route):
         """What a rescaled scalar output declares it divides by, and the alternatives."""
         name, how, _ = route
-        if how != "rescaled":
+        meaning = self.record.native_meanings.get(name)
+        # A token mean read as it is (its divisor coincides with the canonical one, as with
+        # one row kept) declares its divisor as much as a rescaled one.
+        if how != "rescaled" and not (how == "native" and meaning == "mean-rows"):
             return {}
-        meaning = self.record.native_meanings[name]
         kept = None if call.mask is None else int(np.sum(call.mask))
         declared = divisor(meaning, form.native_shape, self.record.class_axis, kept)
         shape = form.native_shape

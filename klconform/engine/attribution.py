@@ -11,6 +11,7 @@ falls on the case's own value claims, as before.
 import numpy as np
 
 from klconform.adapters.base import PADDED_ROWS
+from klconform.dtypes import UNIT_ROUNDOFF
 from klconform.engine.diagnosis import explaining_mistakes
 from klconform.engine.expectations import compare_with_oracle, effective_reduction
 from klconform.engine.judging import CALL_CLAIM
@@ -163,7 +164,12 @@ def judge_value(call, plan, value, expected, failures, claims, label="oracle", l
     return blamed, expected
 
 
-def constant_ratio(got, want, checked):
+def ratio_tolerance(dtype):
+    """How far the ratios of a dtype's rounded gradients to exact ones spread."""
+    return max(1e-3, 16 * UNIT_ROUNDOFF[dtype])
+
+
+def constant_ratio(got, want, checked, dtype="float64"):
     """got / want where it is one constant over the checked, clearly non-zero entries."""
     got = np.asarray(got, dtype=np.float64)
     want = np.asarray(want, dtype=np.float64)
@@ -175,7 +181,8 @@ def constant_ratio(got, want, checked):
         return None
     ratios = got[large] / want[large]
     ratio = float(np.median(ratios))
-    return ratio if np.all(np.abs(ratios - ratio) <= 1e-3 * abs(ratio)) else None
+    return ratio if np.all(np.abs(ratios - ratio) <= ratio_tolerance(dtype) * abs(ratio)) \
+        else None
 
 
 def gradient_joins_value(call, plan, ratio, value, expected):
@@ -186,13 +193,14 @@ def gradient_joins_value(call, plan, ratio, value, expected):
     got = float(np.asarray(value))
     if not np.isfinite(got) or want == 0 or abs(got - want) <= float(expected.budget):
         return None
-    if abs(got / want - ratio) > 1e-3 * abs(ratio):
+    spread = ratio_tolerance(call.dtype)
+    if abs(got / want - ratio) > spread * abs(ratio):
         return None
     explained = explaining(call, plan, value, expected)
     if explained:
         return explained
     for factor, claim, mistake in _factors(call, plan):
-        if abs(ratio - factor) <= 1e-3 * abs(factor):
+        if abs(ratio - factor) <= spread * abs(factor):
             return claim, mistake
     return None
 

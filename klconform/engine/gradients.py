@@ -294,7 +294,7 @@ def _joined_to_value(adapter, call, plan, failures, compared):
         if claim not in failing or got is None or effective_reduction(call) == "none":
             continue
         mask = np.ones(np.shape(want), dtype=bool) if checked is None else checked
-        ratio = constant_ratio(got, want, mask & _row_keep(call, np.shape(want)))
+        ratio = constant_ratio(got, want, mask & _row_keep(call, np.shape(want)), call.dtype)
         if ratio is None:
             continue
         try:
