@@ -19,6 +19,8 @@ from klconform.engine.outcome import CheckFailures
 from klconform.oracle import float64 as oracle
 
 PRECISION_CLAIM = "accuracy-in-dtype"
+# The claim engine.diagnosis's "inputs renormalised" mistake breaks.
+RENORMALISED_CLAIM = "unnormalized-negative"
 # The precision a function that computes below its dtype usually computes in.
 LOWER_PRECISION = {"float64": "float32"}
 # The claim a wrong divisor of a rescaled scalar output breaks, by what the record declares.
@@ -95,6 +97,14 @@ def hypotheses(call, plan):
     return found
 
 
+def _misfit(got, predicted, allowed):
+    """How far `got` is from a prediction, in budgets (the largest over the elements)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        error = np.abs(got - predicted) / (allowed + 1e-300)
+    error = np.where(np.isnan(got) & np.isnan(predicted), 0.0, error)
+    return float(np.nanmax(error)) if np.size(error) else 0.0
+
+
 def in_lower_precision(values, dtype):
     """Computed in the lower precision and cast back: every value is one of its numbers (an
     epsilon or a clip computed in float64 is not, however small its error)."""
@@ -116,9 +126,13 @@ def explaining(call, plan, value, expected):
     allowed = np.asarray(expected.budget, dtype=np.float64)
     if call.mask is None and plan.scale == 1.0 and np.shape(call.input) == np.shape(call.target):
         found, _ = explaining_mistakes(call, got, expected)
-        for mistake, claim in found:
-            if claim:
-                return claim, mistake
+        # A library that takes logits renormalises them by its convention, not by mistake.
+        found = [(mistake, claim, predicted) for mistake, claim, predicted in found
+                 if claim and not (plan.normalised and claim == RENORMALISED_CLAIM)]
+        if found:
+            # Several can agree at a coarse dtype: the closest names the claim.
+            mistake, claim, _ = min(found, key=lambda entry: _misfit(got, entry[2], allowed))
+            return claim, mistake
     for claim, predicted, mistake in hypotheses(call, plan):
         if predicted.shape != got.shape:
             continue

@@ -115,7 +115,8 @@ def hypotheses(call, reduction):
 
 
 def explaining_mistakes(call, actual, expected):
-    """[(text, claim)] of the known mistakes that reproduce `actual`, likeliest first."""
+    """[(text, claim, predicted)] of the known mistakes that reproduce `actual`, likeliest
+    first."""
     reduction = effective_reduction(call)
     actual = np.asarray(actual, dtype=np.float64)
     correct, found = hypotheses(call, reduction)
@@ -129,19 +130,19 @@ def explaining_mistakes(call, actual, expected):
             # Only per-row sums change the shape; a sum's budget is its terms' budgets summed.
             if _close(actual, predicted, np.sum(np.broadcast_to(tolerance, correct.shape),
                                                 axis=-1), loose):
-                matches.append((text, claim))
+                matches.append((text, claim, predicted))
             continue
         if _close(predicted, correct, tolerance, loose):
             continue  # indistinguishable from the right answer on this input
         if _close(actual, predicted, tolerance, loose):
-            matches.append((text, claim))
+            matches.append((text, claim, predicted))
     return matches, correct
 
 
 def diagnose(call, actual, expected):
     """A 'looks like: ...' sentence, or None when no known mistake explains `actual`."""
     found, correct = explaining_mistakes(call, actual, expected)
-    matches = [text for text, _ in found]
+    matches = [text for text, _, _ in found]
     actual = np.asarray(actual, dtype=np.float64)
     tolerance = np.asarray(expected.budget, dtype=np.float64)
     if not matches and actual.shape == correct.shape and call.dtype == "float64":
