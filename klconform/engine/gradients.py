@@ -176,11 +176,17 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     if reason:
         outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
         return outcome
-    from klconform.engine.judging import unsupported_claims
+    from klconform.engine.judging import distillation_case_not_applicable, unsupported_claims
     from klconform.spec.claims import load_spec
 
     plan = adapter.plan(call)
-    unjudged = unsupported_claims(outcome.claims, plan, adapter.capabilities, load_spec())
+    spec = load_spec()
+    not_applicable = distillation_case_not_applicable(case, plan, adapter.capabilities, spec)
+    if not_applicable:
+        outcome.status, outcome.message = "unsupported", f"{adapter.name}: {not_applicable}"
+        outcome.claim_results = {claim: "unsupported" for claim in outcome.claims}
+        return outcome
+    unjudged = unsupported_claims(outcome.claims, plan, adapter.capabilities, spec)
     if "target" in plan.logits_gradients and not call.log_target \
             and np.any(np.asarray(call.target) == 0):
         # P = 0 reaches a logits target as -inf, whose softmax row has no finite gradient:

@@ -111,3 +111,15 @@ def strictest(levels):
         if level in levels:
             return level
     return LEVELS[-1]
+
+
+def distillation_case_not_applicable(case, plan, capabilities, spec):
+    """Why a distillation case's derived checks (gradients, layouts) are not run here: every
+    claim it names needs a feature this implementation does not declare. None otherwise."""
+    claims = case.claims
+    if not claims or any(spec.claims[claim].family != "distillation" for claim in claims):
+        return None
+    reasons = unsupported_claims(claims, plan, capabilities, spec)
+    if len(reasons) < len(claims):
+        return None
+    return "; ".join(sorted(set(reasons.values())))

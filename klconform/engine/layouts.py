@@ -21,8 +21,10 @@ from klconform.engine.evaluate import (
 )
 from klconform.engine.expectations import compare_with_oracle, oracle_for
 from klconform.engine.isolation import DEFAULT_TIMEOUT_S
+from klconform.engine.judging import distillation_case_not_applicable
 from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome
 from klconform.short_text import summarize
+from klconform.spec.claims import load_spec
 
 CLAIM = "layout-independent"
 
@@ -42,6 +44,9 @@ def evaluate_layouts(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT
     outcome = Outcome("passed", f"layout:{case.id}", dtype, (CLAIM,), "must")
     call = make_call(case, dtype, device)
     reason = unsupported_reason(adapter, call)
+    if reason is None:
+        reason = distillation_case_not_applicable(case, adapter.plan(call),
+                                                  adapter.capabilities, load_spec())
     chosen = applicable(adapter, call.input.shape) if reason is None else []
     if reason is None and not adapter.capabilities.layouts:
         reason = "non-contiguous layouts (capabilities.layouts is empty)"
