@@ -165,6 +165,9 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
             outcome.status = "unsupported"
             outcome.message = f"{adapter.name} does not support {plan.unsupported}"
             outcome.claim_results = {claim: "unsupported" for claim in case.claims}
+            if case.kind == "value" and dtype in LOWER_PRECISION:
+                # Every value case at such a dtype judges the precision claim (engine.attribution).
+                outcome.claim_results[PRECISION_CLAIM] = "unsupported"
             return outcome
     plan = plans[0]
     composed = any(each.composed for each in plans)
