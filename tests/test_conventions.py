@@ -81,7 +81,8 @@ def test_what_a_convention_cannot_state_is_unsupported_not_passed():
         assert results.get(claim, {"unsupported"}) == {"unsupported"}, claim
     distillation = judged("distillation", "distillation")
     # The gradient with respect to logits is judged as such: (Q - P) times the scale.
-    assert distillation["gradient-input"] == {"passed"}
+    assert "passed" in distillation["gradient-input"]
+    assert not distillation["gradient-input"] & {"failed", "errored"}
 
 
 def test_klconform_run_with_a_convention_from_another_directory(tmp_path):

@@ -19,6 +19,8 @@ from klconform.engine.outcome import CheckFailures
 from klconform.oracle import float64 as oracle
 
 PRECISION_CLAIM = "accuracy-in-dtype"
+# Calls with more elements than this are not recomputed under every known mistake.
+ATTRIBUTION_LIMIT = 1 << 16
 # The claim engine.diagnosis's "inputs renormalised" mistake breaks.
 RENORMALISED_CLAIM = "unnormalized-negative"
 # The precision a function that computes below its dtype usually computes in.
@@ -120,8 +122,11 @@ def precision_mistake(dtype):
 
 
 def explaining(call, plan, value, expected):
-    """(claim, mistake) of the first hypothesis that reproduces `value`, else None: the
-    distillation form's mistakes first, then the plain KL's (engine.diagnosis)."""
+    """(claim, mistake) of the hypothesis that reproduces `value`, else None: the plain KL's
+    mistakes (engine.diagnosis) first, then the distillation form's. Vocabulary-sized calls
+    are not tried (a dozen recomputations each): their failures fall on the case's claims."""
+    if np.size(call.input) > ATTRIBUTION_LIMIT:
+        return None
     got = np.asarray(value, dtype=np.float64)
     allowed = np.asarray(expected.budget, dtype=np.float64)
     if call.mask is None and plan.scale == 1.0 and np.shape(call.input) == np.shape(call.target):
