@@ -50,6 +50,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
         build_matrix([fake_report("a", {}), fake_report("a", {})])
 
 
+# Three whole runs (a minute of CI's ten): `tox -m matrix` regenerates every row anyway.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["numpy", "scipy", "torchmetrics"])
 def test_a_fresh_run_reproduces_the_committed_row(name, tmp_path):
     pytest.importorskip({"numpy": "numpy", "scipy": "scipy.special",

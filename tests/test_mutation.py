@@ -148,6 +148,8 @@ def test_every_mutant_names_known_claims():
     assert not set(WRONG) & set(CORRECT)
 
 
+# Four whole pytest runs checking that the direct evaluation above is what pytest does.
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["terms_clamped", "input_gradient_doubled", "silent",
                                   "assumes_contiguous"])
 def test_direct_evaluation_matches_the_real_suite(pytester, name):
