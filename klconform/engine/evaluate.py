@@ -296,13 +296,7 @@ def _zeros_recorded(adapter, call, case, judged, outcome):
     outcome.claim_results = {claim: "unsupported" for claim in judged}
     outcome.claim_results[NEGINF_TARGET_CLAIM] = "recorded"
     outcome.claim_reasons = {claim: ZEROS_LOST for claim in judged}
-    try:
-        observation = adapter.run(call)
-    except Exception as error:
-        outcome.observed = {"raises": f"{type(error).__name__}: {first_line(error)}"}
-    else:
-        outcome.observed = {"value": summarize(observation.value), "dtype": observation.dtype,
-                            "shape": list(observation.shape)}
+    outcome.observed, _ = _observed(adapter, call)
     outcome.message = (f"{case.id}: P = 0 given as -inf to its log-space target: "
                        f"{describe_observed(outcome.observed)}")
     return outcome
@@ -399,16 +393,21 @@ def _expect_error(adapter, call, outcome):
     return outcome
 
 
-def _probe(case, adapter, call, outcome):
-    outcome.status = "recorded"
+def _observed(adapter, call):
+    """(what a recorded call gave, as the report shows it; the observation or None)."""
     try:
         observation = adapter.run(call)
     except Exception as error:
-        outcome.observed = {"raises": f"{type(error).__name__}: {first_line(error)}"}
-    else:
-        outcome.observed = {"value": summarize(observation.value), "dtype": observation.dtype,
-                            "shape": list(observation.shape),
-                            "warnings": list(observation.warnings)}
+        return {"raises": f"{type(error).__name__}: {first_line(error)}"}, None
+    return {"value": summarize(observation.value), "dtype": observation.dtype,
+            "shape": list(observation.shape), "warnings": list(observation.warnings)}, \
+        observation
+
+
+def _probe(case, adapter, call, outcome):
+    outcome.status = "recorded"
+    outcome.observed, observation = _observed(adapter, call)
+    if observation is not None:
         if case.expect.get("probe_gradient") and adapter.capabilities.autograd:
             try:
                 grad_input, grad_target = adapter.run_gradients(call)

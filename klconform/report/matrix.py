@@ -41,15 +41,20 @@ class MatrixError(KLConformError):
 
 
 def read_report(path):
+    return _read_json(path, "report.json", ("implementation", "claims", "verdict"))
+
+
+def _read_json(path, kind, keys):
+    """A klconform JSON file of `kind` with `keys`, or a one-line MatrixError."""
     path = Path(path)
     try:
-        report = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
-        raise MatrixError(f"{path}: not a readable report.json ({error})") from None
-    for key in ("implementation", "claims", "verdict"):
-        if not isinstance(report, dict) or key not in report:
-            raise MatrixError(f"{path}: not a klconform report.json (no {key!r})")
-    return report
+        raise MatrixError(f"{path}: not a readable {kind} ({error})") from None
+    for key in keys:
+        if not isinstance(document, dict) or key not in document:
+            raise MatrixError(f"{path}: not a klconform {kind} (no {key!r})")
+    return document
 
 
 def build_matrix(reports):
@@ -226,15 +231,7 @@ def write_matrix(report_paths, out_dir):
 
 
 def read_matrix(path):
-    path = Path(path)
-    try:
-        matrix = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise MatrixError(f"{path}: not a readable matrix.json ({error})") from None
-    for key in ("claims", "implementations"):
-        if not isinstance(matrix, dict) or key not in matrix:
-            raise MatrixError(f"{path}: not a klconform matrix.json (no {key!r})")
-    return matrix
+    return _read_json(path, "matrix.json", ("claims", "implementations"))
 
 
 def render_pages(matrix, out_dir):
