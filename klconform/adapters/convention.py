@@ -141,9 +141,8 @@ class ConventionAdapter(Adapter):
         for canonical, meaning in CANONICAL_MEANING.items():
             if meaning in record.native_meanings.values():
                 reductions.add(canonical)
-            elif finest == "elementwise" or (finest in ("rows", None) and scalar is not None
-                                             and canonical != "none") \
-                    or (finest == "rows" and canonical != "none"):
+            elif finest == "elementwise" or (canonical != "none"
+                                             and (finest == "rows" or scalar is not None)):
                 reductions.add(canonical)
                 composed.add(canonical)
         by_device = record.dtypes_by_device
