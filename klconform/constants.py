@@ -14,3 +14,10 @@ LEVELS = ("must", "should", "implementation-defined")
 
 # Seconds one implementation call may take before it fails (--kl-timeout).
 DEFAULT_TIMEOUT_S = 60.0
+
+# A diagnosis as the engine writes it and a report reads it: "looks like: <mistake>", the
+# mistake followed, where other known mistakes reproduce the value as well, by
+# " (also fits: <mistake> | <mistake>)".
+DIAGNOSIS_PREFIX = "looks like:"
+ALSO_FITS = " (also fits: "
+ALSO_FITS_SEPARATOR = " | "

@@ -129,3 +129,17 @@ def test_a_yaml_error_without_case_context(capsys, cases_copy):
     status, lines = check_spec_lines(capsys, cases_copy)
     assert status == 1
     assert "broken.yaml:2: YAML error" in the_problem(lines)
+
+
+def test_a_claim_following_an_unknown_claim(tmp_path):
+    from klconform.spec.claims import SpecError, load_spec
+
+    spec_copy = tmp_path / "spec"
+    shutil.copytree(resources.spec_dir(), spec_copy)
+    replace_in(spec_copy / "claims.yaml", "follows: [reduction-mean, reduction-batchmean]",
+               "follows: [reduction-mean, reduction-avg]")
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec_copy)
+    message = str(caught.value)
+    assert "claims.yaml" in message and "'mean-is-not-kl'" in message
+    assert "follows unknown claim 'reduction-avg'" in message and "follows" in message

@@ -90,12 +90,14 @@ def test_a_model_first_function_is_written_and_then_passes_its_run(tmp_path):
      "reduction-mean"),
     ("nan_swallowed", "a NaN in the prediction gives 0, not NaN", "nan-propagates"),
     ("rows_clipped", "a tiny prediction and a zero target", "zero-target"),
-    ("rows_with_epsilon", "an epsilon, a clip or a lower precision", "roles"),
+    # No known mistake names an epsilon: the run blames the pointwise formula.
+    ("rows_with_epsilon", "an epsilon, a clip or a lower precision", "none-pointwise"),
 ])
 def test_a_bug_is_a_finding_and_the_run_fails_on_its_claim(tmp_path, function, finding, claim):
     result = diagnosed(function)
     assert any(finding in text for text in result.findings), result.findings
-    failing, _ = failing_must_claims(function, written(function, tmp_path), {claim})
+    # Every case: the claim a wrong value falls on need not be among a case's tags.
+    failing, _ = failing_must_claims(function, written(function, tmp_path))
     assert claim in failing
 
 

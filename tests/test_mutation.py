@@ -1,5 +1,6 @@
-"""Mutation testing of the suite: every wrong implementation in tests/mutants.py is killed on
-the claims it breaks, every correct variant passes, and every must-level claim kills something.
+"""Mutation testing of the suite: every wrong implementation in tests/mutants.py fails exactly
+the must-level claims it is recorded to break, in the number of root causes recorded (one
+for a single bug), every correct variant passes, and every must-level claim kills something.
 
 A mutant is killed when a must-level case fails (or errors) for it, which is what makes a real
 run fail. Each mutant goes through exactly what the suites do per test: `evaluate` for every
@@ -20,6 +21,7 @@ from klconform.adapters import load_adapter
 from klconform.engine.evaluate import evaluate
 from klconform.engine.gradients import GRADIENT_DTYPES, eligible, evaluate_gradients
 from klconform.engine.layouts import evaluate_layouts
+from klconform.report.root_causes import root_causes
 from klconform.spec.cases import load_cases
 from klconform.spec.claims import load_spec
 from tests.mutants import CORRECT, WRONG
@@ -38,20 +40,34 @@ class MutantRun:
     killed_on: dict = field(default_factory=dict)   # must claim -> failing "<case>-<dtype>"
     warned_on: dict = field(default_factory=dict)   # should claim -> failing "<case>-<dtype>"
     first_failure: dict = field(default_factory=dict)  # must claim -> its first check line
+    # What report.json's "failures" would hold for the must-level failures, so the root
+    # causes counted here are the ones a report lists.
+    failures: list = field(default_factory=list)
 
     def add(self, outcome, label):
         if outcome.status not in FAILING:
             return
         results = outcome.claim_results or {claim: outcome.status for claim in outcome.claims}
         levels = load_spec().claims
+        must = []
         for claim, status in results.items():
             if status not in FAILING:
                 continue
             if levels[claim].level == "must":
+                must.append(claim)
                 self.killed_on.setdefault(claim, []).append(label)
                 self.first_failure.setdefault(claim, f"{label}: {outcome.checks[0]}")
             elif levels[claim].level == "should":
                 self.warned_on.setdefault(claim, []).append(label)
+        if must:
+            self.failures.append({"nodeid": label, "case": outcome.case_id,
+                                  "status": outcome.status, "level": "must",
+                                  "diagnosis": outcome.diagnosis, "checks": outcome.checks,
+                                  "claims": must})
+
+    @property
+    def root_causes(self):
+        return root_causes({"failures": self.failures})
 
 
 @cache
@@ -77,14 +93,20 @@ def run_mutant(name) -> MutantRun:
 
 
 @pytest.mark.parametrize("name", sorted(WRONG))
-def test_wrong_implementation_is_killed_on_the_claims_it_breaks(name):
+def test_wrong_implementation_fails_exactly_its_claims_in_its_root_causes(name):
     mutant = WRONG[name]
     run = run_mutant(name)
     assert run.killed_on, f"{name} ({mutant.note}) survived: no must-level case failed"
-    unnamed = [claim for claim in mutant.breaks if claim not in run.killed_on]
-    assert not unnamed, (
-        f"{name} ({mutant.note}) fails only on {sorted(run.killed_on)}, "
-        f"never on the claims it breaks: {unnamed}")
+    failed = set(run.killed_on)
+    details = "\n".join(f"  {claim}: {run.first_failure[claim]}"
+                        for claim in sorted(failed - mutant.fails))
+    assert failed == mutant.fails, (
+        f"{name} ({mutant.note}) fails {sorted(failed)}, not {sorted(mutant.fails)}: "
+        f"missing {sorted(mutant.fails - failed)}, blamed besides:\n{details}")
+    headlines = [f"  {group.title} [{', '.join(group.claims)}]" for group in run.root_causes]
+    assert len(headlines) == mutant.root_causes, (
+        f"{name}: {len(headlines)} root causes, {mutant.root_causes} expected "
+        f"({mutant.split or 'one bug'}):\n" + "\n".join(headlines))
 
 
 @pytest.mark.parametrize("name", sorted(CORRECT))
@@ -105,6 +127,18 @@ def kill_table():
         for claim in run_mutant(name).killed_on:
             table.setdefault(claim, []).append(name)
     return table
+
+
+def format_mutant_table():
+    """Each mutant: the claims it fails, the root causes its report lists, and why more
+    than one where it is so."""
+    lines = ["mutants: must-level claims failed (exactly) -> root causes"]
+    for name in sorted(WRONG):
+        mutant, run = WRONG[name], run_mutant(name)
+        why = f"  ({mutant.split})" if mutant.split else ""
+        lines.append(f"  {name:<34} {', '.join(sorted(run.killed_on))} -> "
+                     f"{len(run.root_causes)}{why}")
+    return "\n".join(lines)
 
 
 def format_kill_table(table, must_claims):
@@ -129,7 +163,7 @@ def test_every_must_claim_kills_a_mutant(capsys):
                    if claim.level == "must" and claim.family != "distillation"]
     table = kill_table()
     with capsys.disabled():
-        print("\n" + format_kill_table(table, must_claims))
+        print("\n" + format_kill_table(table, must_claims) + "\n" + format_mutant_table())
     unknown_exemptions = [claim for claim in UNBREAKABLE_CLAIMS if claim not in must_claims]
     assert not unknown_exemptions, f"not must-level claims: {unknown_exemptions}"
     stale_exemptions = [claim for claim in UNBREAKABLE_CLAIMS if claim in table]
@@ -143,8 +177,11 @@ def test_every_mutant_names_known_claims():
     claims = load_spec().claims
     for mutant in WRONG.values():
         assert mutant.breaks, f"{mutant.name} names no claim"
-        for claim in mutant.breaks:
+        for claim in mutant.fails:
             assert claims[claim].level == "must", f"{mutant.name}: {claim} is not must-level"
+        assert all(mutant.also.values()), f"{mutant.name}: a further claim without its why"
+        assert (mutant.root_causes == 1) != bool(mutant.split), (
+            f"{mutant.name}: more than one root cause needs its why, and one needs none")
     assert not set(WRONG) & set(CORRECT)
 
 

@@ -159,6 +159,10 @@ def test_numbers_are_normalised_but_dtype_names_are_not():
     assert normalise("d/dinput at [0, 0, 1], got -1.5e-07") == "d/dinput at [#], got #"
     assert normalise("ScalarType BFloat16") == "ScalarType BFloat16"
     assert normalise("float16 vs float32") != normalise("float32 vs float32")
+    # One wrong result dtype, whatever half precision went in; another result is another.
+    upcast = "result dtype float32 != input dtype float16"
+    assert normalise(upcast) == normalise(upcast.replace("float16", "bfloat16"))
+    assert normalise(upcast) != normalise(upcast.replace("float32", "float64"))
 
 
 def test_grouping_by_diagnosis_error_and_check():
@@ -179,3 +183,59 @@ def test_grouping_by_diagnosis_error_and_check():
               for group in root_causes(report)}
     assert groups == {("a", "b"): "diagnosis", ("c", "d"): "error", ("g",): "error",
                       ("e",): "check", ("f",): "check"}
+
+
+def test_one_mistake_is_one_root_cause_across_claims_and_its_unnamed_checks_join_it():
+    def failure(node, claims, diagnosis=None, check="oracle: expected 1, got 0"):
+        return {"nodeid": node, "checks": [check], "diagnosis": diagnosis,
+                "claims": list(claims), "status": "failed", "level": "must"}
+
+    clamp = "looks like: negatives clamped to 0"
+    report = {"claims": [], "failures": [
+        failure("terms", ["none-negative-terms"], f"{clamp} (each pointwise term)"),
+        failure("total", ["unnormalized-negative"], f"{clamp} (the result)"),
+        failure("gradient", ["gradient-input", "none-negative-terms"], f"{clamp} (the terms)"),
+        # Unnamed, on claims the clamp's group holds: the clamp's gradient.
+        failure("unnamed", ["gradient-input"], check="d/dinput: expected 1, got 0"),
+        # Its claims are held by two named groups: which one is not known.
+        failure("roles-value", ["roles"], "looks like: roles swapped"),
+        failure("roles-bits", ["roles"], "looks like: result in bits"),
+        failure("sum", ["reduction-sum"], "looks like: 'sum' divided by 4"),
+        failure("orphan", ["reduction-sum", "roles"], check="relation: expected 2, got 3"),
+        # Unnamed, held by no group, in a case that shows one named mistake elsewhere.
+        dict(failure("bits-value", ["worked-examples"], "looks like: result in decibels"),
+             case="large"),
+        dict(failure("bits-gradient", ["gradient-target"], check="d/dtarget: 2 vs 3"),
+             case="large"),
+    ]}
+    groups = sorted(sorted(f["nodeid"] for f in group.failures)
+                    for group in root_causes(report))
+    assert groups == [["bits-gradient", "bits-value"], ["gradient", "terms", "total", "unnamed"],
+                      ["orphan"], ["roles-bits", "roles-value"], ["sum"]]
+
+
+def test_a_few_failures_another_mistake_fits_join_the_root_cause_of_the_rest():
+    def failure(node, claims, diagnosis):
+        return {"nodeid": node, "checks": ["oracle: expected 1, got -1"], "claims": claims,
+                "diagnosis": diagnosis, "status": "failed", "level": "must", "case": node}
+
+    flipped = "looks like: sign flipped"
+    absolute = "looks like: absolute value taken"
+    report = {"claims": [], "failures": [
+        failure("a", ["normalized-nonnegative"], flipped),
+        failure("b", ["normalized-nonnegative"], flipped),
+        # On raw logits -KL and |KL| are one function: the engine names the closer.
+        failure("logits", ["unnormalized-negative"], f"{absolute} (also fits: sign flipped)"),
+        # Fitted by nothing else: its own root cause, however small.
+        failure("clamped", ["none-negative-terms"], "looks like: negatives clamped to 0"),
+    ]}
+    groups = sorted(sorted(f["nodeid"] for f in group.failures)
+                    for group in root_causes(report))
+    assert groups == [["a", "b", "logits"], ["clamped"]]
+    # The bigger group is the host: two failures of |KL| are not joined to one of -KL.
+    report["failures"][0]["diagnosis"] = f"{flipped} (also fits: absolute value taken)"
+    report["failures"][1]["diagnosis"] = absolute
+    report["failures"][1]["claims"] = ["unnormalized-negative"]
+    groups = sorted(sorted(f["nodeid"] for f in group.failures)
+                    for group in root_causes(report))
+    assert groups == [["a", "b", "logits"], ["clamped"]]

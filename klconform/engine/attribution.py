@@ -4,23 +4,41 @@ A case runs one call and compares it with the oracle, but the call exercises sev
 conventions at once (a mask, a temperature, the class axis, a divisor). When the value is
 wrong, each hypothesis below recomputes in float64 what one specific mistake would have
 returned for the same call; the one that reproduces the value, within the same budget,
-names the claim it breaks, and only that claim fails. A value no hypothesis reproduces
-falls on the case's own value claims, as before.
+names the claim it breaks, and only that claim fails.
+
+Before the hypotheses, the implementation's own outputs isolate the stage that is wrong
+(`isolate`): a default call equal to its own explicit 'mean' leaves the default right, and
+a reduction over correct 'none' terms of its own is the reduction's failure, whatever the
+rest of the case names. A value that nothing explains falls on the pointwise formula
+(none-pointwise), never on every claim the case is tagged with; only a distillation case,
+whose claims are each about one feature of the loss, keeps its own claims.
 """
+
+from dataclasses import replace
 
 import numpy as np
 
 from klconform.adapters.base import PADDED_ROWS
-from klconform.dtypes import UNIT_ROUNDOFF
+from klconform.constants import ALSO_FITS, ALSO_FITS_SEPARATOR
 from klconform.engine.diagnosis import explaining_mistakes
 from klconform.engine.expectations import compare_with_oracle, effective_reduction
 from klconform.engine.judging import CALL_CLAIM
 from klconform.engine.outcome import CheckFailures
 from klconform.oracle import float64 as oracle
+from klconform.spec.claims import load_spec
 
 PRECISION_CLAIM = "accuracy-in-dtype"
-# Calls with more elements than this are not recomputed under every known mistake.
+# Calls with more elements than this are not recomputed under every known mistake (a
+# vocabulary-sized distillation call is softmaxed along every axis by its hypotheses).
 ATTRIBUTION_LIMIT = 1 << 16
+# The plain KL's mistakes are cheap: recomputed up to the suite's largest case (8 x 128000).
+PLAIN_ATTRIBUTION_LIMIT = 1 << 21
+# What a wrong value no known mistake explains breaks: the formula of the terms.
+POINTWISE_CLAIM = "none-pointwise"
+UNEXPLAINED = ("the pointwise terms are not target * (log target - input), and no known "
+               "mistake explains how")
+REDUCTION_FORMULA = {"sum": "the total", "mean": "the total / numel",
+                     "batchmean": "the total / size(0)"}
 # The claim engine.diagnosis's "inputs renormalised" mistake breaks.
 RENORMALISED_CLAIM = "unnormalized-negative"
 # The precision a function that computes below its dtype usually computes in.
@@ -101,10 +119,15 @@ def hypotheses(call, plan):
 
 def _misfit(got, predicted, allowed):
     """How far `got` is from a prediction, in budgets (the largest over the elements)."""
+    allowed = np.asarray(allowed, dtype=np.float64)
+    if allowed.ndim and allowed.shape != np.shape(predicted):
+        # A mistake that sums each row ('none' per row): its budget is the row's.
+        allowed = np.sum(allowed, axis=-1) if allowed.shape[:-1] == np.shape(predicted) \
+            else np.max(allowed)
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.abs(got - predicted) / (allowed + 1e-300)
     error = np.where(np.isnan(got) & np.isnan(predicted), 0.0, error)
-    return float(np.nanmax(error)) if np.size(error) else 0.0
+    return float(np.max(np.where(np.isnan(error), np.inf, error))) if np.size(error) else 0.0
 
 
 def in_lower_precision(values, dtype):
@@ -122,11 +145,31 @@ def precision_mistake(dtype):
 
 
 def explaining(call, plan, value, expected):
-    """(claim, mistake) of the hypothesis that reproduces `value`, else None: the plain KL's
-    mistakes (engine.diagnosis) first, then the distillation form's. Vocabulary-sized calls
-    are not tried (a dozen recomputations each): their failures fall on the case's claims."""
-    if np.size(call.input) > ATTRIBUTION_LIMIT:
+    """(claim, mistake) of the hypothesis that reproduces `value` best, else None; the
+    mistake names the others that reproduce it, of other claims (`best_of`)."""
+    return best_of(candidates(call, plan, value, expected))
+
+
+def best_of(found):
+    """The first of [(claim, mistake)], its mistake followed by those of other claims that
+    fit as well: on raw logits -KL and |KL| are one function, and only the rest of the run
+    tells which mistake it is."""
+    if not found:
         return None
+    claim, mistake = found[0]
+    others = list(dict.fromkeys(other for other_claim, other in found[1:]
+                                if other_claim != claim and other != mistake))
+    if others:
+        mistake += ALSO_FITS + ALSO_FITS_SEPARATOR.join(others) + ")"
+    return claim, mistake
+
+
+def candidates(call, plan, value, expected):
+    """[(claim, mistake)] of the hypotheses that reproduce `value`, closest first: the plain
+    KL's mistakes (engine.diagnosis), else the distillation form's. Vocabulary-sized calls
+    are not tried under the distillation form's (a softmax along every axis each)."""
+    if np.size(call.input) > PLAIN_ATTRIBUTION_LIMIT:
+        return []
     got = np.asarray(value, dtype=np.float64)
     allowed = np.asarray(expected.budget, dtype=np.float64)
     if call.mask is None and plan.scale == 1.0 and np.shape(call.input) == np.shape(call.target):
@@ -135,27 +178,33 @@ def explaining(call, plan, value, expected):
         found = [(mistake, claim, predicted) for mistake, claim, predicted in found
                  if claim and not (plan.normalised and claim == RENORMALISED_CLAIM)]
         if found:
-            # Several can agree at a coarse dtype: the closest names the claim.
-            mistake, claim, _ = min(found, key=lambda entry: _misfit(got, entry[2], allowed))
-            return claim, mistake
+            # Several can agree at a coarse dtype: the closest names the claim (a stable
+            # sort: on a tie, the likelier one diagnosis lists first).
+            found.sort(key=lambda entry: _misfit(got, entry[2], allowed))
+            return [(claim, mistake) for mistake, claim, _ in found]
+    if np.size(call.input) > ATTRIBUTION_LIMIT:
+        return []
+    found = []
     for claim, predicted, mistake in hypotheses(call, plan):
         if predicted.shape != got.shape:
             continue
         with np.errstate(invalid="ignore"):
             same = (np.abs(got - predicted) <= allowed) | (np.isnan(got) & np.isnan(predicted))
         if np.all(same):
-            return claim, mistake
-    return None
+            found.append((claim, mistake))
+    return found
 
 
-def judge_value(call, plan, value, expected, failures, claims, label="oracle", lower=None):
-    """The oracle comparison, a failure blamed on the claim whose known mistake reproduces
-    the value, else on `claims`. Returns (blamed claim or None, the Expected every other
-    check of this call is to use).
+def judge_value(call, plan, value, expected, failures, claims, label="oracle", lower=None,
+                own=None):
+    """The oracle comparison, a failure blamed on the one claim it breaks (`isolate`).
+    Returns (blamed claim or None, the Expected every other check of this call is to use).
 
     `lower` gives the oracle's Expected at the next lower precision (float32 for a float64
     call; called only for a wrong value): a value that fits it is a failure of the precision
     claim alone, and the call's other checks are then judged at the precision it has.
+    `own(reduction)` gives the implementation's own output for the same arrays under another
+    reduction of its own, with that call's Expected, or None (see `isolate`).
     """
     found = CheckFailures()
     compare_with_oracle(value, expected, found, label, claims, call.dtype)
@@ -171,75 +220,84 @@ def judge_value(call, plan, value, expected, failures, claims, label="oracle", l
             failures.add(found.lines[0], [PRECISION_CLAIM])
             failures.mistakes.append(precision_mistake(call.dtype))
             return PRECISION_CLAIM, lowered
-    explained = explaining(call, plan, value, expected)
-    blamed = None
-    if explained:
-        blamed, mistake = explained
+    blamed, mistake = isolate(call, plan, value, expected, claims, own)
+    if mistake:
         # The mistake becomes the outcome's diagnosis, the root cause's headline.
-        claims = [blamed]
         failures.mistakes.append(mistake)
     for line in found.lines:
-        failures.add(line, claims)
+        failures.add(line, [blamed] if blamed else claims)
     return blamed, expected
 
 
-def ratio_tolerance(dtype):
-    """How far the ratios of a dtype's rounded gradients to exact ones spread."""
-    return max(1e-3, 16 * UNIT_ROUNDOFF[dtype])
+def isolate(call, plan, value, expected, claims, own=None):
+    """(claim, mistake) that a wrong value breaks; (None, None) leaves it on `claims`.
 
-
-def constant_ratio(got, want, checked, dtype="float64"):
-    """got / want where it is one constant over the checked, clearly non-zero entries."""
-    got = np.asarray(got, dtype=np.float64)
-    want = np.asarray(want, dtype=np.float64)
-    if got.shape != want.shape:
-        return None
-    large = checked & np.isfinite(got) & (np.abs(want) > 1e-6 * np.max(np.abs(want),
-                                                                      initial=0.0))
-    if not np.any(large):
-        return None
-    ratios = got[large] / want[large]
-    ratio = float(np.median(ratios))
-    return ratio if np.all(np.abs(ratios - ratio) <= ratio_tolerance(dtype) * abs(ratio)) \
-        else None
-
-
-def gradient_joins_value(call, plan, ratio, value, expected):
-    """(claim, mistake) when a gradient wrong by `ratio` belongs to the value's root cause:
-    the value itself is wrong by the same factor, and a known mistake explains it. None for
-    a gradient bug of its own (the value right, or wrong otherwise)."""
-    want = float(np.asarray(expected.value))
-    got = float(np.asarray(value))
-    if not np.isfinite(got) or want == 0 or abs(got - want) <= float(expected.budget):
-        return None
-    spread = ratio_tolerance(call.dtype)
-    if abs(got / want - ratio) > spread * abs(ratio):
-        return None
+    With the implementation's own outputs (`own`), the stage that went wrong is found
+    first: a default call is judged by its own explicit 'mean', a reduction by its own
+    'none' terms. Then the known mistakes name the claim; what none explains falls on the
+    pointwise formula, except in a distillation case (`claims` all about the loss's
+    features), whose claims stay its own.
+    """
+    if own is not None and not plan.composed:
+        if call.reduction is None and effective_reduction(call) == "mean":
+            mean = own("mean")
+            if mean is not None and not _agrees(value, mean[0], expected.budget):
+                return explaining(call, plan, value, expected) or (
+                    CALL_CLAIM[None], "the default reduction is not the function's own 'mean'")
+            if mean is not None:
+                # The default is its own 'mean': what is wrong is wrong in 'mean' too.
+                call = replace(call, reduction="mean")
+        reduction = effective_reduction(call)
+        if reduction != "none" and call.mask is None and plan.scale == 1.0:
+            terms = own("none")
+            if terms is not None and _right(terms[0], terms[1], call.dtype) and not _agrees(
+                    value, _reduced(terms[0], reduction, np.shape(call.input)),
+                    expected.budget):
+                # Right terms and a value that is not their reduction: the reduction broke.
+                reduction_claim = CALL_CLAIM.get(call.reduction)
+                if reduction_claim:
+                    explained = explaining(call, plan, value, expected)
+                    return reduction_claim, explained[1] if explained else (
+                        f"{reduction!r} is not {REDUCTION_FORMULA[reduction]} of the "
+                        f"function's own 'none' terms")
+            if terms is not None:
+                # The terms are wrong too: the mistake is the one both values agree on (the
+                # terms tell a flipped sign from an absolute value, the total a clamped
+                # result from clamped terms).
+                reduced = candidates(call, plan, value, expected)
+                at_terms = candidates(replace(call, reduction="none"), plan, *terms)
+                both = [entry for entry in reduced if entry[1] in {m for _, m in at_terms}]
+                chosen = (both or reduced or at_terms)[:1]
+                if chosen:
+                    # What fits the total alone, or the terms alone, is named beside it.
+                    return best_of(chosen + both + reduced + at_terms)
     explained = explaining(call, plan, value, expected)
     if explained:
         return explained
-    for factor, claim, mistake in _factors(call, plan):
-        if abs(ratio - factor) <= spread * abs(factor):
-            return claim, mistake
-    return None
+    spec = load_spec()
+    if claims and all(spec.claims[claim].family == "distillation" for claim in claims):
+        return None, None
+    return POINTWISE_CLAIM, UNEXPLAINED
 
 
-def _factors(call, plan):
-    """(factor, claim, mistake): constants a known mistake multiplies a gradient by."""
-    shape = np.shape(call.input)
-    found = [(plan.declared_divisor / alternative,
-              "mask-excludes-divisor" if label == PADDED_ROWS
-              else DIVISOR_CLAIM[plan.declared_meaning],
-              f"the gradient, like the value, is divided by the {label}")
-             for label, alternative in plan.divisors]
-    reduction = effective_reduction(call)
-    own = oracle.divisor_for(reduction, shape)
-    for other in ("none", "sum", "mean", "batchmean"):
-        alternative = oracle.divisor_for(other, shape)
-        if alternative != own and alternative:
-            found.append((own / alternative, CALL_CLAIM.get(call.reduction),
-                          f"the gradient is divided by {alternative:g} ({other!r}'s "
-                          f"divisor), not {own:g}"))
-    if plan.scale != 1.0:
-        found.append((1.0 / plan.scale, "temperature-scaling", "the gradient lacks T**2"))
-    return [entry for entry in found if entry[1]]
+def _reduced(terms, reduction, shape):
+    with np.errstate(all="ignore"):
+        return np.sum(np.asarray(terms, dtype=np.float64)) / oracle.divisor_for(reduction, shape)
+
+
+def _agrees(value, other, allowed):
+    value = np.asarray(value, dtype=np.float64)
+    other = np.asarray(other, dtype=np.float64)
+    if value.shape != other.shape:
+        return False
+    with np.errstate(invalid="ignore"):
+        return bool(np.all((np.abs(value - other) <= allowed)
+                           | (np.isnan(value) & np.isnan(other)) | (value == other)))
+
+
+def _right(value, expected, dtype):
+    found = CheckFailures()
+    if np.shape(value) != np.shape(expected.value):
+        return False
+    compare_with_oracle(value, expected, found, "own terms", (), dtype)
+    return not found

@@ -9,14 +9,17 @@ import math
 
 import numpy as np
 
-from klconform.dtypes import UNIT_ROUNDOFF
+from klconform.constants import DIAGNOSIS_PREFIX
+from klconform.dtypes import UNIT_ROUNDOFF, round_to
 from klconform.engine.expectations import effective_reduction
 from klconform.engine.judging import CALL_CLAIM
 from klconform.oracle import float64 as oracle
 
 LN2 = math.log(2.0)
+KERAS_CLIP_FLOOR = 1e-7
+# The label smoothing factors training code uses (0.1 by far the most).
+LABEL_SMOOTHING = (0.1, 0.05, 0.2, 0.01)
 # How a named mistake is introduced (report.root_causes groups failures by what follows).
-DIAGNOSIS_PREFIX = "looks like:"
 
 
 def _terms(x, t, log_target):
@@ -91,10 +94,11 @@ def hypotheses(call, reduction):
                     _reduce(t * np.log(t) - t * x, reduction, shape), "zero-target")
         add("probabilities fed as log-probabilities: exp() never taken, input used as Q",
             _reduce(oracle.pointwise(np.log(x), p, False), reduction, shape), "roles")
-        add("negatives clamped to 0 (result clipped)", np.maximum(correct, 0.0),
-            "unnormalized-negative")
-        add("pointwise terms clamped to 0 before reduction",
+        # The same function where the result is the terms ('none'): the terms' claim first.
+        add("negatives clamped to 0 (each pointwise term, before the reduction)",
             _reduce(np.maximum(terms, 0.0), reduction, shape), "none-negative-terms")
+        add("negatives clamped to 0 (the result)", np.maximum(correct, 0.0),
+            "unnormalized-negative")
         add("absolute value taken", np.abs(correct), "unnormalized-negative")
         add("sign flipped", -correct, "normalized-nonnegative")
         add("inputs renormalised (softmax/normalise over the last axis) before the KL",
@@ -104,10 +108,23 @@ def hypotheses(call, reduction):
         add("result in bits (log base 2), not nats", correct / LN2, "worked-examples")
         add("NaN swallowed: non-finite terms replaced by 0",
             _reduce(np.where(np.isnan(terms), 0.0, terms), reduction, shape), "nan-propagates")
-        clipped = np.clip(p, 1e-7, 1.0)
+        # The clip's bound as the library holds it: 1e-7 in float16 is 1.19e-7.
+        floor = float(round_to(KERAS_CLIP_FLOOR, call.dtype))
+        clipped = np.clip(p, floor, 1.0)
         add("probabilities clipped to [1e-7, 1] (keras-style)",
-            _reduce(oracle.pointwise(np.log(np.clip(np.exp(x), 1e-7, 1.0)), clipped, False),
+            _reduce(oracle.pointwise(np.log(np.clip(np.exp(x), floor, 1.0)), clipped, False),
                     reduction, shape), "zero-target")
+        if shape and shape[-1] > 1:
+            classes = shape[-1]
+            for epsilon in LABEL_SMOOTHING:
+                smoothed_p = (1 - epsilon) * p + epsilon / classes
+                add(f"label smoothing {epsilon:g} applied to the target",
+                    _reduce(oracle.pointwise(x, smoothed_p, False), reduction, shape),
+                    "cross-entropy-one-hot")
+                smoothed_x = np.log((1 - epsilon) * np.exp(x) + epsilon / classes)
+                add(f"label smoothing {epsilon:g} applied to the prediction",
+                    _reduce(oracle.pointwise(smoothed_x, p, False), reduction, shape),
+                    "identical-zero")
         if reduction == "none":
             add("'none' reduced per row instead of returning pointwise terms",
                 np.sum(terms, axis=-1) if terms.ndim else terms, "none-pointwise")
@@ -121,21 +138,28 @@ def explaining_mistakes(call, actual, expected):
     actual = np.asarray(actual, dtype=np.float64)
     correct, found = hypotheses(call, reduction)
     tolerance = np.asarray(expected.budget, dtype=np.float64)
-    loose = 8 * UNIT_ROUNDOFF["float32"]
+    # A mistake's value carries the dtype's own rounding, which the budget of the right value
+    # does not bound.
+    loose = 8 * max(UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF[call.dtype])
     matches = []
-    for text, predicted, claim in found:
+    for text, exact, claim in found:
+        # What the dtype can hold of it: a mistake whose value overflows gives inf there.
+        # Matches keep the exact prediction: two mistakes rounding to the same number are
+        # told apart by which is closer.
+        with np.errstate(over="ignore"):
+            predicted = round_to(exact, call.dtype)
         if predicted.shape != actual.shape:
             continue
         if predicted.shape != correct.shape:
             # Only per-row sums change the shape; a sum's budget is its terms' budgets summed.
             if _close(actual, predicted, np.sum(np.broadcast_to(tolerance, correct.shape),
                                                 axis=-1), loose):
-                matches.append((text, claim, predicted))
+                matches.append((text, claim, exact))
             continue
         if _close(predicted, correct, tolerance, loose):
             continue  # indistinguishable from the right answer on this input
         if _close(actual, predicted, tolerance, loose):
-            matches.append((text, claim, predicted))
+            matches.append((text, claim, exact))
     return matches, correct
 
 

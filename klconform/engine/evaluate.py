@@ -12,7 +12,12 @@ from klconform.adapters.base import Call
 from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import UNIT_ROUNDOFF, round_to
 from klconform.engine import snippets as reproduce
-from klconform.engine.attribution import LOWER_PRECISION, PRECISION_CLAIM, judge_value
+from klconform.engine.attribution import (
+    LOWER_PRECISION,
+    PRECISION_CLAIM,
+    explaining,
+    judge_value,
+)
 from klconform.engine.diagnosis import DIAGNOSIS_PREFIX, diagnose
 from klconform.engine.expectations import (
     check_cross_entropy,
@@ -27,6 +32,7 @@ from klconform.engine.expectations import (
 )
 from klconform.engine.isolation import call_with_timeout
 from klconform.engine.judging import (
+    CALL_CLAIM,
     DTYPE_CLAIM,
     claims_of_family,
     settle,
@@ -177,7 +183,7 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     unsupported = {}
     for each in plans:
         unsupported.update(unsupported_claims(judged, each, adapter.capabilities, spec))
-    if case.kind == "value" and _zeros_lost(plan, call):
+    if case.kind == "value" and zeros_lost(plan, call):
         return _zeros_recorded(adapter, call, case, judged, outcome)
     if all(claim in unsupported for claim in judged):
         outcome.status = "unsupported"
@@ -219,11 +225,22 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
                      [DTYPE_CLAIM])
         judged.append(DTYPE_CLAIM)
     if observation.shape != expected.value.shape:
-        failures.add(f"shape {observation.shape} != expected {expected.value.shape}", values)
+        # A known mistake can change the shape ('none' summed per row); else the call's own
+        # shape convention is what broke.
+        blamed, mistake = explaining(call, plan, observation.value, expected) or (
+            CALL_CLAIM.get(call.reduction, values[0] if values else None), None)
+        failures.add(f"shape {observation.shape} != expected {expected.value.shape}",
+                     [blamed] if blamed else values)
+        if mistake:
+            failures.mistakes.append(mistake)
+        if blamed and blamed not in judged:
+            judged.append(blamed)
+            unsupported.pop(blamed, None)
     else:
         before = len(failures.lines)
         judged_at, blamed = _judge_value(call, plan, observation.value, expected, failures,
-                                         values, judged, unsupported)
+                                         values, judged, unsupported,
+                                         own_outputs(adapter, call))
         # A value computed at a lower precision is that claim's failure; the case's other
         # checks, the second call's included, are judged at the precision it has.
         precision = None if judged_at is expected else LOWER_PRECISION[call.dtype]
@@ -234,22 +251,32 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
         if len(failures.lines) > before and blamed != PRECISION_CLAIM:
             consequence = [blamed] if blamed else values
         evidence = Evidence(case, call, observation, observation.value, expected)
+        other_consequence = None
         if "relation" in case.expect:
-            evidence = _second_call(adapter, calls[1], plans[1], evidence, failures, outcome,
-                                    values, precision)
+            evidence, other_consequence = _second_call(
+                adapter, calls[1], plans[1], evidence, failures, outcome, values, precision)
         for key in case.expect:
             if key in NOT_VALUE_CHECKS or evidence is None:
                 continue
             families, check = EXPECTATION_CHECKS[key]
             claims = claims_of_family(families, case.claims, call, spec, composed)
-            if consequence and key != "warns":
-                claims = consequence
+            cause = consequence or (other_consequence if key == "relation" else None)
+            if cause and key != "warns":
+                # A claim that follows from the broken one fails with it, as what it
+                # states is then untrue ('mean' is the KL value when it divides by size(0)).
+                claims = cause + [claim for claim in claims
+                                  if set(cause) & set(spec.claims[claim].follows)]
             figures = check(evidence, failures, claims)
             if figures:
                 outcome.message = figures
     if "warns" in case.expect and observation.shape != expected.value.shape:
         _warns(Evidence(case, call, observation, observation.value, expected), failures,
                claims_of_family(("warnings",), case.claims, call, spec, composed))
+    for claim in failures.by_claim:
+        # A claim a check blamed although the case does not name it (isolate's choice).
+        if claim and claim not in judged:
+            judged.append(claim)
+            unsupported.pop(claim, None)
     settle(outcome, failures, judged, unsupported, spec)
     if outcome.status == "failed":
         # diagnose() itself passes over mistakes whose shape differs from the result's. A
@@ -259,13 +286,14 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     return outcome
 
 
-def _judge_value(call, plan, value, expected, failures, claims, judged, unsupported):
+def _judge_value(call, plan, value, expected, failures, claims, judged, unsupported,
+                 own=None):
     """The oracle comparison, blamed on one claim where a known mistake explains it
     (klconform.engine.attribution); that claim is then judged whatever the case names.
     Returns the Expected the case's other checks use (the lower precision's, for a value
     computed in it) and the claim blamed, if a known mistake was."""
     blamed, expected = judge_value(call, plan, value, expected, failures, claims,
-                                   lower=lambda: lower_precision_expected(call, plan))
+                                   lower=lambda: lower_precision_expected(call, plan), own=own)
     if call.dtype in LOWER_PRECISION and PRECISION_CLAIM not in judged:
         judged.append(PRECISION_CLAIM)
     if blamed:
@@ -273,6 +301,26 @@ def _judge_value(call, plan, value, expected, failures, claims, judged, unsuppor
             judged.append(blamed)
         unsupported.pop(blamed, None)
     return expected, blamed
+
+
+def own_outputs(adapter, call):
+    """reduction -> (the implementation's own value for `call` under that reduction, its
+    Expected), or None where that reduction is not the library's own or the call raises:
+    what engine.attribution.isolate judges a wrong value's stages by. Called only for a
+    wrong value."""
+    def own(reduction):
+        other = replace(call, reduction=reduction)
+        plan = adapter.plan(other)
+        if plan.unsupported or plan.composed:
+            return None
+        try:
+            observation = adapter.run(other)
+        except Exception:  # the case that makes this call itself reports its error
+            return None
+        return observation.value, with_conversions(
+            oracle_for(other, dtype=budget_dtype(other, observation)), other, plan)
+
+    return own
 
 
 def lower_precision_expected(call, plan):
@@ -302,26 +350,40 @@ def _zeros_recorded(adapter, call, case, judged, outcome):
     return outcome
 
 
-def _zeros_lost(plan, call):
+def zeros_lost(plan, call):
     return any(conversion.startswith("target") for conversion in plan.conversions) \
         and not call.log_target and bool(np.any(np.asarray(call.target) == 0))
 
 
 def _second_call(adapter, other_call, other_plan, evidence, failures, outcome, claims,
                  precision=None):
-    """Run a relation's second call; None (with a failure) if it raised. `precision`: the
-    dtype whose budget it is judged at, where not its own."""
+    """(evidence with the second call's value, the claims its own wrong value broke or
+    None); (None, None), with a failure, if it raised. `precision`: the dtype whose budget
+    it is judged at, where not its own."""
     try:
         other = adapter.run(other_call)
     except Exception as error:
         failures.add(f"relation: the second call raised {type(error).__name__}: "
                      f"{first_line(error)}", claims)
-        return None
+        return None, None
     outcome.snippet += "# second call of the relation:\n" + reproduce.snippet(
         adapter, other_call, evidence.case.id)
-    return replace(evidence, other_value=other.value,
-                   other_expected=with_conversions(oracle_for(other_call, dtype=precision),
-                                                    other_call, other_plan))
+    other_expected = with_conversions(oracle_for(other_call, dtype=precision), other_call,
+                                      other_plan)
+    if np.shape(other.value) == np.shape(other_expected.value):
+        # A wrong second value breaks the relation as its consequence: the failure is that
+        # value's, blamed where its own mistake lies (batchmean's divisor, say).
+        found = CheckFailures()
+        blamed, _ = judge_value(other_call, other_plan, other.value, other_expected, found,
+                                claims, "second call", own=own_outputs(adapter, other_call))
+        if found:
+            cause = [blamed] if blamed else claims
+            for line in found.lines:
+                failures.add(line, cause)
+            failures.mistakes.extend(found.mistakes)
+            return replace(evidence, other_value=other.value,
+                           other_expected=other_expected), cause
+    return replace(evidence, other_value=other.value, other_expected=other_expected), None
 
 
 def with_conversions(expected, call, plan):

@@ -16,31 +16,45 @@ import numpy as np
 from klconform.adapters.base import Call
 from klconform.constants import DEFAULT_TIMEOUT_S, DTYPES
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
+from klconform.engine import gradient_mistakes
 from klconform.engine.attribution import (
     LOWER_PRECISION,
     PRECISION_CLAIM,
-    constant_ratio,
-    gradient_joins_value,
     in_lower_precision,
+    judge_value,
     precision_mistake,
 )
 from klconform.engine.diagnosis import DIAGNOSIS_PREFIX
 from klconform.engine.evaluate import (
     ZEROS_LOST,
     Guarded,
+    budget_dtype,
+    lower_precision_expected,
     make_call,
     oracle_for,
+    own_outputs,
     unsupported_reason,
     with_conversions,
+    zeros_lost,
 )
 from klconform.engine.expectations import effective_reduction
-from klconform.engine.outcome import Outcome
+from klconform.engine.judging import (
+    distillation_case_not_applicable,
+    unsupported_claims,
+    value_claims,
+)
+from klconform.engine.outcome import CheckFailures, Outcome
 from klconform.oracle import budget
 from klconform.oracle import float64 as oracle
 from klconform.oracle.budget import K_ELEM
 from klconform.short_text import summarize
+from klconform.spec.claims import load_spec
 
 CLAIMS = ("gradient-input", "gradient-target")
+AMBIGUOUS = "the gradient is what several known mistakes give here: "
+FORWARD_WRONG = ("the function's own value is wrong here (the value case's root cause): "
+                 "KL's gradients are not its gradients, and below float64 no finite "
+                 "difference of its own values can be judged")
 # Judged where a case masks rows: their gradient is zero whatever the formula.
 MASK_GRADIENT_CLAIM = "mask-excludes-gradient"
 GRADIENT_DTYPES = DTYPES
@@ -156,6 +170,46 @@ def _total(adapter, call):
     return float(np.sum(adapter.run(call).value))
 
 
+def _stepped_calls(call, plan, target_checked):
+    """The calls whose totals the first-order finite differences take: the input moved
+    both ways along the direction, then the target (None where it does not move)."""
+    x = np.asarray(call.input, dtype=np.float64)
+    t = np.asarray(call.target, dtype=np.float64)
+    direction = _direction(x.shape)
+    step_x = STEP * direction
+    moved = _renormalised if "input" in plan.logits_gradients else (lambda values: values)
+    # Target side: steps proportional to t keep t > 0 and leave zero targets alone.
+    step_t = STEP * direction * np.where(target_checked, np.abs(t) if not call.log_target
+                                         else 1.0, 0.0)
+    if "target" in plan.logits_gradients:
+        step_t = np.zeros_like(step_t)
+    input_calls = (replace(call, input=moved(x + step_x)), replace(call, input=moved(x - step_x)))
+    target_calls = ((replace(call, target=t + step_t), replace(call, target=t - step_t))
+                    if np.any(step_t) else None)
+    return step_x, step_t, input_calls, target_calls
+
+
+def _wrong_a_step_away(adapter, case, call, plan, target_checked, failures):
+    """(failures, mistakes): finite differences that fail because the function's value is
+    wrong a step away (|KL| where KL crosses 0: right at the point, a kink beside it) are
+    that value's failure, blamed where its mistake lies."""
+    _, _, input_calls, target_calls = _stepped_calls(call, plan, target_checked)
+    values = value_claims(case.claims, call, load_spec(), bool(plan.composed))
+    for stepped in input_calls + (target_calls or ()):
+        observation = adapter.run(stepped)
+        expected = with_conversions(oracle_for(stepped, dtype=budget_dtype(stepped,
+                                                                           observation)),
+                                    stepped, plan)
+        if np.shape(observation.value) != np.shape(expected.value):
+            continue
+        found = CheckFailures()
+        blamed, _ = judge_value(stepped, plan, observation.value, expected, found, values,
+                                own=own_outputs(adapter, stepped))
+        if found and blamed and found.mistakes:
+            return _moved(failures, (blamed,)), [found.mistakes[0]]
+    return failures, []
+
+
 # Which arguments require grad: both (the usual training loss), the input only
 # (distillation with a detached teacher), the target only (VAEs, some RL losses). Libraries
 # often have a separate backward path per combination, so each is checked on its own.
@@ -176,9 +230,6 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     if reason:
         outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
         return outcome
-    from klconform.engine.judging import distillation_case_not_applicable, unsupported_claims
-    from klconform.spec.claims import load_spec
-
     plan = adapter.plan(call)
     spec = load_spec()
     not_applicable = distillation_case_not_applicable(case, plan, adapter.capabilities, spec)
@@ -212,7 +263,10 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
         try:
             gradients[mode] = adapter.run_gradients(replace(call, requires_grad=arguments))
         except Exception as error:
-            return errored_outcome(outcome, error, f"{mode}: ")
+            # Only the arguments this mode differentiates: a path that raises for the target
+            # alone says nothing about the input's gradient.
+            return errored_outcome(outcome, error, f"{mode}: ",
+                                   [f"gradient-{argument}" for argument in arguments])
         grad_input, grad_target = gradients[mode]
         kept = np.ones_like(target_checked) if masked is None else ~masked
         if "input" in arguments:
@@ -232,23 +286,42 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     if failures and dtype in LOWER_PRECISION:
         failures = _at_lower_precision(call, plan, gradients, want_input, want_target,
                                        target_checked, masked, failures)
-    if not failures and dtype == FINITE_DIFFERENCE_DTYPE:
+    mistakes = []
+    forward_wrong = False
+    # Name only the claims that broke: a wrong d/dtarget says nothing about d/dinput, and a
+    # claim not judged here has no failure to join anything.
+    failures = [(claim, text) for claim, text in failures if claim not in unjudged]
+    if any(claim in CLAIMS for claim, _ in failures) and not zeros_lost(plan, call):
+        failures, mistakes, forward_wrong = _joined_to_forward(adapter, case, call, plan,
+                                                               failures)
+        if forward_wrong and dtype != FINITE_DIFFERENCE_DTYPE:
+            for claim in CLAIMS:
+                unjudged.setdefault(claim, FORWARD_WRONG)
+        elif not forward_wrong:
+            failures, mistakes = _gradient_mistake(adapter, call, plan, gradients, failures,
+                                                   (budget_input, budget_target),
+                                                   target_checked, want_input, want_target)
+            if mistakes and mistakes[0].startswith(AMBIGUOUS):
+                for claim in CLAIMS:
+                    unjudged.setdefault(claim, mistakes[0])
+                mistakes = []
+    if (not failures or forward_wrong) and dtype == FINITE_DIFFERENCE_DTYPE:
         try:
-            failures += _finite_differences(adapter, call, gradients, target_checked, plan)
+            # Of a wrong function, only whether autograd differentiates what it computes.
+            differences = _finite_differences(adapter, call, gradients, target_checked, plan,
+                                              first_order_only=forward_wrong)
+            if differences and not forward_wrong:
+                differences, mistakes = _wrong_a_step_away(adapter, case, call, plan,
+                                                           target_checked, differences)
+            failures += differences
         except Exception as error:
             return errored_outcome(outcome, error, "finite differences: ")
     grad_input, grad_target = gradients["both"]
     if any(claim == PRECISION_CLAIM for claim, _ in failures):
         outcome.diagnosis = f"{DIAGNOSIS_PREFIX} {precision_mistake(call.dtype)}"
-    failures, mistakes = _joined_to_value(adapter, call, plan, failures,
-                                ((grad_input, want_input, "gradient-input", None),
-                                 (grad_target, want_target, "gradient-target",
-                                  target_checked)))
     outcome.expected = f"d/dinput {summarize(want_input)}; d/dtarget {summarize(want_target)}"
     outcome.actual = f"d/dinput {summarize(grad_input)}; d/dtarget {summarize(grad_target)}"
     outcome.budget = float(np.max(budget_input))
-    # Name only the claims that broke: a wrong d/dtarget says nothing about d/dinput.
-    failures = [(claim, text) for claim, text in failures if claim not in unjudged]
     broken = {claim for claim, _ in failures}
     claims = CLAIMS + ((MASK_GRADIENT_CLAIM,) if masked is not None else ())
     claims += tuple(dict.fromkeys(claim for claim, _ in failures if claim not in claims))
@@ -291,36 +364,79 @@ def _at_lower_precision(call, plan, gradients, want_input, want_target, target_c
     return [(PRECISION_CLAIM, failures[0][1])]
 
 
-def _joined_to_value(adapter, call, plan, failures, compared):
-    """Failures of a gradient that is the right one times the factor by which the value is
-    wrong move to the value's root cause (a divisor, T**2): one bug, one claim."""
-    failing = {claim for claim, _ in failures}
-    moved = {}
-    for got, want, claim, checked in compared:
-        if claim not in failing or got is None or effective_reduction(call) == "none":
-            continue
-        mask = np.ones(np.shape(want), dtype=bool) if checked is None else checked
-        ratio = constant_ratio(got, want, mask & _row_keep(call, np.shape(want)), call.dtype)
-        if ratio is None:
-            continue
-        try:
-            observation = adapter.run(call)
-        except Exception:  # the value case reports the error
-            return failures, []
-        expected = with_conversions(oracle_for(call), call, plan)
-        joined = gradient_joins_value(call, plan, ratio, observation.value, expected)
-        if joined:
-            moved[claim] = joined
-    return [(moved[claim][0], text) if claim in moved else (claim, text)
-            for claim, text in failures], [
-        mistake for _, mistake in moved.values()]
+def _joined_to_forward(adapter, case, call, plan, failures):
+    """(failures, mistakes, forward wrong): where the function's own value is wrong, KL's
+    gradients are not the reference for its autograd, and their failures join the value's
+    root cause (the claim and mistake the value case blames). None of that where the value
+    is right: the gradient is then wrong on its own."""
+    try:
+        observation = adapter.run(call)
+    except Exception:  # the value case reports the error
+        return failures, [], False
+    expected = with_conversions(oracle_for(call, dtype=budget_dtype(call, observation)),
+                                call, plan)
+    if np.shape(observation.value) != np.shape(expected.value):
+        return failures, [], False
+    found = CheckFailures()
+    values = value_claims(case.claims, call, load_spec(), bool(plan.composed))
+    blamed, _ = judge_value(call, plan, observation.value, expected, found, values,
+                            lower=lambda: lower_precision_expected(call, plan),
+                            own=own_outputs(adapter, call))
+    if not found:
+        return failures, [], False
+    joined = [blamed] if blamed else values
+    moved = [(joined[0], text) if claim in CLAIMS else (claim, text)
+             for claim, text in failures]
+    return moved, list(found.mistakes), True
 
 
-def errored_outcome(outcome, error, where):
+def _gradient_mistake(adapter, call, plan, gradients, failures, budgets, target_checked,
+                      want_input, want_target):
+    """(failures, mistakes): gradient failures of a right value that a known mistake
+    reproduces move to that mistake's claim (klconform.engine.gradient_mistakes)."""
+    try:
+        observation = adapter.run(call)
+        expected = with_conversions(oracle_for(call, dtype=budget_dtype(call, observation)),
+                                    call, plan)
+        if call.reduction is None:
+            # The default is judged by the function's own 'mean', as its value is.
+            mean = adapter.run_gradients(replace(call, reduction="mean"))
+            if not all(gradient_mistakes.within(got, want, allowed, checked)
+                       for got, want, allowed, checked in zip(
+                           gradients["both"], mean, budgets, (None, target_checked), strict=True)):
+                found = ("default-reduction-mean",
+                         "the default reduction is not the function's own 'mean'")
+                return _moved(failures, found), [found[1]]
+            call = replace(call, reduction="mean")
+    except Exception:  # the value case reports the error
+        return failures, []
+    found = gradient_mistakes.explaining(call, plan, gradients, budgets, target_checked,
+                                         observation.value, analytic, want_input,
+                                         want_target, expected)
+    claims = {claim for claim, _ in found}
+    if len(claims) == 1:
+        return _moved(failures, found[0]), [found[0][1]]
+    if claims:
+        # Known mistakes of different claims all give this gradient (at P = Q, -KL, |KL| and
+        # KL(Q||P) negate it alike): not judged here; the value cases tell them apart.
+        ambiguous = "; ".join(sorted({mistake for _, mistake in found}))
+        return [(claim, text) for claim, text in failures if claim not in CLAIMS], [
+            f"{AMBIGUOUS}{ambiguous}"]
+    return failures, []
+
+
+def _moved(failures, found):
+    return [(found[0], text) if claim in CLAIMS else (claim, text) for claim, text in failures]
+
+
+def errored_outcome(outcome, error, where, claims=None):
     from klconform.engine.outcome import errored_outcome as errored
 
     errored(outcome, error)
     outcome.checks = [where + line for line in outcome.checks]
+    if claims:
+        outcome.claims = tuple(claims)
+        outcome.claim_results = {claim: "errored" for claim in claims}
     return outcome
 
 
@@ -359,8 +475,10 @@ def _renormalised(log_q):
     return log_q - top - np.log(np.sum(np.exp(log_q - top), axis=-1, keepdims=True))
 
 
-def _finite_differences(adapter, call, gradients, target_checked, plan):
-    """First order from the forward values, second order from each mode's gradients.
+def _finite_differences(adapter, call, gradients, target_checked, plan,
+                        first_order_only=False):
+    """First order from the forward values, second order from each mode's gradients
+    (KL's Hessians: not for a function whose value is not KL's, `first_order_only`).
 
     A logits prediction steps in logits (the rows renormalised), where its gradient lives; a
     logits target, which no step in P keeps normalised, is judged by its analytic gradient
@@ -368,22 +486,15 @@ def _finite_differences(adapter, call, gradients, target_checked, plan):
     failures = []
     x = np.asarray(call.input, dtype=np.float64)
     t = np.asarray(call.target, dtype=np.float64)
-    direction = _direction(x.shape)
     logits = plan.logits_gradients
-    # First order along `direction`, input side: the loss is linear in input.
-    step_x = STEP * direction
-    moved = _renormalised if "input" in logits else (lambda values: values)
-    slope_x = (_total(adapter, replace(call, input=moved(x + step_x)))
-               - _total(adapter, replace(call, input=moved(x - step_x)))) / 2.0
-    # Target side: steps proportional to t keep t > 0 and leave zero targets alone.
-    step_t = STEP * direction * np.where(target_checked, np.abs(t) if not call.log_target
-                                         else 1.0, 0.0)
-    if "target" in logits:
-        step_t = np.zeros_like(step_t)
+    # First order along the direction, input side: the loss is linear in input.
+    step_x, step_t, input_calls, target_calls = _stepped_calls(call, plan, target_checked)
+    up, down = input_calls
+    slope_x = (_total(adapter, up) - _total(adapter, down)) / 2.0
     slope_t = None
-    if np.any(step_t):
-        slope_t = (_total(adapter, replace(call, target=t + step_t))
-                   - _total(adapter, replace(call, target=t - step_t))) / 2.0
+    if target_calls is not None:
+        up, down = target_calls
+        slope_t = (_total(adapter, up) - _total(adapter, down)) / 2.0
     hessian_tt, hessian_xt = _hessians(call, x, t, plan)
     # Each forward value carries its own rounding (a function normalising its logits rounds
     # near u even where the KL is 0): a difference of two is no finer than their budgets.
@@ -399,7 +510,7 @@ def _finite_differences(adapter, call, gradients, target_checked, plan):
             _check_slope(f"{mode}: finite differences d/dtarget", slope_t,
                          float(np.sum(np.where(target_checked, grad_target, 0.0) * step_t)),
                          failures, "gradient-target", noise)
-        if slope_t is None:
+        if slope_t is None or first_order_only:
             continue
         # Second order along the target step: gradients are diagonal in the target.
         up_input, up_target = adapter.run_gradients(replace(one_sided, target=t + step_t))

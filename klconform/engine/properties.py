@@ -32,6 +32,7 @@ from klconform.engine.evaluate import (
     budget_dtype,
     lower_precision_expected,
     make_call,
+    own_outputs,
     unsupported_reason,
     with_conversions,
 )
@@ -152,7 +153,8 @@ class Probe:
             if self.attribute:
                 _, expected = judge_value(call, plan, value, expected, self.failures, values,
                                           f"oracle ({label} call)",
-                                          lambda: lower_precision_expected(call, plan))
+                                          lambda: lower_precision_expected(call, plan),
+                                          own_outputs(self.adapter, call))
             else:
                 compare_with_oracle(value, expected, self.failures, f"oracle ({label} call)",
                                     values, call.dtype)
@@ -180,10 +182,18 @@ class Probe:
         """|a - scale b| within both budgets plus the exact difference of the oracle values.
 
         `first` and `second` are (value, oracle value, budget) triples of equal shapes.
-        After a wrong value (already blamed on its claim) a relation says nothing more.
+        After a wrong value (already blamed on its claim) a relation says nothing more,
+        except of the property's claims that follow from the claim blamed: what they state
+        is then untrue as well, and they fail with it.
         """
+        following = None
         if self.first_failed is not None:
-            return
+            claims = load_spec().claims
+            blamed = {claim for claim in self.failures.by_claim if claim}
+            following = [claim for claim in self.claims
+                         if blamed & set(claims[claim].follows)]
+            if not following:
+                return
         value_a, exact_a, budget_a = (np.asarray(part, dtype=np.float64) for part in first)
         value_b, exact_b, budget_b = (np.asarray(part, dtype=np.float64) for part in second)
         allowed = budget_a + abs(scale) * budget_b + np.abs(exact_a - scale * exact_b)
@@ -196,7 +206,7 @@ class Probe:
                 f"{label}{where}: {format_number(value_a[index])} vs "
                 f"{format_number(scale * value_b[index])}; |difference| "
                 f"{format_number(difference[index])} exceeds {format_number(allowed[index])} "
-                f"(both budgets plus the exact difference on these inputs)")
+                f"(both budgets plus the exact difference on these inputs)", following)
 
     def case(self, call, expect, note):
         """Record the call and expectation as a YAML case description (see case_writer)."""

@@ -22,6 +22,10 @@ class Claim:
     decision: str | None = None
     family: str = "implementation-defined"
     requires: tuple = ()
+    # Claims this one is a consequence of: where a value breaks one of them, this claim's
+    # own check fails with it, under that root cause ('mean' equals 'batchmean' when either
+    # divides by the wrong count).
+    follows: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,13 @@ def _load_spec_cached(spec_dir: Path) -> Spec:
             formula=entry.get("formula"), provenance=tuple(entry["provenance"]),
             decision=entry.get("decision"), family=entry["family"],
             requires=tuple(entry.get("requires", ())),
+            follows=tuple(entry.get("follows", ())),
         )
+    for index, entry in enumerate(document.data["claims"]):
+        for cause in entry.get("follows", ()):
+            if cause not in claims:
+                raise SpecError(path, f"follows unknown claim {cause!r}", case_id=entry["id"],
+                                field="follows", line=document.line_of(["claims", index]))
     return Spec(version=document.data["spec_version"], claims=claims,
                 sources=document.data["sources"], path=path)
 
