@@ -265,7 +265,10 @@ def isolate(call, plan, value, expected, claims, own=None):
                 # terms tell a flipped sign from an absolute value, the total a clamped
                 # result from clamped terms).
                 reduced = candidates(call, plan, value, expected)
-                at_terms = candidates(replace(call, reduction="none"), plan, *terms)
+                # At a vocabulary's size each mistake's terms are a pass over every element:
+                # the total alone names it there (and lists what else fits).
+                at_terms = candidates(replace(call, reduction="none"), plan, *terms) if (
+                    np.size(call.input) <= ATTRIBUTION_LIMIT) else []
                 both = [entry for entry in reduced if entry[1] in {m for _, m in at_terms}]
                 chosen = (both or reduced or at_terms)[:1]
                 if chosen:

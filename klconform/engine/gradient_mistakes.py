@@ -15,7 +15,7 @@ import numpy as np
 
 from klconform.adapters.base import PADDED_ROWS
 from klconform.dtypes import round_to
-from klconform.engine.attribution import DIVISOR_CLAIM
+from klconform.engine.attribution import ATTRIBUTION_LIMIT, DIVISOR_CLAIM
 from klconform.engine.diagnosis import KERAS_CLIP_FLOOR, LABEL_SMOOTHING
 from klconform.engine.expectations import effective_reduction
 from klconform.engine.judging import CALL_CLAIM
@@ -77,6 +77,12 @@ def hypotheses(call, plan, want_input, want_target, value, analytic, expected):
     found.append(("worked-examples", "result in bits (log base 2), not nats",
                   *scaled(1.0 / LN2)))
     found.append(("normalized-nonnegative", "sign flipped", *scaled(-1.0)))
+    if plan.scale != 1.0:
+        found.append(("temperature-scaling", "T**2 is missing", *scaled(1.0 / plan.scale)))
+    if np.size(x) > ATTRIBUTION_LIMIT:
+        # The rest recompute logs and softmaxes over every element, several times each: at a
+        # vocabulary's size, more than the rest of the run costs. Scaled gradients are cheap.
+        return found
     if not call.log_target and x.ndim and shape[-1] > 1 and not plan.logits_gradients:
         classes = shape[-1]
         with np.errstate(all="ignore"):
@@ -104,8 +110,6 @@ def hypotheses(call, plan, want_input, want_target, value, analytic, expected):
                           np.where(inside_q, -clipped_p, 0.0) * factor,
                           np.where(inside_p, np.log(clipped_p / clipped_q) + 1.0, 0.0)
                           * factor))
-    if plan.scale != 1.0:
-        found.append(("temperature-scaling", "T**2 is missing", *scaled(1.0 / plan.scale)))
     if not plan.logits_gradients and not plan.normalised:
         softmax_input, softmax_target, _ = analytic(
             call, replace(plan, logits_gradients=("input", "target")))
