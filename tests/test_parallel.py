@@ -1,5 +1,7 @@
 """pytest -n 2 (xdist) gives the serial verdict and one merged report."""
 
+import pytest
+
 from tests.suite_runner import suite_path
 
 
@@ -9,6 +11,7 @@ def _run(pytester, report_dir, *extra):
         f"--report-dir={report_dir}", "-p", "no:cacheprovider", *extra)
 
 
+@pytest.mark.slow
 def test_parallel_run_merges_into_the_serial_report(pytester):
     import json
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPOSITORY = Path(__file__).resolve().parent.parent
 IMPL = "tests.example_sensitive:wrong_on_some_sizes"
 # Fewer examples than the default keeps the test short; seeding is the same at any count.
@@ -48,6 +50,7 @@ def failing(process, directory):
     return by_report, by_pytest, output
 
 
+@pytest.mark.slow
 def test_failing_tests_are_the_same_across_installs_directories_hash_seeds_and_workers(
         tmp_path):
     # Two runs that differ in everything at once: install layout, working directory, hash
