@@ -31,9 +31,6 @@ class Mutant:
     # Further must-level claims it fails, each with why that is the truth about this
     # function and not a check blaming the wrong claim; with `breaks`, the exact set.
     also: dict = field(default_factory=dict)
-    # How many root causes its report lists: one bug, one headline, unless `split` says why.
-    root_causes: int = 1
-    split: str = ""
 
     @property
     def impl(self):
@@ -44,7 +41,7 @@ class Mutant:
         return frozenset(self.breaks) | frozenset(self.also)
 
 
-# Why a mutant is recorded with more claims or root causes than its one bug: the gaps of
+# Why a mutant is recorded with more claims than its one bug names: the gaps of
 # attribution that are known, kept exact here so that closing one shows as a change.
 GRADIENT_ONLY = ("where the value is within its budget and the gradient is not, no known "
                  "mistake reproduces the gradient: it fails on the gradient's own claims")
@@ -58,10 +55,10 @@ WRONG: dict[str, Mutant] = {}
 CORRECT: dict[str, Mutant] = {}
 
 
-def wrong(*claims, note, also=None, root_causes=1, split=""):
+def wrong(*claims, note, also=None):
     def register(function):
         WRONG[function.__name__] = Mutant(function.__name__, function, claims, note,
-                                          dict(also or {}), root_causes, split)
+                                          dict(also or {}))
         return function
 
     return register
@@ -69,8 +66,7 @@ def wrong(*claims, note, also=None, root_causes=1, split=""):
 
 def correct(note):
     def register(function):
-        CORRECT[function.__name__] = Mutant(function.__name__, function, (), note,
-                                            root_causes=0)
+        CORRECT[function.__name__] = Mutant(function.__name__, function, (), note)
         return function
 
     return register

@@ -1,6 +1,6 @@
 """Mutation testing of the suite: every wrong implementation in tests/mutants.py fails exactly
-the must-level claims it is recorded to break, in the number of root causes recorded (one
-for a single bug), every correct variant passes, and every must-level claim kills something.
+the must-level claims it is recorded to break, under one root cause (each has one bug),
+every correct variant passes, and every must-level claim kills something.
 
 A mutant is killed when a must-level case fails (or errors) for it, which is what makes a real
 run fail. Each mutant goes through exactly what the suites do per test: `evaluate` for every
@@ -121,9 +121,9 @@ def test_wrong_implementation_fails_exactly_its_claims_in_its_root_causes(name):
         f"{name} ({mutant.note}) fails {sorted(failed)}, not {sorted(mutant.fails)}: "
         f"missing {sorted(mutant.fails - failed)}, blamed besides:\n{details}")
     headlines = [f"  {group.title} [{', '.join(group.claims)}]" for group in run.root_causes]
-    assert len(headlines) == mutant.root_causes, (
-        f"{name}: {len(headlines)} root causes, {mutant.root_causes} expected "
-        f"({mutant.split or 'one bug'}):\n" + "\n".join(headlines))
+    # One bug, one headline: each mutant has one bug.
+    assert len(headlines) == 1, (
+        f"{name}: {len(headlines)} root causes, one expected:\n" + "\n".join(headlines))
 
 
 @pytest.mark.parametrize("name", sorted(CORRECT))
@@ -155,16 +155,12 @@ def kill_table():
 
 
 def format_mutant_table():
-    """Each mutant: the claims it fails, the root causes its report lists, and why more
-    than one where it is so."""
+    """Each mutant: the claims it fails and the number of root causes its report lists."""
     lines = ["mutants: must-level claims failed (exactly) -> root causes "
              "(* = recorded; the per-mutant tests assert a run observes it)"]
     for name in sorted(WRONG):
-        mutant = WRONG[name]
-        why = f"  ({mutant.split})" if mutant.split else ""
-        causes = len(RUNS[name].root_causes) if name in RUNS else f"{mutant.root_causes}*"
-        lines.append(f"  {name:<34} {', '.join(sorted(failed_claims(name)))} -> "
-                     f"{causes}{why}")
+        causes = len(RUNS[name].root_causes) if name in RUNS else "1*"
+        lines.append(f"  {name:<34} {', '.join(sorted(failed_claims(name)))} -> {causes}")
     return "\n".join(lines)
 
 
@@ -207,8 +203,6 @@ def test_every_mutant_names_known_claims():
         for claim in mutant.fails:
             assert claims[claim].level == "must", f"{mutant.name}: {claim} is not must-level"
         assert all(mutant.also.values()), f"{mutant.name}: a further claim without its why"
-        assert (mutant.root_causes == 1) != bool(mutant.split), (
-            f"{mutant.name}: more than one root cause needs its why, and one needs none")
     assert not set(WRONG) & set(CORRECT)
 
 

@@ -194,20 +194,28 @@ def _wrong_a_step_away(adapter, case, call, plan, target_checked, failures):
     wrong a step away (|KL| where KL crosses 0: right at the point, a kink beside it) are
     that value's failure, blamed where its mistake lies."""
     _, _, input_calls, target_calls = _stepped_calls(call, plan, target_checked)
-    values = value_claims(case.claims, call, load_spec(), bool(plan.composed))
     for stepped in input_calls + (target_calls or ()):
-        observation = adapter.run(stepped)
-        expected = with_conversions(oracle_for(stepped, dtype=budget_dtype(stepped,
-                                                                           observation)),
-                                    stepped, plan)
-        if np.shape(observation.value) != np.shape(expected.value):
-            continue
-        found = CheckFailures()
-        blamed, _ = judge_value(stepped, plan, observation.value, expected, found, values,
-                                own=own_outputs(adapter, stepped))
+        blamed, found, _ = _value_judged(adapter, case, stepped, plan)
         if found and blamed and found.mistakes:
             return _moved(failures, (blamed,)), [found.mistakes[0]]
     return failures, []
+
+
+def _value_judged(adapter, case, call, plan, lower=None, observation=None):
+    """(claim blamed or None, CheckFailures, the case's value claims): the function's own
+    value of `call` (its `observation` where already made) judged as the value case judges
+    it; nothing found where its shape is not the oracle's (the value case reports that)."""
+    if observation is None:
+        observation = adapter.run(call)
+    expected = with_conversions(oracle_for(call, dtype=budget_dtype(call, observation)),
+                                call, plan)
+    found = CheckFailures()
+    values = value_claims(case.claims, call, load_spec(), bool(plan.composed))
+    if np.shape(observation.value) != np.shape(expected.value):
+        return None, found, values
+    blamed, _ = judge_value(call, plan, observation.value, expected, found, values,
+                            lower=lower, own=own_outputs(adapter, call))
+    return blamed, found, values
 
 
 # Which arguments require grad: both (the usual training loss), the input only
@@ -373,21 +381,11 @@ def _joined_to_forward(adapter, case, call, plan, failures):
         observation = adapter.run(call)
     except Exception:  # the value case reports the error
         return failures, [], False
-    expected = with_conversions(oracle_for(call, dtype=budget_dtype(call, observation)),
-                                call, plan)
-    if np.shape(observation.value) != np.shape(expected.value):
-        return failures, [], False
-    found = CheckFailures()
-    values = value_claims(case.claims, call, load_spec(), bool(plan.composed))
-    blamed, _ = judge_value(call, plan, observation.value, expected, found, values,
-                            lower=lambda: lower_precision_expected(call, plan),
-                            own=own_outputs(adapter, call))
+    blamed, found, values = _value_judged(adapter, case, call, plan, observation=observation,
+                                          lower=lambda: lower_precision_expected(call, plan))
     if not found:
         return failures, [], False
-    joined = [blamed] if blamed else values
-    moved = [(joined[0], text) if claim in CLAIMS else (claim, text)
-             for claim, text in failures]
-    return moved, list(found.mistakes), True
+    return _moved(failures, (blamed or values[0],)), list(found.mistakes), True
 
 
 def _gradient_mistake(adapter, call, plan, gradients, failures, budgets, target_checked,

@@ -61,6 +61,12 @@ class RootCause:
         return self.failures[0]
 
 
+def mistake_pattern(diagnosis):
+    """A diagnosis's group key: the mistake's name without its parenthesised detail or the
+    other mistakes it lists, numbers normalised."""
+    return normalise(diagnosis.split(" (", 1)[0])
+
+
 def first_check(failure):
     checks = failure.get("checks") or ()
     return " ".join(str(checks[0] if checks else failure.get("summary") or "").split())
@@ -72,7 +78,7 @@ def classify(failure):
     if diagnosis.startswith(DIAGNOSIS_PREFIX):
         # A mistake's name is what precedes its parenthesised detail: "negatives clamped to
         # 0 (the result)" at a total is "(each pointwise term ...)" at 'none', one bug.
-        return "diagnosis", diagnosis, normalise(diagnosis.split(" (", 1)[0])
+        return "diagnosis", diagnosis, mistake_pattern(diagnosis)
     check = first_check(failure)
     raised = RAISED.search(check)
     if raised:
@@ -163,7 +169,7 @@ def also_fits(failure):
     if ALSO_FITS not in diagnosis:
         return ()
     listed = diagnosis.split(ALSO_FITS, 1)[1].removesuffix(")")
-    return tuple(normalise(f"{DIAGNOSIS_PREFIX} {name.split(' (', 1)[0]}")
+    return tuple(mistake_pattern(f"{DIAGNOSIS_PREFIX} {name}")
                  for name in listed.split(ALSO_FITS_SEPARATOR))
 
 
