@@ -66,8 +66,8 @@ def test_the_inferred_record_states_the_hand_written_convention(function, conven
 def test_a_loss_class_takes_its_reduction_from_the_constructor_or_its_bases(loss_class):
     result = diagnosed(loss_class)
     assert result.findings == [] and result.ambiguities == []
-    assert result.record["loss_class"] == f"{FUNCTIONS}:{loss_class}"
-    assert "function" not in result.record
+    assert result.record.data["loss_class"] == f"{FUNCTIONS}:{loss_class}"
+    assert "function" not in result.record.data
     hand_written = load_record(HERE / "torch_like.yaml",
                                injected_loss_class=f"{FUNCTIONS}:{loss_class}")
     assert convention_differences(result.record, hand_written) == []
@@ -75,9 +75,10 @@ def test_a_loss_class_takes_its_reduction_from_the_constructor_or_its_bases(loss
 
 def test_a_model_first_function_is_written_and_then_passes_its_run(tmp_path):
     result = diagnosed("model_first")
-    assert result.record["arguments"] == ["prediction", "target"]
-    assert result.record["spaces"] == {"prediction": "probabilities", "target": "probabilities"}
-    assert result.record["output"] == "rows"
+    assert result.record.data["arguments"] == ["prediction", "target"]
+    assert result.record.data["spaces"] == {"prediction": "probabilities",
+                                            "target": "probabilities"}
+    assert result.record.data["output"] == "rows"
     failing, passed = failing_must_claims("model_first", written("model_first", tmp_path))
     assert failing == set()
     assert {"roles", "roles-asymmetric"} <= passed
@@ -89,9 +90,9 @@ def test_a_model_first_function_is_written_and_then_passes_its_run(tmp_path):
     ("mean_over_rows_called_elements", "reduction='mean' computes the total / number of rows",
      "reduction-mean"),
     ("nan_swallowed", "a NaN in the prediction gives 0, not NaN", "nan-propagates"),
-    ("rows_clipped", "a tiny prediction and a zero target", "zero-target"),
+    ("rows_clipped", "on a zero target (it contributes 0)", "zero-target"),
     # No known mistake names an epsilon: the run blames the pointwise formula.
-    ("rows_with_epsilon", "an epsilon, a clip or a lower precision", "none-pointwise"),
+    ("rows_with_epsilon", "an epsilon or a clip inside", "none-pointwise"),
 ])
 def test_a_bug_is_a_finding_and_the_run_fails_on_its_claim(tmp_path, function, finding, claim):
     result = diagnosed(function)
@@ -102,7 +103,7 @@ def test_a_bug_is_a_finding_and_the_run_fails_on_its_claim(tmp_path, function, f
 
 
 def test_the_standard_meaning_is_recorded_not_the_buggy_one():
-    names = diagnosed("batchmean_computed_as_mean").record["reduction"]["names"]
+    names = diagnosed("batchmean_computed_as_mean").record.data["reduction"]["names"]
     assert names["batchmean"] == "mean-batch" and names["mean"] == "mean-elements"
 
 

@@ -406,7 +406,7 @@ class ConventionAdapter(Adapter):
         if record.mask:
             mask = np.ones(form.canonical_shape[:-1], dtype=bool) if call.mask is None \
                 else np.asarray(call.mask, dtype=bool)
-            values, dtype = mask_argument(record, form.mask_to_native(mask), call.dtype)
+            values, dtype = mask_argument(record.mask, form.mask_to_native(mask), call.dtype)
             keywords[record.mask["keyword"]] = self.bridge.from_numpy(values, dtype,
                                                                       call.device)
         order = record.arguments

@@ -98,10 +98,9 @@ def native_form(record, shape):
     return NativeForm(tuple(shape), lifted, axis % native_rank)
 
 
-def mask_argument(record, mask, dtype):
-    """(numpy values, array dtype name) the record's mask keyword is given for a canonical
-    mask (True: the position counts)."""
-    spec = record.mask
+def mask_argument(spec, mask, dtype):
+    """(numpy values, array dtype name) a record's mask keyword (its `mask:` field, `spec`)
+    is given for a canonical mask (True: the position counts)."""
     if spec["style"] == "labels":
         # A counted position gets class 0: a valid index for any vocabulary.
         labels = np.where(mask, 0, spec.get("ignore_index", LABEL_IGNORE_INDEX))

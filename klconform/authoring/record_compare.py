@@ -2,12 +2,13 @@
 
 Only the fields that decide how klconform calls the function and what it expects back are
 compared: array type, argument order, spaces, the log-target form, the output or the
-reductions (keyword, names and meanings, default), the class axis and autograd. Names,
-descriptions, ranks, dtypes and deviations describe the library, not its convention.
+reductions (keyword, names and meanings, default), the class axis, the temperature, the mask,
+the fixed keywords, which argument is detached, and autograd. Names, descriptions, ranks,
+dtypes and deviations describe the library, not its convention.
 """
 
 CONVENTION_FIELDS = ("arrays", "arguments", "spaces", "log_target", "output", "reduction",
-                     "axis", "autograd")
+                     "axis", "temperature", "mask", "call", "no_gradient", "autograd")
 
 
 def convention_of(record):

@@ -75,9 +75,14 @@ def main(argv=None):
                        help="where the probe arrays are made (cpu, cuda, ...); default cpu")
     infer.add_argument("--write", default=None, help="write the inferred record here")
     infer.add_argument("--assume", action="append", default=[], metavar="KEY=VALUE",
-                       help="settle what the probes leave ambiguous: prediction=SPACE, "
-                            "target=SPACE (probabilities, log-probabilities, logits) or "
-                            "first=prediction|target")
+                       help="settle what the probes leave ambiguous, or state what you "
+                            "meant: prediction=SPACE, target=SPACE (probabilities, "
+                            "log-probabilities, logits), first=prediction|target, "
+                            "axis=-1|1, scaled=yes|no (T**2), output=MEANING")
+    infer.add_argument("--call", action="append", default=[], metavar="NAME=VALUE",
+                       help="a keyword passed on every call (a YAML scalar: beta=0.0); "
+                            "required keywords klconform cannot choose are asked for this "
+                            "way, and the record keeps them as its `call:`")
 
     args = parser.parse_args(argv)
     handlers = {"run": run_suites, "case-from-example": run_case_from_example,
@@ -213,7 +218,8 @@ def run_suites(args):
 def run_diagnose(args):
     from klconform.authoring.diagnose import diagnose_command
 
-    return diagnose_command(args.impl, args.write, args.assume, device=args.device)
+    return diagnose_command(args.impl, args.write, args.assume, device=args.device,
+                            call_pairs=args.call)
 
 
 def _absolute(path):

@@ -15,21 +15,35 @@ reduction is realised by any native one with the same divisor on the shape at ha
 import math
 import re
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
+
+import yaml
 
 from klconform.constants import DTYPES
 from klconform.errors import SpecError
 from klconform.spec.claims import dotted_path, load_schema, validation_error
 from klconform.spec.yaml_loader import read_yaml
 
+_SCHEMA = load_schema("implementation.schema.json")
+# The schema is where the words are defined; the enums only give them Python names.
+Space = StrEnum("Space", {value.upper().replace("-", "_"): value
+                          for value in _SCHEMA["$defs"]["space"]["enum"]})
+Role = StrEnum("Role", {value.upper(): value
+                        for value in _SCHEMA["properties"]["arguments"]["items"]["enum"]})
+Meaning = StrEnum("Meaning", {value.upper().replace("-", "_"): value
+                              for value in _SCHEMA["$defs"]["meaning"]["enum"]})
+# The record's fields in the schema's order: the order a record is written in.
+FIELDS = tuple(_SCHEMA["properties"])
+
 # What each canonical reduction computes.
-CANONICAL_MEANING = {"none": "elementwise", "sum": "sum", "mean": "mean-elements",
-                     "batchmean": "mean-batch"}
-SCALAR_MEANINGS = ("sum", "mean-elements", "mean-rows", "mean-batch")
+CANONICAL_MEANING = {"none": Meaning.ELEMENTWISE, "sum": Meaning.SUM,
+                     "mean": Meaning.MEAN_ELEMENTS, "batchmean": Meaning.MEAN_BATCH}
+SCALAR_MEANINGS = (Meaning.SUM, Meaning.MEAN_ELEMENTS, Meaning.MEAN_ROWS, Meaning.MEAN_BATCH)
 MEANING_TEXT = {
-    "elementwise": "elementwise terms", "rows": "one sum per row",
-    "sum": "the total", "mean-elements": "the total / number of elements",
-    "mean-rows": "the total / number of rows", "mean-batch": "the total / size(0)",
+    Meaning.ELEMENTWISE: "elementwise terms", Meaning.ROWS: "one sum per row",
+    Meaning.SUM: "the total", Meaning.MEAN_ELEMENTS: "the total / number of elements",
+    Meaning.MEAN_ROWS: "the total / number of rows", Meaning.MEAN_BATCH: "the total / size(0)",
 }
 # The "name" of the native reduction of a function that takes no reduction argument.
 NO_ARGUMENT = "(no reduction argument)"
@@ -59,16 +73,27 @@ def divisor(meaning, shape, axis=-1, kept_rows=None):
 
 @dataclass(frozen=True)
 class ImplementationRecord:
+    """A validated record. Every schema field is a property (None where the record leaves it
+    out); a field the schema does not have is an AttributeError, not a silent None."""
     name: str
     description: str
     data: dict = field(repr=False)          # the validated document, as written
     source: str = "built-in"                 # the file it came from
 
-    def __getattr__(self, key):
-        # Optional fields read as None; the schema already fixed what each one can be.
-        if key in ("data", "name", "description", "source"):
-            raise AttributeError(key)
-        return self.data.get(key)
+    @property
+    def arguments(self):
+        """The roles of the first and second positional arguments."""
+        return tuple(Role(role) for role in self.data["arguments"]) \
+            if self.data.get("arguments") else None
+
+    @property
+    def spaces(self):
+        spaces = self.data.get("spaces")
+        return {Role(role): Space(space) for role, space in spaces.items()} if spaces else None
+
+    @property
+    def output(self):
+        return Meaning(self.data["output"]) if self.data.get("output") else None
 
     @property
     def dtypes_by_device(self):
@@ -154,6 +179,62 @@ class ImplementationRecord:
         return f"f({order}); {reductions}"
 
 
+# Fields read as written (None where absent); the typed ones are the class's own properties.
+_PLAIN_FIELDS = tuple(key for key in FIELDS if key not in vars(ImplementationRecord)
+                      and key not in ("name", "description"))
+
+
+def _plain_field(key):
+    return property(lambda self: self.data.get(key), doc=f"the record's {key!r}, or None")
+
+
+for _key in _PLAIN_FIELDS:
+    setattr(ImplementationRecord, _key.replace("-", "_"), _plain_field(_key))
+
+
+def _plain(value):
+    """Enums and tuples as the YAML scalars and lists they stand for."""
+    if isinstance(value, StrEnum):
+        return str(value)
+    if isinstance(value, dict):
+        return {_plain(key): _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def record_from_fields(fields, source="klconform diagnose") -> ImplementationRecord:
+    """A record built in code (by `diagnose`), validated by the same schema and checks as a
+    file; a SpecError names the field a wrong builder got wrong."""
+    data = {key: _plain(fields[key]) for key in FIELDS if fields.get(key) is not None}
+    unknown = sorted(set(fields) - set(FIELDS))
+    if unknown:
+        raise SpecError(source, f"not record fields: {', '.join(unknown)}")
+    problem = validation_error(None, _SCHEMA, data)
+    if problem:
+        data_path, message = problem
+        raise SpecError(source, " ".join(message.split())[:200], field=dotted_path(data_path))
+    _check_consistency(source, _InMemory(data))
+    return ImplementationRecord(name=data["name"], description=data["description"],
+                                data=data, source=source)
+
+
+class _InMemory:
+    """A document without lines, for the consistency checks of a record built in code."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def line_of(self, data_path):
+        return None
+
+
+def record_yaml(record: ImplementationRecord, header="") -> str:
+    """The record as a file `load_record` reads back to the same record."""
+    return header + yaml.safe_dump(record.data, sort_keys=False, default_flow_style=None,
+                                   width=100)
+
+
 def name_from_impl(impl):
     """A record name (the matrix row, the report's name) from MODULE:ATTR."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", impl).strip("-._") or "implementation"
@@ -177,7 +258,7 @@ def load_record(path, source=None, injected_function=None,
             document.data.pop("loss_class", None)
             document.data[key] = value
             document.data.setdefault("name", name_from_impl(value))
-    problem = validation_error(document, load_schema("implementation.schema.json"))
+    problem = validation_error(document, _SCHEMA)
     if problem:
         data_path, message = problem
         missing = re.fullmatch(r"'(\w+)' is a required property", message.strip())
