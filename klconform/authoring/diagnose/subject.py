@@ -22,8 +22,9 @@ from klconform.errors import KLConformError
 HOME_ARRAYS = {"torchmetrics": "torch", "liger_kernel": "torch", "optax": "jax", "flax": "jax"}
 TEMPERATURE_NAMES = ("temperature", "t", "tau", "temp", "kd_temperature")
 AXIS_NAMES = ("axis", "dim")
-MASK_NAMES = ("mask", "labels", "attention_mask", "padding_mask", "loss_mask", "pad_mask",
-              "shift_labels", "target_mask", "key_padding_mask")
+# A keyword that names labels or a mask: labels, label, shift_labels, attention_mask,
+# padding_mask, loss_mask, ...
+MASK_NAME = re.compile(r"(^|_)(labels?|mask)($|_)")
 
 
 class DiagnoseError(KLConformError):
@@ -101,7 +102,7 @@ def read_signature(function):
         elif name.lower() in TEMPERATURE_NAMES and (empty or isinstance(default, (int, float))):
             found.temperature = name
             found.temperature_default = None if empty else float(default)
-        elif name in MASK_NAMES and found.mask is None:
+        elif MASK_NAME.search(name) and found.mask is None:
             found.mask = name
         elif name == "ignore_index" and isinstance(default, int):
             found.ignore_index = default
