@@ -35,6 +35,7 @@ ATTRIBUTION_LIMIT = 1 << 16
 PLAIN_ATTRIBUTION_LIMIT = 1 << 21
 # What a wrong value no known mistake explains breaks: the formula of the terms.
 POINTWISE_CLAIM = "none-pointwise"
+NAN_CLAIM = "nan-propagates"
 UNEXPLAINED = ("the pointwise terms are not target * (log target - input), and no known "
                "mistake explains how")
 REDUCTION_FORMULA = {"sum": "the total", "mean": "the total / numel",
@@ -174,9 +175,12 @@ def candidates(call, plan, value, expected):
     allowed = np.asarray(expected.budget, dtype=np.float64)
     if call.mask is None and plan.scale == 1.0 and np.shape(call.input) == np.shape(call.target):
         found, _ = explaining_mistakes(call, got, expected)
-        # A library that takes logits renormalises them by its convention, not by mistake.
+        # A library that takes logits renormalises them by its convention, not by mistake;
+        # a mistake the budget cannot tell from KL itself (bfloat16 on a vocabulary) is no
+        # explanation of anything.
         found = [(mistake, claim, predicted) for mistake, claim, predicted in found
-                 if claim and not (plan.normalised and claim == RENORMALISED_CLAIM)]
+                 if claim and not (plan.normalised and claim == RENORMALISED_CLAIM)
+                 and not _agrees(predicted, expected.value, allowed)]
         if found:
             # Several can agree at a coarse dtype: the closest names the claim (a stable
             # sort: on a tie, the likelier one diagnosis lists first).
@@ -186,7 +190,7 @@ def candidates(call, plan, value, expected):
         return []
     found = []
     for claim, predicted, mistake in hypotheses(call, plan):
-        if predicted.shape != got.shape:
+        if predicted.shape != got.shape or _agrees(predicted, expected.value, allowed):
             continue
         with np.errstate(invalid="ignore"):
             same = (np.abs(got - predicted) <= allowed) | (np.isnan(got) & np.isnan(predicted))
@@ -217,9 +221,7 @@ def judge_value(call, plan, value, expected, failures, claims, label="oracle", l
         coarse = CheckFailures()
         compare_with_oracle(value, lowered, coarse, label, claims, call.dtype)
         if not coarse and in_lower_precision(value, call.dtype):
-            failures.add(found.lines[0], [PRECISION_CLAIM])
-            failures.mistakes.append(precision_mistake(call.dtype))
-            return PRECISION_CLAIM, lowered
+            return _precision_failure(call, found, failures, lowered)
     blamed, mistake = isolate(call, plan, value, expected, claims, own)
     if mistake:
         # The mistake becomes the outcome's diagnosis, the root cause's headline.
@@ -227,6 +229,12 @@ def judge_value(call, plan, value, expected, failures, claims, label="oracle", l
     for line in found.lines:
         failures.add(line, [blamed] if blamed else claims)
     return blamed, expected
+
+
+def _precision_failure(call, found, failures, lowered):
+    failures.add(found.lines[0], [PRECISION_CLAIM])
+    failures.mistakes.append(precision_mistake(call.dtype))
+    return PRECISION_CLAIM, lowered
 
 
 def isolate(call, plan, value, expected, claims, own=None):
@@ -277,6 +285,13 @@ def isolate(call, plan, value, expected, claims, own=None):
     explained = explaining(call, plan, value, expected)
     if explained:
         return explained
+    with np.errstate(invalid="ignore"):
+        swallowed = np.isnan(np.asarray(expected.value, dtype=np.float64)) & ~np.isnan(
+            np.asarray(value, dtype=np.float64)) if np.shape(value) == np.shape(
+            expected.value) else False
+    if np.any(swallowed):
+        # NaN where KL is NaN is what nan-propagates says, whatever else the case is about.
+        return NAN_CLAIM, "a NaN in the arguments does not give NaN"
     spec = load_spec()
     if claims and all(spec.claims[claim].family == "distillation" for claim in claims):
         return None, None

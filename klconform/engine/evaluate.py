@@ -368,8 +368,11 @@ def _second_call(adapter, other_call, other_plan, evidence, failures, outcome, c
         return None, None
     outcome.snippet += "# second call of the relation:\n" + reproduce.snippet(
         adapter, other_call, evidence.case.id)
-    other_expected = with_conversions(oracle_for(other_call, dtype=precision), other_call,
-                                      other_plan)
+    # A result of a lower precision than the call (result-dtype's failure alone) is held
+    # to what that precision can do, as the first call's is.
+    other_expected = with_conversions(
+        oracle_for(other_call, dtype=precision or budget_dtype(other_call, other)), other_call,
+        other_plan)
     if np.shape(other.value) == np.shape(other_expected.value):
         # A wrong second value breaks the relation as its consequence: the failure is that
         # value's, blamed where its own mistake lies (batchmean's divisor, say).

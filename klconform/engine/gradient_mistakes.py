@@ -120,6 +120,15 @@ def hypotheses(call, plan, want_input, want_target, value, analytic, expected):
                                       softmax_target)
         found.append(("unnormalized-negative", "inputs renormalised (softmax/normalise over "
                       "the last axis) before the KL", softmax_input, softmax_target))
+    if not call.log_target and x.ndim and "target" not in plan.logits_gradients:
+        # A probability target divided by its row's sum (torch.distributions' probs=): the
+        # value is the same on normalised rows, the gradient loses the row's constant.
+        with np.errstate(all="ignore"):
+            rows = oracle.pointwise(x, t, False)
+            row_kl = np.sum(np.where(t > 0, rows, 0.0), axis=-1, keepdims=True)
+            renormalised = np.where(t > 0, np.log(t) - x - row_kl, -x - row_kl) * factor
+        found.append(("gradient-target", "the target divided by its row's sum before the KL "
+                      "(its gradient loses the row's constant)", want_input, renormalised))
     value = np.asarray(value, dtype=np.float64)
     with np.errstate(all="ignore"):
         terms = oracle.pointwise(x, t, bool(call.log_target))
@@ -149,8 +158,18 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
     changed the value is not what happened: the value is right). Several claims among them:
     the gradient cannot say which mistake it is."""
     budget_input, budget_target = budgets
+    missing = _no_gradient(gradients, want_input, want_target, target_checked)
+    other_right = missing is not None and (
+        within(gradients["both"][0], want_input, budget_input, None)
+        if missing[0] == "gradient-target" else
+        within(gradients["both"][1], want_target, budget_target, target_checked))
+    if missing and missing[2] and other_right:
+        # An absent gradient beside a right one is its own mistake: every other hypothesis
+        # would "fit" it (nothing to compare).
+        return [missing[:2]]
     silent = _silent_in_value(call, plan, expected)
-    found = []
+    # A gradient of exactly 0 is one candidate among those predicting 0 there (|KL| at 0).
+    found = [missing[:2]] if missing and not missing[2] else []
     for claim, mistake, predicted_input, predicted_target in hypotheses(
             call, plan, want_input, want_target, value, analytic, expected):
         if not silent.get(mistake, True):
@@ -160,6 +179,26 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
                for got_input, got_target in gradients.values()):
             found.append((claim, mistake))
     return found
+
+
+def _no_gradient(gradients, want_input, want_target, target_checked):
+    """(claim, mistake, absent) where an argument's gradient is absent (None) or exactly 0
+    while KL's is not, else None."""
+    wants = (("gradient-input", "input", want_input, None),
+             ("gradient-target", "target", want_target, target_checked))
+    for index, (claim, role, want, checked) in enumerate(wants):
+        want = np.asarray(want, dtype=np.float64)
+        if checked is not None:
+            want = np.where(np.asarray(checked, dtype=bool), want, 0.0)
+        if not np.any(np.isfinite(want) & (want != 0)):
+            continue
+        # The mode that asks for both: another mode leaves the argument it holds fixed None.
+        got = gradients["both"][index]
+        if got is None:
+            return claim, f"no gradient reaches the {role} (None)", True
+        if not np.any(np.asarray(got, dtype=np.float64)):
+            return claim, f"the gradient with respect to the {role} is exactly 0", False
+    return None
 
 
 def _silent_in_value(call, plan, expected):

@@ -313,7 +313,9 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
                 for claim in CLAIMS:
                     unjudged.setdefault(claim, mistakes[0])
                 mistakes = []
-    if (not failures or forward_wrong) and dtype == FINITE_DIFFERENCE_DTYPE:
+    # A forward value at a lower precision than its dtype is no base for a float64 step.
+    stepped = not forward_wrong or forward_wrong != PRECISION_CLAIM
+    if (not failures or forward_wrong) and stepped and dtype == FINITE_DIFFERENCE_DTYPE:
         try:
             # Of a wrong function, only whether autograd differentiates what it computes.
             differences = _finite_differences(adapter, call, gradients, target_checked, plan,
@@ -385,7 +387,8 @@ def _joined_to_forward(adapter, case, call, plan, failures):
                                           lower=lambda: lower_precision_expected(call, plan))
     if not found:
         return failures, [], False
-    return _moved(failures, (blamed or values[0],)), list(found.mistakes), True
+    # The third item is truthy: the value's blamed claim (PRECISION_CLAIM: no finite steps).
+    return _moved(failures, (blamed or values[0],)), list(found.mistakes), blamed or True
 
 
 def _gradient_mistake(adapter, call, plan, gradients, failures, budgets, target_checked,
@@ -501,10 +504,11 @@ def _finite_differences(adapter, call, gradients, target_checked, plan,
     for mode, arguments in MODES:
         grad_input, grad_target = gradients[mode]
         one_sided = replace(call, requires_grad=arguments)
-        if "input" in arguments:
+        # An absent gradient has failed its analytic check already: nothing to step along.
+        if "input" in arguments and grad_input is not None:
             _check_slope(f"{mode}: finite differences d/dinput", slope_x,
                          float(np.sum(grad_input * step_x)), failures, "gradient-input", noise)
-        if "target" in arguments and slope_t is not None:
+        if "target" in arguments and slope_t is not None and grad_target is not None:
             _check_slope(f"{mode}: finite differences d/dtarget", slope_t,
                          float(np.sum(np.where(target_checked, grad_target, 0.0) * step_t)),
                          failures, "gradient-target", noise)
