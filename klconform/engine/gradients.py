@@ -314,8 +314,8 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
                     unjudged.setdefault(claim, mistakes[0])
                 mistakes = []
     # A forward value at a lower precision than its dtype is no base for a float64 step.
-    stepped = not forward_wrong or forward_wrong != PRECISION_CLAIM
-    if (not failures or forward_wrong) and stepped and dtype == FINITE_DIFFERENCE_DTYPE:
+    if (not failures or forward_wrong) and forward_wrong != PRECISION_CLAIM \
+            and dtype == FINITE_DIFFERENCE_DTYPE:
         try:
             # Of a wrong function, only whether autograd differentiates what it computes.
             differences = _finite_differences(adapter, call, gradients, target_checked, plan,

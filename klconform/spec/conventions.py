@@ -189,7 +189,7 @@ def _plain_field(key):
 
 
 for _key in _PLAIN_FIELDS:
-    setattr(ImplementationRecord, _key.replace("-", "_"), _plain_field(_key))
+    setattr(ImplementationRecord, _key, _plain_field(_key))
 
 
 def _plain(value):

@@ -5,6 +5,7 @@ out of the record, so that the run that follows fails on it."""
 
 import numpy as np
 
+from klconform.adapters.convention import GRADIENT_CLAIM
 from klconform.authoring.diagnose.evidence import short, show
 from klconform.authoring.diagnose.hypotheses import residual
 from klconform.authoring.diagnose.probes import (
@@ -84,7 +85,6 @@ def infer_dtypes(prober, keywords, diagnosis):
 # Relative error under which a gradient agrees with the reading's derivative (central
 # differences in float64 are good to ~1e-9 here).
 GRADIENT_TOLERANCE = 1e-5
-GRADIENT_CLAIM = {Role.PREDICTION: "gradient-input", Role.TARGET: "gradient-target"}
 
 
 def _numeric_gradients(hypothesis, probe, meaning):

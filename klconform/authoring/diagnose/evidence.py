@@ -29,6 +29,14 @@ class Diagnosis:
     def note(self, topic, conclusion, lines=()):
         self.evidence.append(Evidence(topic, conclusion, list(lines)))
 
+    def absorb(self, trial):
+        """Take what a trial diagnosis (one mask form, one set of assumptions) found."""
+        for name in ("evidence", "findings", "ambiguities"):
+            getattr(self, name).extend(getattr(trial, name))
+        self.assumed.update(trial.assumed)
+        for name in ("confidence", "not_a_kl", "imprecise"):
+            setattr(self, name, getattr(trial, name))
+
     def find(self, text, claim):
         """A bug; `claim` is the claim the run fails on it (None: the record leaves it out)."""
         self.findings.append(text + (f" [the run fails {claim}]" if claim else ""))

@@ -156,11 +156,7 @@ def infer_arguments(variants, tolerance, assume, diagnosis, signature, probe_tem
                     trial.find(f"--assume {key}={value}, but the function computes {key}="
                                f"{found} ({unassumed.describe()})", ASSUMPTION_CLAIM[key])
                     trial.assumed[key] = value
-    for name in ("evidence", "findings", "ambiguities"):
-        getattr(diagnosis, name).extend(getattr(trial, name))
-    diagnosis.assumed.update(trial.assumed)
-    for name in ("confidence", "not_a_kl", "imprecise"):
-        setattr(diagnosis, name, getattr(trial, name))
+    diagnosis.absorb(trial)
     return chosen, judged
 
 

@@ -94,11 +94,7 @@ def diagnose(function_path, assume=None, device="cpu", call=None) -> Diagnosis:
             break
     attempt, prober, variants, names, takes_anything, name_lines, hypothesis, tolerance = \
         reading
-    diagnosis.evidence += attempt.evidence
-    diagnosis.findings += attempt.findings
-    diagnosis.ambiguities += attempt.ambiguities
-    diagnosis.confidence, diagnosis.not_a_kl = attempt.confidence, attempt.not_a_kl
-    diagnosis.imprecise, diagnosis.assumed = attempt.imprecise, attempt.assumed
+    diagnosis.absorb(attempt)
     if prober.mask:
         diagnosis.note("mask", ", ".join(f"{k}={v}" for k, v in prober.mask.items()))
     if hypothesis is None:
@@ -228,9 +224,7 @@ def _record_fields(function, function_path, prober, hypothesis, signature, names
         "description": f"{function_path}, convention inferred by klconform diagnose",
         "loss_class" if inspect.isclass(function) else "function": function_path,
         "arrays": prober.subject.arrays,
-        "arguments": list(hypothesis.order if diagnosis.assumed.get("first") is None
-                          else (Role(diagnosis.assumed["first"]),
-                                *(r for r in Role if r != diagnosis.assumed["first"]))),
+        "arguments": _order(hypothesis, diagnosis.assumed),
         "spaces": dict(zip((Role.PREDICTION, Role.TARGET), hypothesis.spaces, strict=True)),
     }
     setup = {}
@@ -257,6 +251,15 @@ def _record_fields(function, function_path, prober, hypothesis, signature, names
     fields["mask"] = prober.mask
     fields["call"] = fixed or None
     return fields
+
+
+def _order(hypothesis, assumed):
+    """The argument order the record states: the fitted one, or the one --assume stated and
+    the function contradicts (so that the run fails `roles`)."""
+    if "first" not in assumed:
+        return list(hypothesis.order)
+    first = Role(assumed["first"])
+    return [first, next(role for role in Role if role != first)]
 
 
 def _temperature(hypothesis, signature, keywords, diagnosis):

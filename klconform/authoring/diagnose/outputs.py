@@ -16,6 +16,7 @@ from klconform.authoring.diagnose.evidence import show
 from klconform.authoring.diagnose.fitting import fitting_meanings, meaning_residuals
 from klconform.authoring.diagnose.hypotheses import MEANINGS
 from klconform.authoring.diagnose.probes import probe_set
+from klconform.engine.judging import CALL_CLAIM
 from klconform.spec.conventions import MEANING_TEXT, Meaning, Space
 
 # What a standard reduction name must compute, relative to the function's finest output.
@@ -25,8 +26,6 @@ STANDARD_MEANING = {
     "mean": {Meaning.ELEMENTWISE: Meaning.MEAN_ELEMENTS, Meaning.ROWS: Meaning.MEAN_ROWS},
     "batchmean": {Meaning.ELEMENTWISE: Meaning.MEAN_BATCH, Meaning.ROWS: Meaning.MEAN_BATCH},
 }
-REDUCTION_CLAIM = {"none": "none-pointwise", "sum": "reduction-sum", "mean": "reduction-mean",
-                   "batchmean": "reduction-batchmean"}
 # Names worth trying when neither the signature nor the docstring lists the accepted values.
 USUAL_REDUCTION_NAMES = ("none", "sum", "mean", "batchmean", "sum_over_batch_size")
 UNKNOWN_REDUCTION = "klconform-no-such-reduction"
@@ -106,7 +105,7 @@ def infer_meanings(variants, hypothesis, tolerance, signature, names, diagnosis)
             diagnosis.find(f"reduction={name!r} computes none of the meanings (best residual "
                            f"{show(best)})" + (f"; recorded as {standard!r}, its standard "
                                                "meaning" if standard else ""),
-                           REDUCTION_CLAIM.get(name))
+                           CALL_CLAIM.get(name))
             if standard is None:
                 diagnosis.ambiguities.append(
                     f"reduction={name!r}: no meaning fits and the name has no standard one")
@@ -119,7 +118,7 @@ def infer_meanings(variants, hypothesis, tolerance, signature, names, diagnosis)
                                if by_unit.get(unit) == measured), None)
             diagnosis.find(f"looks like: {name!r} computed as {looks_like!r}" if looks_like
                            else f"reduction={name!r} computes {MEANING_TEXT[measured]}, not "
-                                f"{MEANING_TEXT[standard]}", REDUCTION_CLAIM.get(name))
+                                f"{MEANING_TEXT[standard]}", CALL_CLAIM.get(name))
             measured = standard
         ties = [m for m in fitting if m != measured]
         lines.append(f"{name!r}: {measured}" + (
