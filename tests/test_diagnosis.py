@@ -99,3 +99,49 @@ def test_failure_output_names_case_claim_mistake_and_reproducer(pytester):
     assert failure["case"] == "batchmean-2d"
     assert "reduction-batchmean" in failure["claims"]
     assert failure["diagnosis"].startswith("looks like: 'batchmean' computed as 'mean'")
+
+
+def _explaining(call, value):
+    from klconform.engine.diagnosis import explaining_mistakes
+
+    expected = oracle.expected(call.input, call.target, reduction=call.reduction,
+                               log_target=False, dtype=call.dtype)
+    found, _ = explaining_mistakes(call, value, expected)
+    return [(text, claim) for text, claim, _ in found]
+
+
+def test_an_underflowed_prediction_taken_as_inf_is_its_dtype_before_exchanged_roles():
+    from klconform.adapters.base import Call
+
+    # A one-hot target whose hot class has log Q = -111: exp underflows in bfloat16 (not the
+    # KL, 111), and exchanged roles give inf too, from the zeros of P.
+    log_q = np.log(np.array([[1e-300, 0.5, 0.5]]))
+    log_q[0, 0] = -111.0
+    call = Call(log_q, np.array([[1.0, 0.0, 0.0]]), dtype="bfloat16", reduction="batchmean")
+    found = _explaining(call, np.inf)
+    assert found[0][1] == "accuracy-in-dtype", found
+    assert "underflows to 0" in found[0][0]
+    assert ("roles swapped: computed KL(Q||P) (input and target exchanged)", "roles") in found
+    # In float64 exp(-111) is a number: only exchanged roles explain inf.
+    found = _explaining(Call(log_q, call.target, dtype="float64", reduction="batchmean"),
+                        np.inf)
+    assert found[0][1] == "roles", found
+    assert all(claim != "accuracy-in-dtype" for _, claim in found)
+
+
+def test_a_target_clamped_at_the_dtype_epsilon_is_the_pointwise_formula():
+    from klconform.adapters.base import Call
+
+    # Rows of many small probabilities: in bfloat16 (eps 7.8e-3) every one is clamped up.
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(4096), size=2)
+    log_q = np.log(rng.dirichlet(np.ones(4096), size=2))
+    call = Call(log_q, p, dtype="bfloat16", reduction="sum")
+    eps = 2.0**-7
+    clamped = float(np.sum(p * (np.log(np.clip(p, eps, 1 - eps)) - log_q)))
+    found = _explaining(call, clamped)
+    assert found[0][1] == "none-pointwise", found
+    assert found[0][0].startswith("the target clamped to [eps, 1 - eps] inside the log")
+    # The right value is not explained by it.
+    right = oracle.expected(log_q, p, reduction="sum", log_target=False, dtype="bfloat16")
+    assert _explaining(call, float(right.value)) == []

@@ -20,21 +20,18 @@ import numpy as np
 
 from klconform.adapters.base import PADDED_ROWS
 from klconform.constants import ALSO_FITS, ALSO_FITS_SEPARATOR
-from klconform.engine.diagnosis import explaining_mistakes
+from klconform.engine.diagnosis import POINTWISE_CLAIM, PRECISION_CLAIM, explaining_mistakes
 from klconform.engine.expectations import compare_with_oracle, effective_reduction
 from klconform.engine.judging import CALL_CLAIM
 from klconform.engine.outcome import CheckFailures
 from klconform.oracle import float64 as oracle
 from klconform.spec.claims import load_spec
 
-PRECISION_CLAIM = "accuracy-in-dtype"
 # Calls with more elements than this are not recomputed under every known mistake (a
 # vocabulary-sized distillation call is softmaxed along every axis by its hypotheses).
 ATTRIBUTION_LIMIT = 1 << 16
 # The plain KL's mistakes are cheap: recomputed up to the suite's largest case (8 x 128000).
 PLAIN_ATTRIBUTION_LIMIT = 1 << 21
-# What a wrong value no known mistake explains breaks: the formula of the terms.
-POINTWISE_CLAIM = "none-pointwise"
 NAN_CLAIM = "nan-propagates"
 UNEXPLAINED = ("the pointwise terms are not target * (log target - input), and no known "
                "mistake explains how")
@@ -127,7 +124,7 @@ def _misfit(got, predicted, allowed):
             else np.max(allowed)
     with np.errstate(invalid="ignore", divide="ignore"):
         error = np.abs(got - predicted) / (allowed + 1e-300)
-    error = np.where(np.isnan(got) & np.isnan(predicted), 0.0, error)
+    error = np.where((np.isnan(got) & np.isnan(predicted)) | (got == predicted), 0.0, error)
     return float(np.max(np.where(np.isnan(error), np.inf, error))) if np.size(error) else 0.0
 
 

@@ -17,6 +17,10 @@ from klconform.oracle import float64 as oracle
 
 LN2 = math.log(2.0)
 KERAS_CLIP_FLOOR = 1e-7
+# What a value wrong in its formula breaks (engine.attribution names what nothing explains
+# with it too), and what an answer its own dtype could have held breaks.
+POINTWISE_CLAIM = "none-pointwise"
+PRECISION_CLAIM = "accuracy-in-dtype"
 # The label smoothing factors training code uses (0.1 by far the most).
 LABEL_SMOOTHING = (0.1, 0.05, 0.2, 0.01)
 # How a named mistake is introduced (report.root_causes groups failures by what follows).
@@ -59,6 +63,16 @@ def hypotheses(call, reduction):
 
     with np.errstate(all="ignore"):
         p = np.exp(t) if log_target else t
+        # Q computed as exp(input) in the dtype is 0 below its smallest subnormal, and a
+        # function that then takes Q = 0 with P > 0 as an infinite term answers inf where
+        # log Q, and the KL, are finite numbers of the dtype. First: where it applies, the
+        # inf that exchanged roles also give (P = 0 somewhere) is this call's underflow.
+        underflows = (round_to(np.exp(x), call.dtype) == 0) & np.isfinite(x) & (p > 0)
+        if np.any(underflows):
+            add(f"Q = exp(input) computed in {call.dtype}, where it underflows to 0 (and the "
+                f"term taken as inf) although log Q is finite",
+                _reduce(np.where(underflows, np.inf, terms), reduction, shape),
+                PRECISION_CLAIM)
         swapped_input = np.log(p)
         swapped_target = np.exp(x)
         swapped = _reduce(oracle.pointwise(swapped_input, swapped_target, False), reduction,
@@ -114,6 +128,13 @@ def hypotheses(call, reduction):
         add("probabilities clipped to [1e-7, 1] (keras-style)",
             _reduce(oracle.pointwise(np.log(np.clip(np.exp(x), floor, 1.0)), clipped, False),
                     reduction, shape), "zero-target")
+        # torch.distributions' Categorical(probs=P) takes log(clamp(P, eps, 1 - eps)), eps
+        # the dtype's machine epsilon (7.8e-3 in bfloat16): tiny and certain P move.
+        epsilon = 2 * UNIT_ROUNDOFF[call.dtype]
+        add(f"the target clamped to [eps, 1 - eps] inside the log (eps = {epsilon:.3g}, "
+            f"{call.dtype}'s machine epsilon; torch.distributions-style)",
+            _reduce(np.where(p > 0, p * (np.log(np.clip(p, epsilon, 1 - epsilon)) - x), 0.0),
+                    reduction, shape), POINTWISE_CLAIM)
         if shape and shape[-1] > 1:
             classes = shape[-1]
             for epsilon in LABEL_SMOOTHING:

@@ -158,7 +158,7 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
     changed the value is not what happened: the value is right). Several claims among them:
     the gradient cannot say which mistake it is."""
     budget_input, budget_target = budgets
-    missing = _no_gradient(gradients, want_input, want_target, target_checked)
+    missing = _no_gradient(gradients, want_input, want_target, budgets, target_checked)
     other_right = missing is not None and (
         within(gradients["both"][0], want_input, budget_input, None)
         if missing[0] == "gradient-target" else
@@ -181,12 +181,13 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
     return found
 
 
-def _no_gradient(gradients, want_input, want_target, target_checked):
+def _no_gradient(gradients, want_input, want_target, budgets, target_checked):
     """(claim, mistake, absent) where an argument's gradient is absent (None) or exactly 0
-    while KL's is not, else None."""
-    wants = (("gradient-input", "input", want_input, None),
-             ("gradient-target", "target", want_target, target_checked))
-    for index, (claim, role, want, checked) in enumerate(wants):
+    while KL's is not, else None. A KL gradient within its budget of 0 (the logits'
+    Q - P at P = Q) is not one: an exact 0 is then right."""
+    wants = (("gradient-input", "input", want_input, budgets[0], None),
+             ("gradient-target", "target", want_target, budgets[1], target_checked))
+    for index, (claim, role, want, allowed, checked) in enumerate(wants):
         want = np.asarray(want, dtype=np.float64)
         if checked is not None:
             want = np.where(np.asarray(checked, dtype=bool), want, 0.0)
@@ -196,7 +197,9 @@ def _no_gradient(gradients, want_input, want_target, target_checked):
         got = gradients["both"][index]
         if got is None:
             return claim, f"no gradient reaches the {role} (None)", True
-        if not np.any(np.asarray(got, dtype=np.float64)):
+        with np.errstate(invalid="ignore"):
+            zero_is_wrong = np.any(np.isfinite(want) & (np.abs(want) > allowed))
+        if zero_is_wrong and not np.any(np.asarray(got, dtype=np.float64)):
             return claim, f"the gradient with respect to the {role} is exactly 0", False
     return None
 

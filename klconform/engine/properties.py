@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.constants import ALSO_FITS, DEFAULT_TIMEOUT_S, DIAGNOSIS_PREFIX
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import strategies
@@ -683,8 +683,17 @@ def _attributed(prop, probe, adapter, device, claims):
 def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint):
     outcome.status = "errored" if probe.error else "failed"
     outcome.checks = list(probe.failures.lines)
-    outcome.diagnosis = f"shrunk example: {probe.example!r}" + (
+    shrunk = f"shrunk example: {probe.example!r}" + (
         f"; replay: {replay_hint}" if replay_hint else "")
+    if probe.failures.mistakes:
+        # The mistake leads, as a value case's does, so that the report groups this failure
+        # under the same root cause; the example sits inside its detail, before what else
+        # fits (report.root_causes reads both from where a value case puts them).
+        mistake, _, others = probe.failures.mistakes[0].partition(ALSO_FITS)
+        outcome.diagnosis = f"{DIAGNOSIS_PREFIX} {mistake} ({shrunk})" + (
+            ALSO_FITS + others if others else "")
+    else:
+        outcome.diagnosis = shrunk
     call, expected, value = probe.first_failed or (probe.calls[0][1], None, None)
     if expected is not None:
         outcome.expected = summarize(expected.value)
