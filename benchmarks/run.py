@@ -1,6 +1,6 @@
 """klconform benchmarks: run `python benchmarks/run.py` after the README's set-up.
 
-Prints five tables, every figure with its ratio:
+Prints seven tables, every figure with its ratio:
   (a) wall time of the default `klconform run --impl torch` against the floor of starting
       Python with torch, pytest, hypothesis and yaml imported (target: within 2x);
   (b) the oracle's time and peak extra memory against torch's own kl_div time on
@@ -8,17 +8,23 @@ Prints five tables, every figure with its ratio:
       within 3x the input bytes);
   (c) the speed-up of `-n 2` (pytest-xdist) over a serial run, default and thorough profile;
   (d) the cost of running each implementation call in the killable call worker;
-  (e) a distillation loss's default run under its record against torch's (target: 1.5x).
+  (e) a distillation loss's default run under its record against torch's (target: 1.5x);
+  (f) each built-in record whose library is installed here against torch (target: 2x);
+  (g) a broken function (every call raises; every 2-D 'sum' call crashes its process)
+      against a correct one (target: no slower).
 Figures are measured, never asserted: the notes record them.
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import tracemalloc
+from importlib.util import find_spec
 
 import numpy as np
 
@@ -43,16 +49,18 @@ def paired(first, second, repeats, warm_up=True):
             statistics.median(b / a for a, b in pairs))
 
 
-def _run(command):
-    completed = subprocess.run(command, capture_output=True, text=True)
-    if completed.returncode != 0:
+def _run(command, env=None, allowed=(0,)):
+    completed = subprocess.run(command, capture_output=True, text=True,
+                               env=None if env is None else {**os.environ, **env})
+    if completed.returncode not in allowed:
         sys.exit(f"benchmark command failed ({completed.returncode}): {' '.join(command)}\n"
                  f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}")
 
 
-def wall_pairs(first, second, repeats):
+def wall_pairs(first, second, repeats, env=None, allowed=(0,)):
     """paired() for two commands; no warm-up run (a thorough run takes a minute)."""
-    return paired(lambda: _run(first), lambda: _run(second), repeats, warm_up=False)
+    return paired(lambda: _run(first, env, allowed), lambda: _run(second, env, allowed),
+                  repeats, warm_up=False)
 
 
 def klconform_run(extra, report_dir, impl=("--impl", "torch")):
@@ -75,6 +83,74 @@ def distillation_times(repeats):
               ["klconform run --impl torch", f"{torch_run:.2f}", "1.00"],
               ["klconform run --impl tests.distillation.losses:token_kd_labels "
                "--convention ...", f"{distillation:.2f}", f"{ratio:.2f}"]])
+
+
+# Built-in records, the module each needs, and the environment its run needs. A record
+# whose library is not installed here is listed as not measured.
+BUILT_INS = (("numpy", "numpy", {}), ("scipy", "scipy", {}), ("torch-module", "torch", {}),
+             ("torchmetrics", "torchmetrics", {}), ("jax", "jax", {}), ("optax", "optax", {}),
+             ("keras-jax", "keras", {"KERAS_BACKEND": "jax"}),
+             ("keras-tensorflow", "tensorflow", {"KERAS_BACKEND": "tensorflow"}),
+             ("mlx", "mlx", {}), ("paddle", "paddle", {}), ("mindspore", "mindspore", {}))
+
+
+def built_in_times(repeats):
+    """(f) each installed built-in's default run against torch's (target: within 2x)."""
+    rows = [["torch", "", "1.00"]]
+    with tempfile.TemporaryDirectory() as directory:
+        for name, module, env in BUILT_INS:
+            if find_spec(module) is None:
+                rows.append([name, "not installed here", ""])
+                continue
+            # A failing run is still a run: exit 1 is a verdict, not a broken benchmark.
+            torch_run, run, ratio = wall_pairs(
+                klconform_run([], directory), klconform_run([], directory, ("--impl", name)),
+                repeats, env, allowed=(0, 1))
+            rows[0][1] = f"{torch_run:.2f}"
+            rows.append([name, f"{run:.2f}", f"{ratio:.2f}"])
+    table("(f) each built-in's default run against torch's (in alternation; median of the "
+          "ratios)", ["--impl", "seconds", "x torch"], rows)
+
+
+BROKEN_MODULE = textwrap.dedent("""
+    import os
+
+    import torch.nn.functional as F
+
+
+    def correct(input, target, reduction="mean", log_target=False):
+        return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+    def wrong_array_type(input, target, reduction="mean", log_target=False):
+        return correct(input, target, reduction, log_target).numpy()
+
+
+    def crashes_on_2d_sum(input, target, reduction="mean", log_target=False):
+        if input.dim() == 2 and reduction == "sum":
+            os._exit(3)
+        return correct(input, target, reduction, log_target)
+""")
+
+
+def broken_times(repeats):
+    """(g) functions broken on every call, or crashing on one kind of call, against a
+    correct one (target: no slower)."""
+    with tempfile.TemporaryDirectory() as directory:
+        with open(os.path.join(directory, "bench_losses.py"), "w") as module:
+            module.write(BROKEN_MODULE)
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, (directory,
+                                                           os.environ.get("PYTHONPATH"))))}
+        correct = klconform_run([], directory, ("--impl", "bench_losses:correct"))
+        rows = []
+        for name in ("wrong_array_type", "crashes_on_2d_sum"):
+            correct_run, broken, ratio = wall_pairs(
+                correct, klconform_run([], directory, ("--impl", f"bench_losses:{name}")),
+                repeats, env, allowed=(0, 1))
+            rows += [[f"bench_losses:{name}", f"{broken:.2f}", f"{ratio:.2f}"]]
+        rows.insert(0, ["bench_losses:correct", f"{correct_run:.2f}", "1.00"])
+    table("(g) broken functions against a correct one (in alternation; median of the ratios)",
+          ["--impl", "seconds", "x correct"], rows)
 
 
 def table(title, header, rows):
@@ -169,8 +245,8 @@ def oracle_against_torch(repeats):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--only", choices=("runs", "oracle", "worker", "distillation"),
-                        default=None)
+    parser.add_argument("--only", choices=("runs", "oracle", "worker", "distillation",
+                                           "built-ins", "broken"), default=None)
     parser.add_argument("--no-thorough", action="store_true",
                         help="leave out the thorough-profile -n 2 comparison (minutes)")
     args = parser.parse_args()
@@ -182,6 +258,10 @@ def main():
         run_times(args.repeats, thorough=not args.no_thorough)
     if args.only in (None, "distillation"):
         distillation_times(args.repeats)
+    if args.only in (None, "built-ins"):
+        built_in_times(args.repeats)
+    if args.only in (None, "broken"):
+        broken_times(args.repeats)
 
 
 if __name__ == "__main__":

@@ -20,4 +20,7 @@ DEFAULT_TIMEOUT_S = 60.0
 # " (also fits: <mistake> | <mistake>)".
 DIAGNOSIS_PREFIX = "looks like:"
 ALSO_FITS = " (also fits: "
+# What follows a property's diagnosis: its shrunk example and the replay command (last, so
+# that the command can be pasted as it stands).
+SHRUNK_EXAMPLE = "shrunk example: "
 ALSO_FITS_SEPARATOR = " | "

@@ -1,4 +1,5 @@
-"""Implementations that hang, for tests/test_hangs.py (torch's calling convention)."""
+"""Implementations that hang, crash or raise, for tests/test_hangs.py (torch's calling
+convention)."""
 
 import time
 
@@ -22,4 +23,28 @@ def spins_in_float16(input, target, reduction="mean", log_target=False):
     if input.dim() == 2 and input.element_size() == 2:
         while True:
             pass
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+def exits_on_2d_sum(input, target, reduction="mean", log_target=False):
+    if input.dim() == 2 and reduction == "sum":
+        import os
+
+        os._exit(3)  # takes its process down, as a segfaulting kernel would
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+# The same function under another name: the circuit breaker counts per --impl string, and
+# the property test must not find it open from the breaker test before it.
+exits_on_2d_sum_in_a_property = exits_on_2d_sum
+
+
+def returns_numpy(input, target, reduction="mean", log_target=False):
+    # The wrong array type on every call: klconform refuses each result alike.
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target).numpy()
+
+
+def rejects_sum(input, target, reduction="mean", log_target=False):
+    if reduction == "sum":
+        raise ValueError("this loss has no 'sum'")
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)

@@ -46,3 +46,24 @@ def test_run_from_a_folder_holding_the_installation_collects_only_the_suites():
     collected = [line for line in completed.stdout.splitlines() if "::" in line or ": " in line]
     assert collected and all(line.startswith("test_") for line in collected), \
         completed.stdout[-2000:]
+
+
+def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
+    from argparse import Namespace
+
+    from klconform.cli import main as cli
+
+    def choice(profile="default", max_examples=None, extra=(), cores=2):
+        monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(cores)),
+                            raising=False)
+        return cli.parallelism(Namespace(kl_profile=profile, kl_seed=None,
+                                         kl_max_examples=max_examples), list(extra))
+
+    workers, why = choice()
+    assert workers == 0 and why.startswith("serial: at 25 examples per property")
+    workers, why = choice("thorough")
+    assert workers == 2 and "400 examples per property on 2 cores" in why
+    assert choice("thorough", cores=8)[0] == cli.MAX_WORKERS
+    assert choice(max_examples=200)[0] == 2
+    assert choice("thorough", cores=1) == (0, "serial: 400 examples per property, but one core")
+    assert choice("thorough", extra=["-n", "3"]) == (0, "workers as given after --")

@@ -141,3 +141,82 @@ def test_property_stops_at_the_first_timeout_without_shrinking():
     hung = [shape for shape in calls if len(shape) == 3]
     assert len(hung) == 1, f"the property called the hanging shape again: {calls}"
     assert len(calls[-1]) == 3  # nothing after the timeout
+
+
+def _uniform(shape, dtype="float32", reduction="sum"):
+    classes = shape[-1]
+    return Call(np.log(np.full(shape, 1 / classes)), np.full(shape, 1 / classes), dtype=dtype,
+                reduction=reduction)
+
+
+def test_breaker_counts_crashes_as_it_counts_hangs():
+    adapter = load_adapter("tests.hanging:exits_on_2d_sum")
+    crashing = _uniform((2, 3))
+    for _ in range(isolation.HANG_LIMIT):
+        with pytest.raises(isolation.WorkerCrashed, match="exit status 3"):
+            isolation.run_isolated(adapter, "run", crashing, timeout=60)
+    started = time.monotonic()
+    with pytest.raises(isolation.CallNotRun, match="hung or crashed on 2 calls in a row with "
+                                                   "2-d inputs.*crashed"):
+        isolation.run_isolated(adapter, "run", crashing, timeout=60)
+    assert time.monotonic() - started < 0.4  # refused without starting a worker's imports
+    assert isolation.run_isolated(adapter, "run", _uniform((3,)), timeout=60).shape == ()
+
+
+def test_property_stops_at_the_first_crash_without_shrinking():
+    from klconform.harness.hypothesis_profiles import configure
+
+    configure("default")  # as a run has it: no deadline (the worker's start is not the call)
+    adapter = load_adapter("tests.hanging:exits_on_2d_sum_in_a_property")
+    calls = []
+    real = isolation.run_isolated
+
+    def counting(*args, **kwargs):
+        calls.append((args[2].input.shape, args[2].reduction))
+        return real(*args, **kwargs)
+
+    isolation.run_isolated = counting
+    try:
+        outcome = run_property(BY_ID["sum-equals-none-sum"], adapter, "float32", timeout=60)
+    finally:
+        isolation.run_isolated = real
+    assert outcome.status == "errored"
+    assert "crashed the call worker process (exit status 3)" in outcome.checks[0]
+    crashed = [shape for shape, reduction in calls if len(shape) == 2 and reduction == "sum"]
+    assert len(crashed) == 1, f"the property called the crashing kind again: {calls}"
+
+
+def test_the_same_error_on_every_call_is_raised_again_without_calling():
+    adapter = load_adapter("tests.hanging:returns_numpy")
+    kinds = [_uniform((2, 3)), _uniform((4,), "float64", "mean"), _uniform((2, 2, 3))]
+    errors = []
+    for index in range(isolation.REPEAT_LIMIT):
+        with pytest.raises(Exception) as raised:
+            isolation.run_isolated(adapter, "run", kinds[index % len(kinds)], timeout=60)
+        assert not getattr(raised.value, "replayed", None)
+        errors.append(raised.value)
+    calls = []
+    real = isolation.CallWorker.call
+    isolation.CallWorker.call = lambda *args, **kwargs: calls.append(args) or real(*args,
+                                                                                   **kwargs)
+    try:
+        with pytest.raises(Exception) as raised:
+            isolation.run_isolated(adapter, "run", _uniform((5, 7)), timeout=60)
+    finally:
+        isolation.CallWorker.call = real
+    assert not calls
+    assert type(raised.value).__name__ == type(errors[0]).__name__
+    assert str(raised.value) == str(errors[0]) and "returned ndarray" in str(errors[0])
+    assert "never returned a value" in raised.value.replayed
+
+
+def test_a_function_that_has_returned_is_always_called_again():
+    # It raises on every 'sum' (a deliberate refusal, as for an invalid reduction), but its
+    # first call returned: each later call is made and answered by the function itself.
+    adapter = load_adapter("tests.hanging:rejects_sum")
+    assert isolation.run_isolated(adapter, "run", _uniform((2, 3), reduction="mean"),
+                                  timeout=60).shape == ()
+    for index in range(isolation.REPEAT_LIMIT + 2):
+        with pytest.raises(ValueError, match="no 'sum'") as raised:
+            isolation.run_isolated(adapter, "run", _uniform((2, index + 2)), timeout=60)
+        assert not getattr(raised.value, "replayed", None)

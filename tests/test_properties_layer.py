@@ -171,6 +171,53 @@ def test_strategy_values_are_exact_in_the_dtype():
     exact()
 
 
+def test_a_library_that_compiles_per_shape_is_drawn_fixed_shapes_with_every_edge():
+    from dataclasses import replace
+
+    from hypothesis import given, settings
+
+    from klconform.adapters import load_adapter
+    from klconform.engine.strategies import FIXED_SHAPES, LARGE_LAST_DIM
+
+    # Each rank keeps size 1, rows of one element and vocabulary-like rows.
+    for rank, shapes in FIXED_SHAPES.items():
+        if rank:
+            assert (1,) * rank in shapes and any(shape[-1] == 1 and np.prod(shape) > 1
+                                                 or rank == 1 for shape in shapes)
+            assert any(shape[-1] >= LARGE_LAST_DIM[0] for shape in shapes)
+    # The record's field reaches the strategy: a numpy function declared as compiling.
+    record = load_adapter("numpy")
+    adapter = NumpyAdapter()
+    adapter.capabilities = replace(adapter.capabilities, fixed_shapes=True)
+    allowed = {shape for shapes in FIXED_SHAPES.values() for shape in shapes}
+    drawn = set()
+    for prop in (properties.BY_ID["sum-equals-none-sum"], properties.BY_ID["asymmetric"],
+                 properties.BY_ID["one-hot-cross-entropy"]):
+        @settings(max_examples=60, derandomize=True, database=None, deadline=None)
+        @given(prop.strategy(adapter, "float32", "cpu"))
+        def shapes_of(example):
+            drawn.add(example.input.shape)
+
+        shapes_of()
+    assert drawn <= allowed, drawn - allowed
+    assert len(drawn) > 4, drawn
+    assert not record.capabilities.fixed_shapes
+
+
+def test_compiles_per_shape_in_a_record_sets_fixed_shapes(tmp_path):
+    from klconform.adapters import load_adapter
+
+    record = tmp_path / "compiling.yaml"
+    record.write_text("name: compiling\ndescription: numpy's own, declared as compiling\n"
+                      "function: numpy:add\narrays: numpy\narguments: [prediction, target]\n"
+                      "spaces: {prediction: log-probabilities, target: probabilities}\n"
+                      "output: elementwise\ndtypes: {cpu: [float32, float64]}\nautograd: none\n"
+                      "compiles_per_shape: true\n")
+    adapter = load_adapter("numpy:add", convention=str(record))
+    assert adapter.capabilities.fixed_shapes
+    assert adapter.capabilities.as_dict()["fixed_shapes"] is True
+
+
 def test_examples_directory_is_under_the_report_dir(wrong_run):
     _, report_dir, _ = wrong_run
     assert Path(report_dir / "examples").is_dir()

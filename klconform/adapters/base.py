@@ -86,6 +86,8 @@ class Capabilities:
     # What a distillation loss's record declares: "temperature", "mask", "logits" (an
     # argument it normalises itself). Claims about each are not applicable without it.
     distillation: frozenset = frozenset()
+    # The library compiles per input shape: properties draw from strategies.FIXED_SHAPES.
+    fixed_shapes: bool = False
 
     def as_dict(self):
         return {
@@ -97,6 +99,7 @@ class Capabilities:
             "ranks": list(self.ranks),
             "layouts": sorted(self.layouts),
             "distillation": sorted(self.distillation),
+            "fixed_shapes": self.fixed_shapes,
         }
 
 

@@ -163,6 +163,7 @@ class ConventionAdapter(Adapter):
                 feature for feature, declared in (
                     ("temperature", record.temperature), ("mask", record.mask),
                     ("logits", "logits" in spaces.values())) if declared),
+            fixed_shapes=bool(record.compiles_per_shape),
         )
 
     def version(self):

@@ -206,6 +206,10 @@ def run_suites(args):
     ]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         pytest_args += ["-p", "klconform.harness.plugin"]
+    workers, why = parallelism(args, extra)
+    print(f"klconform run: {why}", file=sys.stderr)
+    if workers:
+        pytest_args += ["-n", str(workers)]
     # Hypothesis keeps a cache in ./.hypothesis; the child puts it here, and it goes.
     hypothesis_home = tempfile.mkdtemp(prefix="klconform-hypothesis-")
     os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = hypothesis_home
@@ -213,6 +217,39 @@ def run_suites(args):
         return run_isolated(pytest_args + extra, args.report_dir)
     finally:
         shutil.rmtree(hypothesis_home, ignore_errors=True)
+
+
+# Examples per property above which splitting the run over pytest-xdist workers pays: each
+# worker starts its own interpreter, library and call worker, which the default profile's
+# 25 examples do not repay (benchmarks/RESULTS.md (c): -n 2 0.84x serial at 25 examples,
+# 1.61x at the thorough profile's 400, on 2 cores).
+PARALLEL_EXAMPLES = 100
+MAX_WORKERS = 4
+
+
+def parallelism(args, extra):
+    """(workers or 0 for serial, the sentence saying which and why)."""
+    from importlib.util import find_spec
+
+    from klconform.harness.hypothesis_profiles import describe
+
+    if any(argument == "-n" or argument.startswith(("-n", "--numprocesses"))
+           for argument in extra):
+        return 0, "workers as given after --"
+    examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    if examples < PARALLEL_EXAMPLES:
+        return 0, (f"serial: at {examples} examples per property a run is faster in one "
+                   f"process than split over workers (pass -- -n N to split it)")
+    if cores < 2:
+        return 0, f"serial: {examples} examples per property, but one core"
+    if find_spec("xdist") is None:
+        return 0, (f"serial: {examples} examples per property would run faster on "
+                   f"{min(cores, MAX_WORKERS)} workers, but pytest-xdist is not installed")
+    workers = min(cores, MAX_WORKERS)
+    return workers, (f"{workers} workers (pytest-xdist -n {workers}): {examples} examples per "
+                     f"property on {cores} cores run faster split than serial")
 
 
 def run_diagnose(args):

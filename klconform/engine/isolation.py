@@ -7,10 +7,14 @@ thread could only be abandoned, still running and still burning CPU), and a fres
 is started at once so its start-up overlaps the rest of the run. A call that crashes the
 worker (segfault, os._exit) errors its case and the run goes on.
 
-A circuit breaker keeps a hanging implementation from costing one timeout per case: after
-HANG_LIMIT timeouts in a row on one kind of input (the input's number of dimensions, and
-that with the dtype), calls of that kind are not made any more; they raise CallNotRun,
-which names the calls that hung.
+A circuit breaker keeps a hanging or crashing implementation from costing one timeout (or
+one restarted worker, which imports the library again) per case: after HANG_LIMIT timeouts
+or crashes in a row on one kind of input (the input's number of dimensions, and that with
+the dtype), calls of that kind are not made any more; they raise CallNotRun, which names
+the calls that hung or crashed. And a function that has never returned a value in this
+process and raised the same error on REPEAT_LIMIT calls in a row, of several kinds of call,
+is broken for every call (it returns the wrong array type, it lacks a required keyword):
+later calls raise that error again without being made (`replayed` says so).
 
 Adapters that were not made by load_adapter (no --impl string to re-create them from) run
 on a thread in this process, as before: they can time out but cannot be killed.
@@ -32,6 +36,12 @@ from klconform.engine import wire
 # Loading the adapter in the worker (importing torch, say) is not the call under test.
 LOAD_TIMEOUT_S = 300.0
 HANG_LIMIT = 2
+# A correct function raises on some inputs too (an invalid reduction, a probability row its
+# validation rejects), but it returns a value on some call among its first few: only one
+# that never has, with the same error on this many calls of at least REPEAT_KINDS
+# different shapes, dtypes or reductions, is taken to raise it on every call.
+REPEAT_LIMIT = 8
+REPEAT_KINDS = 3
 ISOLATED_METHODS = ("run", "run_gradients")
 
 
@@ -172,12 +182,17 @@ class CallWorker:
 
 
 class CircuitBreaker:
-    """Counts timeouts in a row per kind of input; a kind that hangs HANG_LIMIT times is off."""
+    """Counts timeouts and crashes in a row per kind of input (a kind that hangs or crashes
+    HANG_LIMIT times is off), and the same error in a row from a function that never
+    returned (REPEAT_LIMIT of them, and every later call raises it again)."""
 
-    def __init__(self, limit=HANG_LIMIT):
+    def __init__(self, limit=HANG_LIMIT, repeat_limit=REPEAT_LIMIT):
         self.limit = limit
-        self.streaks = {}      # kind -> timeouts since the last call of that kind returned
-        self.hung = {}         # kind -> descriptions of the calls that timed out
+        self.repeat_limit = repeat_limit
+        self.streaks = {}      # kind -> timeouts or crashes since a call of that kind returned
+        self.hung = {}         # kind -> descriptions of the calls that timed out or crashed
+        self.returned_once = set()  # specs that have returned a value
+        self.repeats = {}      # spec -> (error type name, text, count, call kinds seen)
 
     @staticmethod
     def kinds(spec, call):
@@ -192,20 +207,44 @@ class CircuitBreaker:
         return text + (f" in {kind[2]}" if len(kind) > 2 else "")
 
     def refuse(self, spec, call):
-        """The CallNotRun to raise instead of making the call, or None."""
+        """The exception to raise instead of making the call, or None: CallNotRun for a kind
+        that hangs or crashes, the repeated error of a function broken for every call."""
         for kind in self.kinds(spec, call):
             if self.streaks.get(kind, 0) >= self.limit:
                 return CallNotRun(
-                    f"not run: the implementation hung on {self.limit} calls in a row with "
-                    f"{self.describe(kind)} ({'; '.join(self.hung[kind][-self.limit:])}), "
-                    f"so klconform stopped calling it with such inputs (--kl-timeout)")
+                    f"not run: the implementation hung or crashed on {self.limit} calls in a "
+                    f"row with {self.describe(kind)} "
+                    f"({'; '.join(self.hung[kind][-self.limit:])}), so klconform stopped "
+                    f"calling it with such inputs (--kl-timeout)")
+        repeated = self.repeats.get(spec)
+        if repeated and repeated[2] >= self.repeat_limit and len(repeated[3]) >= REPEAT_KINDS:
+            # The same type name and text: the report groups it with the calls made.
+            error = _rebuilt_error(repeated[0], repeated[1])
+            error.replayed = (f"not called: the implementation raised this on each of its "
+                              f"first {repeated[2]} calls and never returned a value")
+            return error
         return None
 
     def returned(self, spec, call):
+        self.returned_once.add(spec)
+        self.repeats.pop(spec, None)
         for kind in self.kinds(spec, call):
             self.streaks.pop(kind, None)
 
-    def timed_out(self, spec, call, label):
+    def raised(self, spec, call, error):
+        if spec in self.returned_once:
+            return
+        name, text = type(error).__name__, str(error)
+        kind = (getattr(getattr(call, "input", None), "shape", None),
+                getattr(call, "dtype", None), getattr(call, "reduction", None))
+        previous = self.repeats.get(spec)
+        if previous and previous[:2] == (name, text):
+            self.repeats[spec] = (name, text, previous[2] + 1, previous[3] | {kind})
+        else:
+            self.repeats[spec] = (name, text, 1, {kind})
+
+    def failed(self, spec, call, label):
+        """A call of this kind timed out or crashed the worker."""
         for kind in self.kinds(spec, call):
             self.streaks[kind] = self.streaks.get(kind, 0) + 1
             self.hung.setdefault(kind, []).append(label)
@@ -286,14 +325,18 @@ def run_isolated(adapter, method, call, timeout=DEFAULT_TIMEOUT_S):
             result = worker.call(spec, method, call, timeout)
         except WorkerCrashed:
             _pool.replace()
+            _pool.breaker.failed(spec, call, f"{_label(call)} crashed")
             raise
         if result is None:
             _pool.replace()
-            _pool.breaker.timed_out(spec, call, _label(call))
+            _pool.breaker.failed(spec, call, f"{_label(call)} hung")
             raise CallTimeout(f"no result after {timeout:g} s (per-call timeout; --kl-timeout); "
                               f"the call's process was killed")
-        _pool.breaker.returned(spec, call)
-    returned, value = result
+        returned, value = result
+        if returned:
+            _pool.breaker.returned(spec, call)
+        else:
+            _pool.breaker.raised(spec, call, value)
     if not returned:
         raise value
     return value

@@ -55,4 +55,8 @@ def errored_outcome(outcome, error):
     outcome.status = "errored"
     outcome.actual = f"{type(error).__name__}: {first_line(error)}"
     outcome.checks = [f"the implementation raised {outcome.actual}"]
+    replayed = getattr(error, "replayed", None)
+    if replayed:
+        # The error is the one it raised on every call so far (engine.isolation's breaker).
+        outcome.message = f"{outcome.message}; {replayed}" if outcome.message else replayed
     return outcome

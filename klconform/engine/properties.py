@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.constants import ALSO_FITS, DEFAULT_TIMEOUT_S, DIAGNOSIS_PREFIX
+from klconform.constants import DEFAULT_TIMEOUT_S, DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import strategies
@@ -82,6 +82,19 @@ class PropertyHung(BaseException):
 
 class PropertyViolation(Exception):
     """Raised inside the Hypothesis search; carries the Probe of the falsifying example."""
+
+    def __init__(self, probe):
+        super().__init__("; ".join(probe.failures.lines))
+        self.probe = probe
+
+
+class PropertyErrored(BaseException):
+    """The implementation raised, or crashed its worker: the search stops at this example.
+
+    A BaseException, as PropertyHung is: shrinking would call it again on every smaller
+    example (restarting a crashed worker, which imports the library again, each time), and
+    what it raised is the finding, whatever the example.
+    """
 
     def __init__(self, probe):
         super().__init__("; ".join(probe.failures.lines))
@@ -467,13 +480,14 @@ class Property:
             # A library that takes P only in log space cannot be asked about P = 0 here:
             # the zero-target cases judge that.
             options = replace(options, positive=True)
+        fixed = adapter.capabilities.fixed_shapes
         if self.special == "one-hot":
-            return strategies.one_hot_examples(dtype, options.max_dims)
+            return strategies.one_hot_examples(dtype, options.max_dims, fixed)
         reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
                                                                device)
         # A must-level property never draws an implementation-defined point: 0-d 'batchmean'
         # (impl-0d-batchmean) has no batch to divide by.
-        drawn = strategies.examples(dtype, reductions, log_targets, options).filter(
+        drawn = strategies.examples(dtype, reductions, log_targets, options, fixed).filter(
             lambda example: not (example.reduction == "batchmean" and np.ndim(example.input) == 0))
         if self.special == "asymmetric":
             return drawn.filter(clearly_asymmetric)
@@ -617,6 +631,8 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
             probe.first_failed = probe.first_failed or (error.call, None, None)
         finally:
             not_run[0] += probe.refused
+        if probe.error:
+            raise PropertyErrored(probe)
         if probe.failures:
             raise PropertyViolation(probe)
 
@@ -633,7 +649,7 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         outcome.checks = [str(hung)]
         outcome.actual = "no result (timed out)"
         outcome.snippet = reproduce.snippet(adapter, hung.call)
-    except PropertyViolation as violation:
+    except (PropertyViolation, PropertyErrored) as violation:
         probe = _attributed(prop, violation.probe, guarded, device, judged)
         _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint)
         failures = probe.failures
@@ -654,8 +670,8 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         outcome.checks = [f"hypothesis: {type(error).__name__}: "
                           f"{first_line(error)}"]
     if not_run[0]:
-        note = (f"{not_run[0]} call(s) not run: the implementation hung earlier on inputs of "
-                f"their kind, so those examples were replaced by others")
+        note = (f"{not_run[0]} call(s) not run: the implementation hung or crashed earlier on "
+                f"inputs of their kind, so those examples were replaced by others")
         outcome.message = f"{outcome.message}; {note}" if outcome.message else note
         if outcome.status == "errored" and outcome.checks[0].startswith("hypothesis:"):
             outcome.checks.insert(0, note)
@@ -683,17 +699,12 @@ def _attributed(prop, probe, adapter, device, claims):
 def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint):
     outcome.status = "errored" if probe.error else "failed"
     outcome.checks = list(probe.failures.lines)
-    shrunk = f"shrunk example: {probe.example!r}" + (
+    shrunk = f"{SHRUNK_EXAMPLE}{probe.example!r}" + (
         f"; replay: {replay_hint}" if replay_hint else "")
-    if probe.failures.mistakes:
-        # The mistake leads, as a value case's does, so that the report groups this failure
-        # under the same root cause; the example sits inside its detail, before what else
-        # fits (report.root_causes reads both from where a value case puts them).
-        mistake, _, others = probe.failures.mistakes[0].partition(ALSO_FITS)
-        outcome.diagnosis = f"{DIAGNOSIS_PREFIX} {mistake} ({shrunk})" + (
-            ALSO_FITS + others if others else "")
-    else:
-        outcome.diagnosis = shrunk
+    # A named mistake leads, as a value case's does, so that the report groups this failure
+    # under the same root cause (report.root_causes reads up to the shrunk example).
+    outcome.diagnosis = (f"{DIAGNOSIS_PREFIX} {probe.failures.mistakes[0]}; {shrunk}"
+                         if probe.failures.mistakes else shrunk)
     call, expected, value = probe.first_failed or (probe.calls[0][1], None, None)
     if expected is not None:
         outcome.expected = summarize(expected.value)

@@ -17,7 +17,7 @@ Reads the report dict only (report["failures"]); nothing here knows the engine.
 import re
 from dataclasses import dataclass, field
 
-from klconform.constants import ALSO_FITS, ALSO_FITS_SEPARATOR, DIAGNOSIS_PREFIX
+from klconform.constants import ALSO_FITS, ALSO_FITS_SEPARATOR, DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
 
 # A number standing alone: not the 16 of float16 or the 2 of log2.
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])")
@@ -72,9 +72,15 @@ def first_check(failure):
     return " ".join(str(checks[0] if checks else failure.get("summary") or "").split())
 
 
+def _diagnosis(failure):
+    """The failure's diagnosis on one line, without a property's shrunk example after it."""
+    diagnosis = " ".join(str(failure.get("diagnosis") or "").split())
+    return diagnosis.split(f"; {SHRUNK_EXAMPLE}", 1)[0]
+
+
 def classify(failure):
     """(kind, title, pattern): what this failure shares with others of the same mistake."""
-    diagnosis = " ".join(str(failure.get("diagnosis") or "").split())
+    diagnosis = _diagnosis(failure)
     if diagnosis.startswith(DIAGNOSIS_PREFIX):
         # A mistake's name is what precedes its parenthesised detail: "negatives clamped to
         # 0 (the result)" at a total is "(each pointwise term ...)" at 'none', one bug.
@@ -165,7 +171,7 @@ def root_causes(report):
 
 def also_fits(failure):
     """The names of the other mistakes the engine found reproducing this failure's value."""
-    diagnosis = " ".join(str(failure.get("diagnosis") or "").split())
+    diagnosis = _diagnosis(failure)
     if ALSO_FITS not in diagnosis:
         return ()
     listed = diagnosis.split(ALSO_FITS, 1)[1].removesuffix(")")
