@@ -122,25 +122,32 @@ def test_breaker_is_per_kind_of_input_dtype_included():
     assert isolation.run_isolated(adapter, "run", single, timeout=30).shape == ()
 
 
-def test_property_stops_at_the_first_timeout_without_shrinking():
-    adapter = load_adapter("tests.hanging:spins")
+def _property_calls(monkeypatch, impl, property_id, dtype, timeout):
+    """(outcome, [(input shape, reduction)] of every call) of one property's search, under
+    the settings a run has (no deadline: the call worker's start is not the call)."""
+    from klconform.harness.hypothesis_profiles import configure
+
+    configure("default")
     calls = []
     real = isolation.run_isolated
 
     def counting(*args, **kwargs):
-        calls.append(args[2].input.shape)
+        calls.append((args[2].input.shape, args[2].reduction))
         return real(*args, **kwargs)
 
-    isolation.run_isolated = counting
-    try:
-        outcome = run_property(BY_ID["none-keeps-shape"], adapter, "float64", timeout=0.5)
-    finally:
-        isolation.run_isolated = real
+    monkeypatch.setattr(isolation, "run_isolated", counting)
+    outcome = run_property(BY_ID[property_id], load_adapter(impl), dtype, timeout=timeout)
+    return outcome, calls
+
+
+def test_property_stops_at_the_first_timeout_without_shrinking(monkeypatch):
+    outcome, calls = _property_calls(monkeypatch, "tests.hanging:spins", "none-keeps-shape",
+                                     "float64", 0.5)
     assert outcome.status == "errored"
     assert "timed out" in outcome.checks[0] and "no result after 0.5 s" in outcome.checks[0]
-    hung = [shape for shape in calls if len(shape) == 3]
+    hung = [shape for shape, _ in calls if len(shape) == 3]
     assert len(hung) == 1, f"the property called the hanging shape again: {calls}"
-    assert len(calls[-1]) == 3  # nothing after the timeout
+    assert len(calls[-1][0]) == 3  # nothing after the timeout
 
 
 def _uniform(shape, dtype="float32", reduction="sum"):
@@ -163,23 +170,9 @@ def test_breaker_counts_crashes_as_it_counts_hangs():
     assert isolation.run_isolated(adapter, "run", _uniform((3,)), timeout=60).shape == ()
 
 
-def test_property_stops_at_the_first_crash_without_shrinking():
-    from klconform.harness.hypothesis_profiles import configure
-
-    configure("default")  # as a run has it: no deadline (the worker's start is not the call)
-    adapter = load_adapter("tests.hanging:exits_on_2d_sum_in_a_property")
-    calls = []
-    real = isolation.run_isolated
-
-    def counting(*args, **kwargs):
-        calls.append((args[2].input.shape, args[2].reduction))
-        return real(*args, **kwargs)
-
-    isolation.run_isolated = counting
-    try:
-        outcome = run_property(BY_ID["sum-equals-none-sum"], adapter, "float32", timeout=60)
-    finally:
-        isolation.run_isolated = real
+def test_property_stops_at_the_first_crash_without_shrinking(monkeypatch):
+    outcome, calls = _property_calls(monkeypatch, "tests.hanging:exits_on_2d_sum_in_a_property",
+                                     "sum-equals-none-sum", "float32", 60)
     assert outcome.status == "errored"
     assert "crashed the call worker process (exit status 3)" in outcome.checks[0]
     crashed = [shape for shape, reduction in calls if len(shape) == 2 and reduction == "sum"]
