@@ -81,6 +81,9 @@ def test_thorough_run_without_seed_picks_and_records_one():
     assert properties.session_seed(default) is None and default.settings == {"seed": None}
 
 
+# One worker under `pytest -n`: its module-scoped runs are made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("properties-layer")
+
 @pytest.fixture(scope="module")
 def wrong_run(tmp_path_factory):
     """The property suite against a wrong 'batchmean', once: (result, report dir, env)."""

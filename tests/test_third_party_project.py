@@ -31,6 +31,9 @@ LIBRARY = """
 """
 
 
+# One worker under `pytest -n`: its module-scoped runs are made once, not once per worker.
+pytestmark = pytest.mark.xdist_group("third-party-project")
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("mylosses-project")
