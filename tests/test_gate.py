@@ -137,6 +137,10 @@ def test_klconform_refusing_a_result_is_not_worded_as_the_implementation_raising
     assert who_raised("the implementation raised ImplementationResultError on the 'sum' "
                       "call: jax has no cuda device") == (
         "klconform raised ImplementationResultError on the 'sum' call: jax has no cuda device")
+    assert who_raised("the implementation raised CallNotRun: not run: the implementation "
+                      "hung or crashed on 2 calls in a row") == (
+        "klconform raised CallNotRun: not run: the implementation hung or crashed on 2 calls "
+        "in a row")
     same = "the implementation raised TypeError: bad dtype"
     assert who_raised(same) == same
 

@@ -12,9 +12,10 @@ one restarted worker, which imports the library again) per case: after HANG_LIMI
 or crashes in a row on one kind of input (the input's number of dimensions, and that with
 the dtype), calls of that kind are not made any more; they raise CallNotRun, which names
 the calls that hung or crashed. And a function that has never returned a value in this
-process and raised the same error on REPEAT_LIMIT calls in a row, of several kinds of call,
-is broken for every call (it returns the wrong array type, it lacks a required keyword):
-later calls raise that error again without being made (`replayed` says so).
+process and raised the same error on REPEAT_LIMIT calls in a row of one dtype, of several
+kinds of call, is broken for every such call (it returns the wrong array type, it lacks a
+required keyword): later calls raise that error again without being made (`replayed`
+says so).
 
 Adapters that were not made by load_adapter (no --impl string to re-create them from) run
 on a thread in this process, as before: they can time out but cannot be killed.
@@ -38,8 +39,8 @@ LOAD_TIMEOUT_S = 300.0
 HANG_LIMIT = 2
 # A correct function raises on some inputs too (an invalid reduction, a probability row its
 # validation rejects), but it returns a value on some call among its first few: only one
-# that never has, with the same error on this many calls of at least REPEAT_KINDS
-# different shapes, dtypes or reductions, is taken to raise it on every call.
+# that never has, with the same error on this many calls in a row of one dtype, of at least
+# REPEAT_KINDS different shapes or reductions, is taken to raise it on every such call.
 REPEAT_LIMIT = 8
 REPEAT_KINDS = 3
 ISOLATED_METHODS = ("run", "run_gradients")
@@ -192,7 +193,7 @@ class CircuitBreaker:
         self.streaks = {}      # kind -> timeouts or crashes since a call of that kind returned
         self.hung = {}         # kind -> descriptions of the calls that timed out or crashed
         self.returned_once = set()  # specs that have returned a value
-        self.repeats = {}      # spec -> (error type name, text, count, call kinds seen)
+        self.repeats = {}      # (spec, dtype) -> (error type, text, count, call kinds seen)
 
     @staticmethod
     def kinds(spec, call):
@@ -216,7 +217,7 @@ class CircuitBreaker:
                     f"row with {self.describe(kind)} "
                     f"({'; '.join(self.hung[kind][-self.limit:])}), so klconform stopped "
                     f"calling it with such inputs (--kl-timeout)")
-        repeated = self.repeats.get(spec)
+        repeated = self.repeats.get((spec, getattr(call, "dtype", None)))
         if repeated and repeated[2] >= self.repeat_limit and len(repeated[3]) >= REPEAT_KINDS:
             # The same type name and text: the report groups it with the calls made.
             error = _rebuilt_error(repeated[0], repeated[1])
@@ -227,21 +228,24 @@ class CircuitBreaker:
 
     def returned(self, spec, call):
         self.returned_once.add(spec)
-        self.repeats.pop(spec, None)
+        self.repeats = {key: value for key, value in self.repeats.items() if key[0] != spec}
         for kind in self.kinds(spec, call):
             self.streaks.pop(kind, None)
 
     def raised(self, spec, call, error):
+        """Counted per dtype: a function broken everywhere often fails differently in one
+        dtype (numpy has no bfloat16), and that must not break the others' streaks."""
         if spec in self.returned_once:
             return
         name, text = type(error).__name__, str(error)
         kind = (getattr(getattr(call, "input", None), "shape", None),
-                getattr(call, "dtype", None), getattr(call, "reduction", None))
-        previous = self.repeats.get(spec)
+                getattr(call, "reduction", None))
+        key = (spec, getattr(call, "dtype", None))
+        previous = self.repeats.get(key)
         if previous and previous[:2] == (name, text):
-            self.repeats[spec] = (name, text, previous[2] + 1, previous[3] | {kind})
+            self.repeats[key] = (name, text, previous[2] + 1, previous[3] | {kind})
         else:
-            self.repeats[spec] = (name, text, 1, {kind})
+            self.repeats[key] = (name, text, 1, {kind})
 
     def failed(self, spec, call, label):
         """A call of this kind timed out or crashed the worker."""

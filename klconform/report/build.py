@@ -34,9 +34,11 @@ CLAIM_PRECEDENCE = ("fail", "warn", "known-deviation", "pass", "recorded", "unsu
 # is not: the call raised (or klconform refused what came back), so nothing was checked.
 JUDGED = ("passed", "failed", "warned", "xfailed", "stale")
 # The engine's own exceptions about a call, which the engine words as "the implementation
-# raised ...": klconform raised them (a result of the wrong type, a device it lacks).
+# raised ...": klconform raised them (a result of the wrong type, a device it lacks, a call
+# its circuit breaker did not make).
 KLCONFORM_RAISED = re.compile(
-    r"\bthe implementation raised (?P<type>(?:[\w]+\.)*ImplementationResultError)\b"
+    r"\bthe implementation raised "
+    r"(?P<type>(?:[\w]+\.)*(?:ImplementationResultError|CallNotRun))\b"
     r"(?P<where> on the .*? call)?: (?:returned )?")
 
 
