@@ -233,8 +233,7 @@ def parallelism(args, extra):
 
     from klconform.harness.hypothesis_profiles import describe
 
-    if any(argument == "-n" or argument.startswith(("-n", "--numprocesses"))
-           for argument in extra):
+    if any(argument.startswith(("-n", "--numprocesses")) for argument in extra):
         return 0, "workers as given after --"
     examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (

@@ -130,11 +130,12 @@ def hypotheses(call, reduction):
                     reduction, shape), "zero-target")
         # torch.distributions' Categorical(probs=P) takes log(clamp(P, eps, 1 - eps)), eps
         # the dtype's machine epsilon (7.8e-3 in bfloat16): tiny and certain P move.
-        epsilon = 2 * UNIT_ROUNDOFF[call.dtype]
-        add(f"the target clamped to [eps, 1 - eps] inside the log (eps = {epsilon:.3g}, "
-            f"{call.dtype}'s machine epsilon; torch.distributions-style)",
-            _reduce(np.where(p > 0, p * (np.log(np.clip(p, epsilon, 1 - epsilon)) - x), 0.0),
-                    reduction, shape), POINTWISE_CLAIM)
+        machine_epsilon = 2 * UNIT_ROUNDOFF[call.dtype]
+        clamped_log_p = np.log(np.clip(p, machine_epsilon, 1 - machine_epsilon))
+        add(f"the target clamped to [eps, 1 - eps] inside the log (eps = "
+            f"{machine_epsilon:.3g}, {call.dtype}'s machine epsilon; torch.distributions-style)",
+            _reduce(np.where(p > 0, p * (clamped_log_p - x), 0.0), reduction, shape),
+            POINTWISE_CLAIM)
         if shape and shape[-1] > 1:
             classes = shape[-1]
             for epsilon in LABEL_SMOOTHING:

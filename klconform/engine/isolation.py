@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from klconform.constants import DEFAULT_TIMEOUT_S
@@ -182,6 +183,16 @@ class CallWorker:
         self.kill()
 
 
+@dataclass
+class _Repeated:
+    """One error a function that never returned has raised in a row, in one dtype."""
+
+    type_name: str
+    text: str
+    count: int = 1
+    kinds: set = field(default_factory=set)   # (shape, reduction) of the calls
+
+
 class CircuitBreaker:
     """Counts timeouts and crashes in a row per kind of input (a kind that hangs or crashes
     HANG_LIMIT times is off), and the same error in a row from a function that never
@@ -193,7 +204,7 @@ class CircuitBreaker:
         self.streaks = {}      # kind -> timeouts or crashes since a call of that kind returned
         self.hung = {}         # kind -> descriptions of the calls that timed out or crashed
         self.returned_once = set()  # specs that have returned a value
-        self.repeats = {}      # (spec, dtype) -> (error type, text, count, call kinds seen)
+        self.repeats = {}      # (spec, dtype) -> _Repeated
 
     @staticmethod
     def kinds(spec, call):
@@ -218,11 +229,12 @@ class CircuitBreaker:
                     f"({'; '.join(self.hung[kind][-self.limit:])}), so klconform stopped "
                     f"calling it with such inputs (--kl-timeout)")
         repeated = self.repeats.get((spec, getattr(call, "dtype", None)))
-        if repeated and repeated[2] >= self.repeat_limit and len(repeated[3]) >= REPEAT_KINDS:
+        if repeated and repeated.count >= self.repeat_limit \
+                and len(repeated.kinds) >= REPEAT_KINDS:
             # The same type name and text: the report groups it with the calls made.
-            error = _rebuilt_error(repeated[0], repeated[1])
+            error = _rebuilt_error(repeated.type_name, repeated.text)
             error.replayed = (f"not called: the implementation raised this on each of its "
-                              f"first {repeated[2]} calls and never returned a value")
+                              f"first {repeated.count} calls and never returned a value")
             return error
         return None
 
@@ -238,14 +250,14 @@ class CircuitBreaker:
         if spec in self.returned_once:
             return
         name, text = type(error).__name__, str(error)
-        kind = (getattr(getattr(call, "input", None), "shape", None),
-                getattr(call, "reduction", None))
         key = (spec, getattr(call, "dtype", None))
-        previous = self.repeats.get(key)
-        if previous and previous[:2] == (name, text):
-            self.repeats[key] = (name, text, previous[2] + 1, previous[3] | {kind})
+        repeated = self.repeats.get(key)
+        if repeated and (repeated.type_name, repeated.text) == (name, text):
+            repeated.count += 1
         else:
-            self.repeats[key] = (name, text, 1, {kind})
+            repeated = self.repeats[key] = _Repeated(name, text)
+        repeated.kinds.add((getattr(getattr(call, "input", None), "shape", None),
+                            getattr(call, "reduction", None)))
 
     def failed(self, spec, call, label):
         """A call of this kind timed out or crashed the worker."""

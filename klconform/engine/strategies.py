@@ -86,16 +86,13 @@ FIXED_SHAPES = {
 
 @cache
 def cached_shapes(min_dims=0, max_dims=4, min_last=1, fixed=False):
+    """Shapes of min_dims to max_dims dimensions, the last at least min_last: drawn, or
+    (`fixed`) sampled from FIXED_SHAPES."""
     if fixed:
-        return fixed_shapes(min_dims, max_dims, min_last)
+        return st.sampled_from(tuple(
+            shape for rank in range(min_dims, max_dims + 1) for shape in FIXED_SHAPES[rank]
+            if not shape or shape[-1] >= min_last))
     return shapes(min_dims, max_dims, min_last)
-
-
-def fixed_shapes(min_dims=0, max_dims=4, min_last=1):
-    """The FIXED_SHAPES of the ranks asked for whose last dimension is at least min_last."""
-    chosen = tuple(shape for rank in range(min_dims, max_dims + 1)
-                   for shape in FIXED_SHAPES[rank] if not shape or shape[-1] >= min_last)
-    return st.sampled_from(chosen)
 
 
 @st.composite
@@ -213,11 +210,10 @@ def reduction_choices(adapter, options, dtype, device):
 
 
 @st.composite
-def examples(draw, dtype, reductions, log_targets, options=Options(), fixed_shapes=False):
+def examples(draw, dtype, reductions, log_targets, options=Options(), fixed=False):
     """An Example at `dtype`: P (target) and Q (input, log space) on drawn shapes (from
-    FIXED_SHAPES where `fixed_shapes`)."""
-    shape = draw(cached_shapes(options.min_dims, options.max_dims, options.min_last,
-                               fixed_shapes))
+    FIXED_SHAPES where `fixed`)."""
+    shape = draw(cached_shapes(options.min_dims, options.max_dims, options.min_last, fixed))
     reduction = draw(_sampled(tuple(reductions)))
     log_target = draw(_sampled(tuple(log_targets)))
     in_log_space = bool(log_target)
@@ -245,9 +241,9 @@ def examples(draw, dtype, reductions, log_targets, options=Options(), fixed_shap
 
 
 @st.composite
-def one_hot_examples(draw, dtype, max_dims=4, fixed_shapes=False):
+def one_hot_examples(draw, dtype, max_dims=4, fixed=False):
     """log_softmax(logits) as input and a one-hot target, with the logits kept."""
-    shape = draw(cached_shapes(2, max(max_dims, 2), 1, fixed_shapes))
+    shape = draw(cached_shapes(2, max(max_dims, 2), 1, fixed))
     scale = draw(_sampled((1.0, 0.1, 4.0, 30.0)))
     rng = np.random.default_rng(draw(_GENERATOR_SEEDS))
     rows, width = _as_rows(shape)
