@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from klconform.report.matrix import MatrixError, build_matrix, read_report, write_matrix
+from klconform.report.matrix import MatrixError, build_matrix, read_report
+from klconform.report.matrix_files import write_matrix
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = ROOT / "reports" / "matrix" / "matrix.json"

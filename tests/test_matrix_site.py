@@ -8,7 +8,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from klconform.report.matrix import write_matrix
+from klconform.report.matrix_files import write_matrix
 
 HOSTILE = "<script>document.title='pwned'</script><img src=x onerror=\"document.title='pwned'\">"
 CHROMIUM = next(filter(None, map(shutil.which, (

@@ -15,8 +15,8 @@ from klconform.report.matrix import (
     read_matrix,
     render_matrix_markdown,
     verdict_label,
-    write_matrix,
 )
+from klconform.report.matrix_files import write_matrix
 from klconform.report.site import render_site
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -73,12 +72,12 @@ def test_unsupported_dtype_is_reported_unsupported_not_failed():
     assert "bfloat16" in outcome.message
 
 
-def test_thorough_run_without_seed_picks_and_records_one():
-    state = SimpleNamespace(seed=None, profile="thorough", settings={"seed": None})
-    seed = properties.session_seed(state)
-    assert isinstance(seed, int) and state.seed == seed and state.settings["seed"] == seed
-    default = SimpleNamespace(seed=None, profile="default", settings={})
-    assert properties.session_seed(default) is None and default.settings == {"seed": None}
+def test_thorough_run_without_seed_picks_one_and_a_given_seed_stays():
+    from klconform.harness.session import choose_seed
+
+    assert isinstance(choose_seed("thorough", None), int)
+    assert choose_seed("thorough", 7) == 7
+    assert choose_seed("default", None) is None
 
 
 # One worker under `pytest -n`: its module-scoped runs are made once, not once per worker.

@@ -133,7 +133,8 @@ def run_report(args):
 
 
 def run_matrix(args):
-    from klconform.report.matrix import MatrixError, read_matrix, render_pages, write_matrix
+    from klconform.report.matrix import MatrixError, read_matrix
+    from klconform.report.matrix_files import render_pages, write_matrix
 
     if bool(args.reports) == bool(args.from_matrix):
         print("matrix: give report.json files or --from-matrix MATRIX_JSON (one of the two)",

@@ -39,12 +39,13 @@ from klconform.engine.judging import (
     unsupported_claims,
     value_claims,
 )
-from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome
+from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome, unsupported
 from klconform.oracle import budget
 from klconform.oracle import extended as precise
 from klconform.oracle import float64 as oracle
 from klconform.short_text import describe_observed, first_line, summarize
 from klconform.spec.claims import load_spec
+from klconform.statuses import Level, Status
 
 
 class Guarded:
@@ -168,30 +169,25 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     plans = [adapter.plan(each) for each in calls]
     for plan in plans:
         if plan.unsupported:
-            outcome.status = "unsupported"
-            outcome.message = f"{adapter.name} does not support {plan.unsupported}"
-            outcome.claim_results = {claim: "unsupported" for claim in case.claims}
+            claims = list(case.claims)
             if case.kind == "value" and dtype in LOWER_PRECISION:
                 # Every value case at such a dtype judges the precision claim (engine.attribution).
-                outcome.claim_results[PRECISION_CLAIM] = "unsupported"
-            return outcome
+                claims.append(PRECISION_CLAIM)
+            return unsupported(outcome, f"{adapter.name} does not support {plan.unsupported}",
+                               dict.fromkeys(claims))
     plan = plans[0]
     composed = any(each.composed for each in plans)
     judged = list(case.claims)
     values = value_claims(case.claims, call, spec, composed) if case.kind == "value" else []
     judged += values
-    unsupported = {}
+    cannot = {}
     for each in plans:
-        unsupported.update(unsupported_claims(judged, each, adapter.capabilities, spec))
+        cannot.update(unsupported_claims(judged, each, adapter.capabilities, spec))
     if case.kind == "value" and zeros_lost(plan, call):
         return _zeros_recorded(adapter, call, case, judged, outcome)
-    if all(claim in unsupported for claim in judged):
-        outcome.status = "unsupported"
-        reasons = sorted(set(unsupported.values()))
-        outcome.message = f"{adapter.name}: {'; '.join(reasons)}"
-        outcome.claim_results = {claim: "unsupported" for claim in judged}
-        outcome.claim_reasons = dict(unsupported)
-        return outcome
+    if all(claim in cannot for claim in judged):
+        return unsupported(outcome, f"{adapter.name}: {'; '.join(sorted(set(cannot.values())))}",
+                           judged, cannot)
     if plan.composed:
         outcome.notes.append(plan.composed)
     outcome.snippet = reproduce.snippet(adapter, call, case.id)
@@ -205,11 +201,7 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
     try:
         observation = adapter.run(call)
     except Exception as error:  # the implementation's failure is a result, not a crash
-        errored_outcome(outcome, error)
-        outcome.claim_results = {claim: ("unsupported" if claim in unsupported else "errored")
-                                 for claim in judged}
-        outcome.claim_reasons = dict(unsupported)
-        return outcome
+        return errored_outcome(outcome, error, judged, cannot)
     failures = CheckFailures()
     expected = _expected(case, call, plan, budget_dtype(call, observation))
     if case.expect.get("sign") == "zero" and expected.reduction != "none":
@@ -235,11 +227,11 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
             failures.mistakes.append(mistake)
         if blamed and blamed not in judged:
             judged.append(blamed)
-            unsupported.pop(blamed, None)
+            cannot.pop(blamed, None)
     else:
         before = len(failures.lines)
         judged_at, blamed = _judge_value(call, plan, observation.value, expected, failures,
-                                         values, judged, unsupported,
+                                         values, judged, cannot,
                                          own_outputs(adapter, call))
         # A value computed at a lower precision is that claim's failure; the case's other
         # checks, the second call's included, are judged at the precision it has.
@@ -276,8 +268,8 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
         # A claim a check blamed although the case does not name it (isolate's choice).
         if claim and claim not in judged:
             judged.append(claim)
-            unsupported.pop(claim, None)
-    settle(outcome, failures, judged, unsupported, spec)
+            cannot.pop(claim, None)
+    settle(outcome, failures, judged, cannot, spec)
     if outcome.status == "failed":
         # diagnose() itself passes over mistakes whose shape differs from the result's. A
         # mistake that attributed the failure names it first: the root cause's headline.
@@ -338,12 +330,11 @@ def _zeros_recorded(adapter, call, case, judged, outcome):
     """A target in log space (log-probabilities, logits) states P = 0 only as -inf, whatever
     the function: what it gives there is the implementation-defined -inf target's, recorded,
     and the case's own claims are not judged on it."""
-    outcome.status = "recorded"
+    unsupported(outcome, "", judged, dict.fromkeys(judged, ZEROS_LOST))
+    outcome.status = Status.RECORDED
     outcome.claims = (NEGINF_TARGET_CLAIM,)
-    outcome.level = "implementation-defined"
-    outcome.claim_results = {claim: "unsupported" for claim in judged}
-    outcome.claim_results[NEGINF_TARGET_CLAIM] = "recorded"
-    outcome.claim_reasons = {claim: ZEROS_LOST for claim in judged}
+    outcome.level = Level.IMPLEMENTATION_DEFINED
+    outcome.claim_results[NEGINF_TARGET_CLAIM] = Status.RECORDED
     outcome.observed, _ = _observed(adapter, call)
     outcome.message = (f"{case.id}: P = 0 given as -inf to its log-space target: "
                        f"{describe_observed(outcome.observed)}")

@@ -43,7 +43,7 @@ from klconform.engine.judging import (
     unsupported_claims,
     value_claims,
 )
-from klconform.engine.outcome import CheckFailures, Outcome
+from klconform.engine.outcome import CheckFailures, Outcome, unsupported
 from klconform.oracle import budget
 from klconform.oracle import float64 as oracle
 from klconform.oracle.budget import K_ELEM
@@ -51,6 +51,8 @@ from klconform.short_text import summarize
 from klconform.spec.claims import load_spec
 
 CLAIMS = ("gradient-input", "gradient-target")
+# A gradient test's record names its case "grad:<case id>".
+CASE_PREFIX = "grad:"
 AMBIGUOUS = "the gradient is what several known mistakes give here: "
 FORWARD_WRONG = ("the function's own value is wrong here (the value case's root cause): "
                  "KL's gradients are not its gradients, and below float64 no finite "
@@ -230,21 +232,18 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
     call = make_call(case, dtype, device)
     # A case that masks rows judges their gradient too (n/a where no mask is declared).
     masks_rows = call.mask is not None and not np.all(call.mask)
-    outcome = Outcome("passed", f"grad:{case.id}", dtype,
+    outcome = Outcome("passed", f"{CASE_PREFIX}{case.id}", dtype,
                       CLAIMS + ((MASK_GRADIENT_CLAIM,) if masks_rows else ()), "must")
     reason = unsupported_reason(adapter, call)
     if not adapter.capabilities.autograd:
         reason = "autograd"
     if reason:
-        outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
-        return outcome
+        return unsupported(outcome, f"{adapter.name} does not support {reason}", outcome.claims)
     plan = adapter.plan(call)
     spec = load_spec()
     not_applicable = distillation_case_not_applicable(case, plan, adapter.capabilities, spec)
     if not_applicable:
-        outcome.status, outcome.message = "unsupported", f"{adapter.name}: {not_applicable}"
-        outcome.claim_results = {claim: "unsupported" for claim in outcome.claims}
-        return outcome
+        return unsupported(outcome, f"{adapter.name}: {not_applicable}", outcome.claims)
     unjudged = unsupported_claims(outcome.claims, plan, adapter.capabilities, spec)
     if "target" in plan.logits_gradients and not call.log_target \
             and np.any(np.asarray(call.target) == 0):
@@ -252,11 +251,8 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
         # the -inf target's behaviour, recorded by the value case (impl-log-target-neginf).
         unjudged.setdefault("gradient-target", ZEROS_LOST)
     if len(unjudged) == len(outcome.claims):
-        outcome.status = "unsupported"
-        outcome.message = f"{adapter.name}: {'; '.join(sorted(set(unjudged.values())))}"
-        outcome.claim_reasons = dict(unjudged)
-        outcome.claim_results = {claim: "unsupported" for claim in outcome.claims}
-        return outcome
+        return unsupported(outcome, f"{adapter.name}: {'; '.join(sorted(set(unjudged.values())))}",
+                           outcome.claims, unjudged)
     from klconform.engine import snippets as reproduce
 
     outcome.snippet = reproduce.snippet(adapter, call, case.id) + \

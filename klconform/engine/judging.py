@@ -11,7 +11,7 @@ reduction rather than one klconform composed, the target in the library's own sp
 autograd. Such a claim is unsupported for that call, with the reason, and counted so.
 """
 
-from klconform.constants import LEVELS
+from klconform.statuses import strictest
 
 # Families of claims that are not about the value of the call.
 NOT_VALUE_FAMILIES = ("warnings", "precision", "implementation-defined")
@@ -103,14 +103,6 @@ def settle(outcome, failures, judged, unsupported, spec):
     elif results and all(status == "unsupported" for status in results.values()):
         outcome.status = "unsupported"
     return outcome
-
-
-def strictest(levels):
-    levels = set(levels)
-    for level in LEVELS:
-        if level in levels:
-            return level
-    return LEVELS[-1]
 
 
 def distillation_case_not_applicable(case, plan, capabilities, spec):

@@ -23,11 +23,13 @@ from klconform.engine.evaluate import (
 from klconform.engine.expectations import compare_with_oracle, oracle_for
 from klconform.engine.isolation import DEFAULT_TIMEOUT_S
 from klconform.engine.judging import distillation_case_not_applicable
-from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome
+from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome, unsupported
 from klconform.short_text import summarize
 from klconform.spec.claims import load_spec
 
 CLAIM = "layout-independent"
+# A layout test's record names its case "layout:<case id>".
+CASE_PREFIX = "layout:"
 
 
 def applicable(adapter, shape):
@@ -46,7 +48,7 @@ LAYOUT_MISTAKE = ("the result depends on the arguments' memory layout, not only 
 
 def evaluate_layouts(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
     adapter = Guarded(adapter, timeout)
-    outcome = Outcome("passed", f"layout:{case.id}", dtype, (CLAIM,), "must")
+    outcome = Outcome("passed", f"{CASE_PREFIX}{case.id}", dtype, (CLAIM,), "must")
     call = make_call(case, dtype, device)
     reason = unsupported_reason(adapter, call)
     if reason is None:
@@ -58,8 +60,7 @@ def evaluate_layouts(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT
     if reason is None and not chosen:
         reason = f"any layout that makes a view of shape {call.input.shape}"
     if reason:
-        outcome.status, outcome.message = "unsupported", f"{adapter.name} does not support {reason}"
-        return outcome
+        return unsupported(outcome, f"{adapter.name} does not support {reason}", outcome.claims)
     from klconform.engine import snippets as reproduce
 
     failures = CheckFailures()

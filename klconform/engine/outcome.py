@@ -3,6 +3,7 @@
 from dataclasses import dataclass, field
 
 from klconform.short_text import first_line
+from klconform.statuses import Status
 
 
 @dataclass
@@ -51,8 +52,25 @@ class CheckFailures:
         return bool(self.lines)
 
 
-def errored_outcome(outcome, error):
-    outcome.status = "errored"
+def unsupported(outcome, message, claims=(), reasons=None):
+    """`outcome` made the result of a call the implementation cannot be asked: each of
+    `claims` unsupported, with its reason where one is known (counted as unchecked)."""
+    outcome.status = Status.UNSUPPORTED
+    outcome.message = message
+    outcome.claim_results = {claim: Status.UNSUPPORTED for claim in claims}
+    outcome.claim_reasons = dict(reasons or {})
+    return outcome
+
+
+def errored_outcome(outcome, error, claims=(), cannot=None):
+    """`outcome` made the result of a call that raised: each of `claims` errored (nothing
+    was judged for it), or unsupported where `cannot` gives the reason."""
+    cannot = cannot or {}
+    if claims:
+        outcome.claim_results = {claim: Status.UNSUPPORTED if claim in cannot else Status.ERRORED
+                                 for claim in claims}
+        outcome.claim_reasons = dict(cannot)
+    outcome.status = Status.ERRORED
     outcome.actual = f"{type(error).__name__}: {first_line(error)}"
     outcome.checks = [f"the implementation raised {outcome.actual}"]
     replayed = getattr(error, "replayed", None)

@@ -15,7 +15,6 @@ implementation's error.
 import json
 import math
 import os
-import secrets
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -46,17 +45,19 @@ from klconform.engine.isolation import CallNotRun, CallTimeout
 from klconform.engine.judging import (
     DTYPE_CLAIM,
     settle,
-    strictest,
     unsupported_claims,
     value_claims,
 )
-from klconform.engine.outcome import CheckFailures, Outcome
+from klconform.engine.outcome import CheckFailures, Outcome, unsupported
 from klconform.engine.strategies import Options
 from klconform.oracle import float64 as oracle
 from klconform.short_text import first_line, format_number, summarize
 from klconform.spec.claims import load_spec
+from klconform.statuses import Status, strictest
 
 EXAMPLE_FORMAT = 1
+# A property test's record names its case "property:<property id>".
+CASE_PREFIX = "property:"
 
 
 class ImplementationRaised(Exception):
@@ -552,19 +553,6 @@ BY_ID = {prop.id: prop for prop in PROPERTIES}
 # --- running a property -------------------------------------------------------------------
 
 
-def session_seed(state):
-    """The seed of this run's random examples, chosen once and recorded for replay.
-
-    Without --kl-seed, the thorough profile picks one here (the default profile is
-    derandomized and needs none).
-    """
-    if state.seed is None and state.profile == "thorough":
-        state.seed = secrets.randbits(32)
-    if state.settings is not None:
-        state.settings["seed"] = state.seed
-    return state.seed
-
-
 @contextmanager
 def without_local_constants():
     """Hypothesis mixes into its draws literal constants it finds in the source of every
@@ -603,21 +591,16 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
     from hypothesis.errors import HypothesisException, Unsatisfiable
 
     spec = load_spec()
-    outcome = Outcome("passed", f"property:{prop.id}", dtype, prop.claims,
+    outcome = Outcome("passed", f"{CASE_PREFIX}{prop.id}", dtype, prop.claims,
                       strictest(spec.claims[claim].level for claim in prop.claims))
     reason = prop.unsupported(adapter, dtype, device)
     if reason:
-        outcome.status = "unsupported"
-        outcome.message = f"{adapter.name} does not support {reason}"
-        return outcome
-    unsupported = prop.unsupported_claims(adapter, dtype, device, spec)
-    if all(claim in unsupported for claim in prop.claims):
-        outcome.status = "unsupported"
-        outcome.message = f"{adapter.name}: {'; '.join(sorted(set(unsupported.values())))}"
-        outcome.claim_results = {claim: "unsupported" for claim in prop.claims}
-        outcome.claim_reasons = dict(unsupported)
-        return outcome
-    judged = [claim for claim in prop.claims if claim not in unsupported]
+        return unsupported(outcome, f"{adapter.name} does not support {reason}", prop.claims)
+    cannot = prop.unsupported_claims(adapter, dtype, device, spec)
+    if all(claim in cannot for claim in prop.claims):
+        return unsupported(outcome, f"{adapter.name}: {'; '.join(sorted(set(cannot.values())))}",
+                           prop.claims, cannot)
+    judged = [claim for claim in prop.claims if claim not in cannot]
     guarded = Guarded(adapter, timeout)
     not_run = [0]
 
@@ -645,7 +628,7 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         with without_local_constants():
             test()
     except PropertyHung as hung:
-        outcome.status = "errored"
+        outcome.status = Status.ERRORED
         outcome.checks = [str(hung)]
         outcome.actual = "no result (timed out)"
         outcome.snippet = reproduce.snippet(adapter, hung.call)
@@ -654,31 +637,28 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint)
         failures = probe.failures
         settle(outcome, failures, list(prop.claims) + [
-            claim for claim in failures.by_claim if claim], unsupported, spec)
+            claim for claim in failures.by_claim if claim], cannot, spec)
         if probe.error:
-            outcome.status = "errored"
+            outcome.status = Status.ERRORED
         return outcome
     except Unsatisfiable:
         # Every drawn example asked for a call the implementation's plan refuses.
-        outcome.status = "unsupported"
-        outcome.message = (f"{adapter.name}: no drawn example is a call it can be asked at "
-                           f"{dtype}")
-        outcome.claim_results = {claim: "unsupported" for claim in prop.claims}
-        return outcome
+        return unsupported(outcome, f"{adapter.name}: no drawn example is a call it can be "
+                                    f"asked at {dtype}", prop.claims)
     except HypothesisException as error:  # flaky implementation, ...
-        outcome.status = "errored"
+        outcome.status = Status.ERRORED
         outcome.checks = [f"hypothesis: {type(error).__name__}: "
                           f"{first_line(error)}"]
     if not_run[0]:
         note = (f"{not_run[0]} call(s) not run: the implementation hung or crashed earlier on "
                 f"inputs of their kind, so those examples were replaced by others")
         outcome.message = f"{outcome.message}; {note}" if outcome.message else note
-        if outcome.status == "errored" and outcome.checks[0].startswith("hypothesis:"):
+        if outcome.status == Status.ERRORED and outcome.checks[0].startswith("hypothesis:"):
             outcome.checks.insert(0, note)
-    settle(outcome, CheckFailures(), prop.claims, unsupported, spec)
+    settle(outcome, CheckFailures(), prop.claims, cannot, spec)
     if outcome.checks:
-        outcome.status = "errored"
-        outcome.claim_results = {claim: ("unsupported" if claim in unsupported else "errored")
+        outcome.status = Status.ERRORED
+        outcome.claim_results = {claim: Status.UNSUPPORTED if claim in cannot else Status.ERRORED
                                  for claim in prop.claims}
     return outcome
 

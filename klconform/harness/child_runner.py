@@ -12,6 +12,7 @@ import sys
 import time
 
 from klconform.harness.run_stream import RunStream, finished, in_flight, read_stream
+from klconform.statuses import Level, Status, Verdict
 
 MAX_CRASHES = 10
 # The conformance suites assert nothing with `assert` (records carry the verdicts) and log
@@ -34,11 +35,12 @@ def run_isolated(pytest_args, report_dir):
         if finished(events) and not crashes:
             return returncode
         if not finished(events):
-            nodeid = in_flight(events)
+            started = in_flight(events)
+            nodeid = started["nodeid"] if started else None
             crash = {"nodeid": nodeid, "returncode": returncode,
                      "signal": _signal_name(returncode)}
             crashes.append(crash)
-            _append_crash(report_dir, crash)
+            _append_crash(report_dir, crash, started)
             print(f"klconform: the implementation crashed the test process "
                   f"({_describe(returncode)}) during {nodeid or 'an unknown test'}",
                   file=sys.stderr)
@@ -48,11 +50,16 @@ def run_isolated(pytest_args, report_dir):
         return _rewrite_report(report_dir, crashes, exitstatus=returncode)
 
 
-def _append_crash(report_dir, crash):
+def _append_crash(report_dir, crash, started):
+    """The crash, and an errored record for the test that was running, counted against what
+    its start event says it checks."""
     stream = RunStream(report_dir, append=True)
     stream.write("crash", crash=crash, time=time.time())
-    if crash["nodeid"]:
-        stream.write("record", kind="crash", nodeid=crash["nodeid"], status="errored",
+    if started:
+        identity = {key: value for key, value in started.items() if key != "event"}
+        if "level" in identity:
+            identity["level"] = Level.MUST   # a test that cannot run fails whatever it checks
+        stream.write("record", **identity, status=Status.ERRORED,
                      checks=[f"the implementation crashed the test process "
                              f"({_describe(crash['returncode'])})"])
     stream.close()
@@ -73,7 +80,7 @@ def _rewrite_report(report_dir, crashes, exitstatus):
     gate = written.report["gate"]
     if not gate["passed"]:
         print(f"klconform: FAILED: {gate['reason']}")
-    return 1 if written.verdict == "fail" or not gate["passed"] else exitstatus
+    return 1 if written.verdict == Verdict.FAIL or not gate["passed"] else exitstatus
 
 
 def _signal_name(returncode):

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import pytest
 
-FAILING = ("failed", "errored")
+from klconform.statuses import FAILING, Level, Status
 
 
 class ShouldLevelWarning(UserWarning):
@@ -27,48 +27,47 @@ def conclude(outcome, record, strict, manifest=None, levels=None):
     # Claims no returned value was judged for: a deviation or the should level may excuse
     # them below, but coverage must not count them as checked (report/build.py).
     errored = [claim for claim in failing
-               if results[claim] == "errored" or outcome.status == "errored"]
+               if results[claim] == Status.ERRORED or outcome.status == Status.ERRORED]
     case_deviation = None
     for claim in failing:
         deviation = manifest.match(outcome.case_id, (claim,), outcome.dtype) if manifest else None
         if deviation:
-            results[claim] = "xfailed"
+            results[claim] = Status.XFAILED
             outcome.claim_reasons[claim] = deviation.describe()
             case_deviation = case_deviation or deviation
     if not strict:
         for claim in failing:
-            if results[claim] in FAILING and levels.get(claim, outcome.level) == "should":
-                results[claim] = "warned"
+            if results[claim] in FAILING and levels.get(claim, outcome.level) == Level.SHOULD:
+                results[claim] = Status.WARNED
     still_failing = [claim for claim in failing if results[claim] in FAILING]
-    warned = [claim for claim in failing if results[claim] == "warned"]
+    warned = [claim for claim in failing if results[claim] == Status.WARNED]
     if not still_failing and warned:
-        outcome.status = "warned"
+        outcome.status = Status.WARNED
     elif not still_failing and failing:
-        outcome.status = "xfailed"
+        outcome.status = Status.XFAILED
         outcome.message = case_deviation.describe()
-    elif outcome.status == "passed" and manifest:
+    elif outcome.status == Status.PASSED and manifest:
         deviation = manifest.match(outcome.case_id, (), outcome.dtype)
         if deviation and deviation.id == outcome.case_id:
             # Only a case entry can go stale: a claim entry covers a claim whose other cases
             # may well pass.
-            outcome.status = "stale"
+            outcome.status = Status.STALE
             outcome.message = f"passes now; remove the stale {deviation.describe()}"
     outcome.claim_results = results
     entry = asdict(outcome)
-    entry["kind"] = "case"
     if errored:
         entry["errored_claims"] = errored
     record(**entry)
-    if outcome.status == "unsupported":
+    if outcome.status == Status.UNSUPPORTED:
         pytest.skip(f"unsupported: {outcome.message}")
-    if outcome.status == "xfailed":
+    if outcome.status == Status.XFAILED:
         pytest.xfail(outcome.message)
-    if outcome.status == "stale":
+    if outcome.status == Status.STALE:
         if strict:
             pytest.fail(f"klconform case {outcome.case_id} [{outcome.dtype}]: "
                         f"{outcome.message}", pytrace=False)
         warnings.warn(ShouldLevelWarning(outcome.message), stacklevel=2)
-    elif outcome.status == "warned":
+    elif outcome.status == Status.WARNED:
         warnings.warn(ShouldLevelWarning(failure_text(outcome)), stacklevel=2)
     elif outcome.status in FAILING:
         pytest.fail(failure_text(outcome), pytrace=False)

@@ -143,7 +143,7 @@ def suite_test_id(path, nodeid):
     return f"{path.relative_to(suites).as_posix()}::{nodeid.split('::', 1)[1]}"
 
 
-def replay_prefix(state):
+def replay_prefix(settings):
     """`python -m pytest --kl-only --impl=X ...`: the command a suite test id is appended to,
     to run it again from any directory.
 
@@ -151,27 +151,19 @@ def replay_prefix(state):
     --impl module found there is found again. The replay writes its report beside the run's,
     under replay/, rather than over it.
     """
-    values = {name: value for name, value in state.options.items()
+    values = {name: value for name, value in settings.options
               if name in BY_NAME and BY_NAME[name].replay and name != "impl"}
-    if state.seed is not None:
-        values["kl_seed"] = state.seed  # the seed the run drew, when it chose one itself
-    report_dir = os.path.join(state.report_dir, "replay")
+    if settings.seed is not None:
+        values["kl_seed"] = settings.seed  # the seed the run drew, when it chose one itself
+    report_dir = os.path.join(settings.report_dir, "replay")
     relative = os.path.relpath(report_dir)
-    words = ["python", "-m", "pytest", "--kl-only", f"--impl={state.impl}",
+    words = ["python", "-m", "pytest", "--kl-only", f"--impl={settings.impl}",
              *pytest_arguments(values),
              f"--report-dir={report_dir if relative.startswith('..') else relative}"]
     return " ".join(shlex.quote(word) for word in words)
 
 
-def replay_command(item, state):
-    """A command that runs this one conformance test again, from any directory: the test is
+def replay_command(test, settings):
+    """A command that runs this one conformance test again, from any directory: `test` is
     named relative to the bundled suites (resolved there by --kl-only)."""
-    from pathlib import Path
-
-    from klconform import resources
-
-    suites = resources.suites_dir().resolve()
-    path = Path(str(item.path)).resolve()
-    test_file = path.relative_to(suites).as_posix() if suites in path.parents else path.name
-    test = f"{test_file}::{item.nodeid.split('::', 1)[1]}"
-    return f"{replay_prefix(state)} {shlex.quote(test)}"
+    return f"{replay_prefix(settings)} {shlex.quote(test)}"

@@ -5,6 +5,7 @@ klconform is installed. It stays inert (no case loading, no torch import) unless
 collected test asks for a klconform fixture.
 """
 
+import json
 import os
 import shlex
 from pathlib import Path
@@ -19,15 +20,18 @@ from klconform.harness.options import (
     DEFAULT_IMPL,
     IMPL_ENV,
     add_pytest_options,
+    replay_command,
     replay_prefix,
-    suite_test_id,
 )
 from klconform.harness.session import (
     RECORD_KEY,
-    SESSION_KEY,
-    KLSession,
+    SETTINGS_KEY,
+    STATE_KEY,
+    RunSettings,
+    choose_seed,
     default_report_dir,
-    kl_session,
+    run_settings,
+    run_state,
 )
 
 
@@ -37,40 +41,43 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     option = config.option
-    if option.kl_profile == "thorough" and option.kl_seed is None \
-            and not hasattr(config, "workerinput"):
+    if not hasattr(config, "workerinput"):
         # Chosen once, here: xdist hands the options to its workers, so every worker draws
-        # from the same seed and the report can name it for a replay.
-        import secrets
-
-        option.kl_seed = secrets.randbits(32)
-    # --impl (or --kl-only) on the command line asks for a conformance run: the bundled
-    # suites join the collection wherever pytest runs. Without it the plugin stays inert,
-    # except for suites a project collects itself (this repository's testpaths).
-    requested = option.impl is not None or option.kl_only
-    impl = option.impl or os.environ.get(IMPL_ENV) or DEFAULT_IMPL
-    report_dir = option.report_dir or default_report_dir(config.invocation_params.dir, impl)
-    state = KLSession(
-        impl=impl, report_dir=report_dir, strict=option.kl_strict, device=option.kl_device,
-        profile=option.kl_profile, cases_dir=option.kl_only_cases, seed=option.kl_seed,
-        max_examples=option.kl_max_examples, xfails_path=option.kl_xfails,
-        timeout=option.kl_timeout, journal_append=option.kl_journal_append,
-        extra_cases_dir=option.kl_cases, convention=option.kl_convention,
-        min_coverage=option.kl_min_coverage,
-        options={name: getattr(option, name) for name in BY_NAME} | {"impl": impl})
-    state.requested = requested
-    config.stash[SESSION_KEY] = state
-    if state.min_coverage:
-        check_min_coverage(state.min_coverage)
+        # from the same seed.
+        option.kl_seed = choose_seed(option.kl_profile, option.kl_seed)
+    settings = settings_from(config)
+    config.stash[SETTINGS_KEY] = settings
+    if settings.min_coverage:
+        check_min_coverage(settings.min_coverage)
     config.addinivalue_line("markers", "klconform: a conformance test run against --impl")
-    config.pluginmanager.register(Collector(config), "klconform-collector")
-    if requested:
+    collector = Collector(config)
+    config.pluginmanager.register(collector, "klconform-collector")
+    if settings.requested:
         # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
-        load_implementation(state)
+        collector.state.load_implementation()
         # xdist workers parse the command line again and collect for themselves: they
         # select the same suites the same way.
-        state.named_suites = select_suites(config, only=option.kl_only)
+        collector.state.named_suites = select_suites(config, only=option.kl_only)
         keep_hypothesis_out_of(config)
+
+
+def settings_from(config):
+    option = config.option
+    impl = option.impl or os.environ.get(IMPL_ENV) or DEFAULT_IMPL
+    return RunSettings(
+        impl=impl,
+        report_dir=option.report_dir or default_report_dir(config.invocation_params.dir, impl),
+        # --impl (or --kl-only) on the command line asks for a conformance run: the bundled
+        # suites join the collection wherever pytest runs. Without it the plugin stays inert,
+        # except for suites a project collects itself (this repository's testpaths).
+        requested=option.impl is not None or bool(option.kl_only),
+        strict=option.kl_strict, device=option.kl_device, profile=option.kl_profile,
+        seed=option.kl_seed, max_examples=option.kl_max_examples, timeout=option.kl_timeout,
+        cases_dir=option.kl_only_cases, extra_cases_dir=option.kl_cases,
+        xfails_path=option.kl_xfails, convention=option.kl_convention,
+        min_coverage=option.kl_min_coverage, journal_append=option.kl_journal_append,
+        options=tuple({name: getattr(option, name) for name in BY_NAME}.items())
+        + (("impl", impl),))
 
 
 def check_min_coverage(min_coverage):
@@ -152,48 +159,30 @@ def keep_hypothesis_out_of(config):
     config.add_cleanup(remove)
 
 
-def loaded_cases(config):
-    session = kl_session(config)
-    if session.cases is None:
-        from klconform.spec.cases import load_cases
-
-        session.cases = load_cases(session.cases_dir, extra_dirs=[session.extra_cases_dir])
-    return session.cases
-
-
 def pytest_generate_tests(metafunc):
-    names = metafunc.fixturenames
-    if not {"kl_case", "kl_gradient_case", "kl_layout_case"} & set(names):
+    from klconform.harness.identity import BY_ARGUMENT, tests_of
+
+    suite = next((BY_ARGUMENT[name] for name in metafunc.fixturenames if name in BY_ARGUMENT),
+                 None)
+    if suite is None:
         return
     problem = None
+    state = run_state(metafunc.config)
     try:
-        cases = loaded_cases(metafunc.config)
+        cases = state.loaded_cases()
     except KLConformError as error:
         problem = str(error)
     if problem:  # outside the except: pytest would print the chained exception twice
         pytest.fail(problem, pytrace=False)
-    session = kl_session(metafunc.config)
-    argument = "kl_case"
-    if "kl_gradient_case" in names:
-        from klconform.engine.gradients import GRADIENT_DTYPES, eligible
-
-        argument = "kl_gradient_case"
-        cases = [case for case in cases if eligible(case)]
-    elif "kl_layout_case" in names:  # the value cases the gradient suite takes, every dtype
-        from klconform.engine.gradients import eligible
-
-        argument = "kl_layout_case"
-        cases = [case for case in cases if eligible(case)]
     params = []
-    for case in cases:
+    for subject, identity in tests_of(suite, cases):
         marks = [pytest.mark.klconform]
-        if case.profile == "thorough" and session.profile != "thorough":
+        if getattr(subject, "profile", None) == "thorough" \
+                and state.settings.profile != "thorough":
             marks.append(pytest.mark.skip(reason="thorough profile only (--kl-profile thorough)"))
-        for dtype in case.dtypes:
-            if argument == "kl_gradient_case" and dtype not in GRADIENT_DTYPES:
-                continue
-            params.append(pytest.param(case, dtype, id=f"{case.id}-{dtype}", marks=marks))
-    metafunc.parametrize((argument, "kl_dtype"), params)
+        params.append(pytest.param(subject, identity.dtype, identity, id=identity.param,
+                                   marks=marks))
+    metafunc.parametrize((suite.argument, "kl_dtype", "kl_identity"), params)
 
 
 def is_conformance(item):
@@ -203,55 +192,30 @@ def is_conformance(item):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
     kl_items = [item for item in items if is_conformance(item)]
-    state = kl_session(config)
+    state = run_state(config)
     state.collected = len(kl_items)
-    if kl_items and not state.settings:
+    if not kl_items:
+        return
+    if not state.hypothesis:
         from klconform.harness.hypothesis_profiles import configure
 
-        state.settings = configure(state.profile, state.seed, state.max_examples)
-    if kl_items and state.adapter is None:
-        load_implementation(state)
-
-    if kl_items and state.manifest is None:
-        state.manifest = known_deviations(config, state)
-
-
-def known_deviations(config, state):
-    """The --kl-xfails manifest plus the deviations the implementation's record declares."""
-    from klconform.spec.deviations import Manifest, record_deviations
-
-    manifest = _load_manifest(config, state) if state.xfails_path else Manifest([])
-    record = getattr(state.adapter, "record", None)
-    if record is not None and record.deviations:
-        manifest = Manifest(manifest.deviations + record_deviations(record))
-    return manifest
-
-
-def load_implementation(state):
-    from klconform.adapters import adapter_source, load_adapter
-    from klconform.engine.isolation import prepare, shutdown
-
-    # The call worker starts loading the implementation first, so that its imports (torch,
-    # say) run beside this process's instead of after them.
-    if state.impl.strip():
-        prepare(adapter_source(state.impl, state.convention))
-    try:
-        state.adapter = load_adapter(state.impl, convention=state.convention)
-    except KLConformError as error:
-        shutdown(now=True)
-        raise pytest.UsageError(str(error)) from None
+        settings = state.settings
+        state.hypothesis = configure(settings.profile, settings.seed, settings.max_examples)
+    if state.adapter is None:
+        state.load_implementation()
+    state.known_deviations()
 
 
 def pytest_deselected(items):
     if items:
         config = items[0].config
-        if SESSION_KEY in config.stash:
-            kl_session(config).deselected += sum(1 for item in items if is_conformance(item))
+        if STATE_KEY in config.stash:
+            run_state(config).deselected += sum(1 for item in items if is_conformance(item))
 
 
 def pytest_collection_finish(session):
     config = session.config
-    state = kl_session(config)
+    state = run_state(config)
     counts = state.conformance_tests
     counts["selected"] = sum(1 for item in session.items if is_conformance(item))
     counts["available"] = counts["selected"] + state.deselected
@@ -262,9 +226,9 @@ def pytest_collection_finish(session):
         config.workeroutput["klconform"] = {"conformance_tests": dict(counts),
                                             "partial": list(state.partial)}
         return
-    if state.requested and not counts["selected"]:
+    if state.settings.requested and not counts["selected"]:
         raise pytest.UsageError(
-            f"klconform: --impl {state.impl}: no conformance test was "
+            f"klconform: --impl {state.settings.impl}: no conformance test was "
             + ("collected" if not counts["available"] else
                f"selected ({'; '.join(state.partial)})")
             + "; a conformance run that checks nothing cannot pass")
@@ -276,7 +240,7 @@ def pytest_testnodedown(node, error):
     output = getattr(node, "workeroutput", None) or {}
     worker = output.get("klconform")
     if worker:
-        state = kl_session(node.config)
+        state = run_state(node.config)
         for key in ("available", "selected"):
             state.conformance_tests[key] = max(state.conformance_tests[key],
                                                worker["conformance_tests"][key])
@@ -310,7 +274,7 @@ def selection_reasons(config, state):
         if getattr(option, "lf", False):
             causes.append("--lf")
         counts = state.conformance_tests
-        if causes or not option.kl_journal_append:
+        if causes or not state.settings.journal_append:
             reasons.append(f"{' '.join(causes) or 'a plugin'} deselected {state.deselected} "
                            f"of {counts['available']} conformance tests")
     return reasons
@@ -331,45 +295,41 @@ def stop_reason(session, state, exitstatus):
     return f"the run stopped early ({ran})"
 
 
-def _load_manifest(config, state):
-    from klconform.spec.deviations import load_manifest
-
-    cases = loaded_cases(config)
-    claims = {claim for case in cases for claim in case.claims}
-    from klconform.spec.claims import load_spec
-
-    claims |= set(load_spec().claims)
-    try:
-        from klconform.engine.properties import BY_ID
-
-        return load_manifest(state.xfails_path, {case.id for case in cases}, claims, set(BY_ID))
-    except KLConformError as error:
-        raise pytest.UsageError(str(error)) from None
-
-
 @pytest.fixture(scope="session")
 def kl_adapter(request):
-    return kl_session(request.config).adapter
+    return run_state(request.config).adapter
 
 
 @pytest.fixture(scope="session")
 def kl_device(request):
-    return kl_session(request.config).device
+    return run_settings(request.config).device
 
 
 @pytest.fixture(scope="session")
 def kl_timeout(request):
-    return kl_session(request.config).timeout
+    return run_settings(request.config).timeout
 
 
 @pytest.fixture
-def kl_record(request):
+def kl_identity():
+    """What the running conformance test checks (harness.identity); parametrized with each
+    test, so None only in a test that is not one of the suites'."""
+    return None
+
+
+@pytest.fixture
+def kl_record(request, kl_identity):
     """Attach a result to the running test so the report (and xdist) carry it."""
 
     def record(**entry):
         entry.setdefault("nodeid", request.node.nodeid)
-        entry.setdefault("test", suite_test_id(request.node.path, request.node.nodeid))
-        request.node.user_properties.append((RECORD_KEY, entry))
+        if kl_identity is not None:
+            entry.update(kind=kl_identity.kind, test=kl_identity.test)
+        entry.setdefault("test", request.node.nodeid)
+        # As the run stream will hold it, in JSON's types only: xdist's channel carries
+        # nothing else (a status word is a str subclass until here).
+        request.node.user_properties.append((RECORD_KEY, json.loads(json.dumps(entry,
+                                                                               default=str))))
 
     return record
 
@@ -383,13 +343,29 @@ def claim_levels():
 @pytest.fixture
 def kl_conclude(request, kl_record):
     """Record an Outcome and turn it into pass / fail / skip / xfail / warning."""
-    state = kl_session(request.config)
+    state = run_state(request.config)
 
     def finish(outcome):
-        conclude(outcome, kl_record, state.strict, state.manifest, claim_levels())
+        conclude(outcome, kl_record, state.settings.strict, state.manifest, claim_levels())
         return outcome
 
     return finish
+
+
+@pytest.fixture
+def kl_check_property(request, kl_identity, kl_adapter, kl_device, kl_timeout, kl_conclude):
+    """Search a property at a dtype for a falsifying example, and conclude it."""
+    from klconform.engine.properties import BY_ID, run_property
+
+    settings = run_settings(request.config)
+    example_dir = os.path.join(settings.report_dir, "examples")
+
+    def check(property_id, dtype):
+        replay = replay_command(kl_identity.test, settings)
+        kl_conclude(run_property(BY_ID[property_id], kl_adapter, dtype, kl_device, kl_timeout,
+                                 settings.seed, example_dir, replay))
+
+    return check
 
 
 @pytest.fixture
@@ -417,28 +393,28 @@ def pytest_sessionfinish(session, exitstatus):
     config = session.config
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller writes the one stream and report
-    state = kl_session(config)
+    state = run_state(config)
     if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR) or config.option.collectonly:
         return  # no test ran: nothing to report, and a previous report stays
     reason = stop_reason(session, state, exitstatus)
     if reason:
         state.note_partial(reason)
-    if state.requested and not state.conformance_tests["run"] and not exitstatus:
+    settings = state.settings
+    if settings.requested and not state.conformance_tests["run"] and not exitstatus:
         # Under xdist the controller finds out only now that nothing was checked.
         session.exitstatus = exitstatus = pytest.ExitCode.NO_TESTS_COLLECTED
-        state.gate_error = (f"--impl {state.impl}: no conformance test ran; a conformance "
+        state.gate_error = (f"--impl {settings.impl}: no conformance test ran; a conformance "
                             "run that checks nothing cannot pass")
     if not state.collected and not state.records:
         return
-    config.pluginmanager.get_plugin("klconform-collector").finish(
-        exitstatus, state.partial, state.conformance_tests)
+    config.pluginmanager.get_plugin("klconform-collector").finish(exitstatus)
     from klconform.harness.run_stream import read_stream
     from klconform.report.build import write_reports
 
     try:
         # After a crash restart the file holds the earlier processes' events too.
         events = read_stream(state.journal.path) if state.journal else state.events
-        state.report_paths = write_reports(events, state.report_dir)
+        state.report_paths = write_reports(events, settings.report_dir)
     except Exception as error:  # a broken report writer must never change the exit status
         state.report_error = f"{type(error).__name__}: {error}"
         state.report_paths = None
@@ -448,27 +424,27 @@ def pytest_sessionfinish(session, exitstatus):
     if gate.get("passed") is False:
         # The coverage gate: a run that checked nothing (or fewer claims than
         # --kl-min-coverage asks for) fails, even when every test it ran passed or skipped.
-        state.gate_error = state.gate_error or f"--impl {state.impl}: {gate['reason']}"
+        state.gate_error = state.gate_error or f"--impl {settings.impl}: {gate['reason']}"
         if int(session.exitstatus) == int(pytest.ExitCode.OK):
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
-    state = config.stash.get(SESSION_KEY, None)
+    state = config.stash.get(STATE_KEY, None)
     if state is None or hasattr(config, "workerinput"):
         return
-    if getattr(state, "report_error", None):
+    if state.report_error:
         terminalreporter.write_line(f"klconform: could not write the report: {state.report_error}")
-    paths = getattr(state, "report_paths", None)
+    paths = state.report_paths
     if paths:
         from klconform.report.terminal import summary_lines
 
         verdict, summary = paths.verdict, paths.summary
         counts = ", ".join(f"{n} {s}" for s, n in summary.items() if n and s != "total")
-        for line in summary_lines(paths.report, replay_prefix(state), str(paths.json)):
+        for line in summary_lines(paths.report, replay_prefix(state.settings), str(paths.json)):
             terminalreporter.write_line(f"klconform: {line}")
         terminalreporter.write_line(
-            f"klconform: {state.impl} {verdict.upper()} ({counts}); report: {paths.json}")
+            f"klconform: {state.settings.impl} {verdict.upper()} ({counts}); report: {paths.json}")
     for reason in state.partial:
         terminalreporter.write_line(f"klconform: partial run: {reason}")
     if state.gate_error:

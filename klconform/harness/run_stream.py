@@ -1,10 +1,12 @@
 """The run stream: one JSON object per line, everything a report is built from.
 
     header   what ran: the implementation (description, version, capabilities, convention,
-             its declared deviations), environment, settings, the known-deviation manifest,
-             and the map from test id to the case and claims it checks;
-    start    a test began (so a hard crash can be pinned on the test that was running);
-    record   one result (an Outcome as data, with its per-claim results);
+             its declared deviations), environment, settings, the known-deviation manifest;
+    start    a test began, with what it checks (kind, case_id, dtype, claims, level, test),
+             so a hard crash is pinned on the test that was running and counted against
+             its claims;
+    record   one result (an Outcome as data, with its per-claim results), with the same
+             identity fields;
     footer   the run ended: pytest's exit status, and why it was partial if it was.
 
 A stream without a footer was cut short. `klconform run` appends the streams of the pytest
@@ -20,7 +22,6 @@ import json
 from pathlib import Path
 
 STREAM_NAME = "run.jsonl"
-STREAM_FORMAT = 1
 # Set by `klconform run` for its child: the runner reads the stream after the child exits.
 KEEP_STREAM_ENV = "KLCONFORM_KEEP_STREAM"
 
@@ -58,12 +59,13 @@ def read_stream(path):
 
 
 def in_flight(events):
-    """The nodeid that started last and has no result: the test that killed the process."""
+    """The start event of the test that started last and has no result: the test that killed
+    the process; None if every test that started has one."""
     finished = {event.get("nodeid") for event in events if event["event"] == "record"}
-    starts = [event["nodeid"] for event in events if event["event"] == "start"]
-    for nodeid in reversed(starts):
-        if nodeid not in finished:
-            return nodeid
+    starts = [event for event in events if event["event"] == "start"]
+    for start in reversed(starts):
+        if start["nodeid"] not in finished:
+            return start
     return None
 
 

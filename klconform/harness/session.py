@@ -1,65 +1,160 @@
-"""The state of one klconform pytest session, shared by the plugin's hooks."""
+"""One klconform pytest session: its settings, fixed at start, and its state as it runs.
+
+`RunSettings` is what the command line asked for, decided in pytest_configure and never
+changed (xdist workers rebuild the same from the same options). `RunState` is what the run
+learns and gathers: the implementation, the cases and what each test checks, the known
+deviations, and the results. The collector (harness.collector) owns the state; the plugin's
+hooks and fixtures read it through `run_state(config)`.
+"""
 
 import os
 import re
+import secrets
 import time
 from dataclasses import dataclass, field
 
 import pytest
 
 from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.errors import KLConformError
 
 RECORD_KEY = "klconform"       # user_properties key of a result record
-SESSION_KEY = pytest.StashKey["KLSession"]()
+SETTINGS_KEY = pytest.StashKey["RunSettings"]()
+STATE_KEY = pytest.StashKey["RunState"]()
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    impl: str
+    report_dir: str
+    requested: bool                      # --impl or --kl-only given: a conformance run
+    strict: bool = False
+    device: str = "cpu"
+    profile: str = "default"
+    seed: int | None = None              # None: the default profile's derandomized examples
+    max_examples: int | None = None
+    timeout: float = DEFAULT_TIMEOUT_S
+    cases_dir: str | None = None         # --kl-only-cases: these cases instead of the bundled
+    extra_cases_dir: str | None = None   # --kl-cases: the user's cases beside the bundled ones
+    xfails_path: str | None = None
+    convention: str | None = None        # --kl-convention: the record file for --impl
+    min_coverage: str | None = None      # --kl-min-coverage: '20' claims or '80%' of applicable
+    journal_append: bool = False
+    options: tuple = ()                  # (name, value) of every klconform option, for replays
+
+    @property
+    def option_values(self):
+        return dict(self.options)
+
+
+def choose_seed(profile, seed):
+    """The thorough profile draws fresh examples from a seed chosen once, here, so that the
+    report can name it for a replay; the default profile is derandomized and needs none."""
+    if seed is None and profile == "thorough":
+        return secrets.randbits(32)
+    return seed
 
 
 @dataclass
-class KLSession:
-    impl: str
-    report_dir: str
-    strict: bool
-    device: str
-    profile: str
-    cases_dir: str | None
+class RunState:
+    settings: RunSettings
+    started: float = field(default_factory=time.time)
     adapter: object = None
     cases: list | None = None
+    identities: dict | None = None       # suite test id -> TestIdentity (harness.identity)
+    manifest: object = None              # spec.deviations.Manifest
+    hypothesis: dict = field(default_factory=dict)   # the example settings, as recorded
     records: list = field(default_factory=list)
-    started: float = field(default_factory=time.time)
-    seed: int | None = None
-    max_examples: int | None = None
-    settings: dict = field(default_factory=dict)
-    xfails_path: str | None = None
-    timeout: float = DEFAULT_TIMEOUT_S
-    journal_append: bool = False
-    convention: str | None = None      # --kl-convention: the record file for --impl
-    min_coverage: str | None = None    # --kl-min-coverage: '20' claims or '80%' of applicable
-    journal: object = None             # the RunStream file, False once writing it failed
-    events: list = field(default_factory=list)  # the run stream, kept in memory as well
-    manifest: object = None
-    report_paths: tuple | None = None
+    events: list = field(default_factory=list)       # the run stream, kept in memory as well
+    journal: object = None               # the RunStream file, False once writing it failed
+    report_paths: object = None          # report.build.Written, once written
     report_error: str | None = None
     gate_error: str | None = None        # why a requested conformance run fails as a whole
     collected: int = 0
-    extra_cases_dir: str | None = None   # --kl-cases: the user's cases beside the bundled ones
-    requested: bool = False              # --impl or --kl-only given: a conformance run
     named_suites: list = field(default_factory=list)  # parts of the suites the command named
-    options: dict = field(default_factory=dict)  # the klconform options, by name (for replays)
     # Why this run does not cover every conformance test, one readable reason each
     # ("-k worked deselected 280 of 326 conformance tests"); empty for a complete run.
     partial: list = field(default_factory=list)
     # Conformance tests: collected before any selection, selected to run, actually run.
     conformance_tests: dict = field(
         default_factory=lambda: {"available": 0, "selected": 0, "run": 0})
-
     deselected: int = 0                  # conformance tests deselected (-k, -m, --deselect...)
 
     def note_partial(self, reason):
         if reason not in self.partial:
             self.partial.append(reason)
 
+    def loaded_cases(self):
+        if self.cases is None:
+            from klconform.spec.cases import load_cases
 
-def kl_session(config) -> KLSession:
-    return config.stash[SESSION_KEY]
+            self.cases = load_cases(self.settings.cases_dir,
+                                    extra_dirs=[self.settings.extra_cases_dir])
+        return self.cases
+
+    def test_identities(self):
+        if self.identities is None:
+            from klconform.harness.identity import identities
+
+            self.identities = identities(self.loaded_cases())
+        return self.identities
+
+    def load_implementation(self):
+        """The adapter for --impl; the call worker starts loading it first, so that its
+        imports (torch, say) run beside this process's instead of after them."""
+        from klconform.adapters import adapter_source, load_adapter
+        from klconform.engine.isolation import prepare, shutdown
+
+        settings = self.settings
+        if settings.impl.strip():
+            prepare(adapter_source(settings.impl, settings.convention))
+        try:
+            self.adapter = load_adapter(settings.impl, convention=settings.convention)
+        except KLConformError as error:
+            shutdown(now=True)
+            raise pytest.UsageError(str(error)) from None
+        return self.adapter
+
+    def known_deviations(self):
+        """The --kl-xfails manifest plus the deviations the implementation's record declares."""
+        if self.manifest is None:
+            from klconform.spec.deviations import Manifest, record_deviations
+
+            manifest = self._load_manifest() if self.settings.xfails_path else Manifest([])
+            record = getattr(self.adapter, "record", None)
+            if record is not None and record.deviations:
+                manifest = Manifest(manifest.deviations + record_deviations(record))
+            self.manifest = manifest
+        return self.manifest
+
+    def _load_manifest(self):
+        from klconform.engine.properties import BY_ID
+        from klconform.spec.claims import load_spec
+        from klconform.spec.deviations import load_manifest
+
+        cases = self.loaded_cases()
+        claims = {claim for case in cases for claim in case.claims} | set(load_spec().claims)
+        try:
+            return load_manifest(self.settings.xfails_path, {case.id for case in cases},
+                                 claims, set(BY_ID))
+        except KLConformError as error:
+            raise pytest.UsageError(str(error)) from None
+
+    def describe_hypothesis(self):
+        if not self.hypothesis:
+            from klconform.harness.hypothesis_profiles import describe
+
+            settings = self.settings
+            self.hypothesis = describe(settings.profile, settings.seed, settings.max_examples)
+        return self.hypothesis
+
+
+def run_settings(config) -> RunSettings:
+    return config.stash[SETTINGS_KEY]
+
+
+def run_state(config) -> RunState:
+    return config.stash[STATE_KEY]
 
 
 def default_report_dir(base_dir, impl):

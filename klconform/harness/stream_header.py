@@ -1,7 +1,8 @@
 """The header of a run stream: everything about the run that its results do not say.
 
-Built once per pytest process from the session state; under xdist the controller builds it
-(loading the adapter only to describe it) while the workers make the calls.
+Built once per pytest process from the run state; under xdist the controller builds it
+(loading the adapter only to describe it) while the workers make the calls. What each test
+checks is not here: its start and record events carry that themselves (harness.identity).
 """
 
 import platform
@@ -9,17 +10,18 @@ import sys
 from importlib import metadata
 
 from klconform import __version__
-from klconform.harness.run_stream import STREAM_FORMAT
+from klconform.constants import STREAM_FORMAT
 
 PACKAGES = ("numpy", "torch", "pytest", "hypothesis", "jsonschema", "PyYAML", "pytest-xdist")
 
 
-def header(state, cases, spec, invocation=None):
+def header(state, spec, invocation=None):
+    settings = state.settings
     return {
         "stream_format": STREAM_FORMAT,
         "klconform_version": __version__,
         "spec_version": spec.version if spec else None,
-        "implementation": describe_implementation(state.impl, state.adapter),
+        "implementation": describe_implementation(settings.impl, state.adapter),
         "environment": {
             "python": platform.python_version(),
             "platform": platform.platform(),
@@ -28,15 +30,14 @@ def header(state, cases, spec, invocation=None):
         },
         "run": {
             "started": state.started,
-            "profile": state.profile,
-            "strict": state.strict,
-            "device": state.device,
-            "min_coverage": getattr(state, "min_coverage", None),
+            "profile": settings.profile,
+            "strict": settings.strict,
+            "device": settings.device,
+            "min_coverage": settings.min_coverage,
             "invocation": list(sys.argv if invocation is None else invocation),
-            "settings": dict(state.settings or {}),
+            "settings": dict(state.describe_hypothesis()),
         },
         "deviations": manifest_entries(state.manifest),
-        "tests": tests_map(cases),
     }
 
 
@@ -62,20 +63,6 @@ def manifest_entries(manifest):
              "dtypes": list(deviation.dtypes) if deviation.dtypes else None,
              "source": getattr(deviation, "source", "manifest")}
             for deviation in manifest.deviations]
-
-
-def tests_map(cases):
-    """'<case id>-<dtype>' (the test id parameter) -> what that test checks, so a test that
-    crashed the process before recording anything is still counted against its claims."""
-    from klconform.engine.gradients import CLAIMS as GRADIENT_CLAIMS
-
-    tests = {}
-    for case in cases or ():
-        for dtype in case.dtypes:
-            tests[f"{case.id}-{dtype}"] = {"case": case.id, "dtype": dtype,
-                                           "claims": list(case.claims), "level": case.level,
-                                           "gradient_claims": list(GRADIENT_CLAIMS)}
-    return tests
 
 
 def _safe(function):

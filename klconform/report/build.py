@@ -17,22 +17,27 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
 
+from klconform import __version__
+from klconform.constants import STREAM_FORMAT
+from klconform.errors import KLConformError
 from klconform.report.gate import gate_reason
+from klconform.statuses import (
+    CLAIM_PRECEDENCE,
+    CLAIM_STATUS,
+    FAILING,
+    JUDGED,
+    JUDGED_LEVELS,
+    STATUSES,
+    ClaimStatus,
+    Status,
+    Verdict,
+)
 
 REPORT_SCHEMA_VERSION = "2"
-FAILING = ("failed", "errored")
-STATUSES = ("passed", "failed", "errored", "warned", "unsupported", "recorded", "skipped",
-            "xfailed", "stale")
-# A record's (or one of its claims') status -> the claim status it contributes.
-CLAIM_STATUS = {"passed": "pass", "stale": "pass", "failed": "fail", "errored": "fail",
-                "warned": "warn", "xfailed": "known-deviation", "unsupported": "unsupported",
-                "recorded": "recorded", "skipped": "not-run"}
-# The claim status that wins when a claim's records disagree, strongest first.
-CLAIM_PRECEDENCE = ("fail", "warn", "known-deviation", "pass", "recorded", "unsupported",
-                    "not-run")
-# A record's status for a claim that means a returned value was judged for it. "errored"
-# is not: the call raised (or klconform refused what came back), so nothing was checked.
-JUDGED = ("passed", "failed", "warned", "xfailed", "stale")
+
+
+class StreamFormatError(KLConformError):
+    """The run stream cannot be made into a report."""
 # The engine's own exceptions about a call, which the engine words as "the implementation
 # raised ...": klconform raised them (a result of the wrong type, a device it lacks, a call
 # its circuit breaker did not make).
@@ -48,10 +53,11 @@ def build_report(events, spec):
     footers = [event for event in events if event["event"] == "footer"]
     head = headers[0] if headers else {}
     foot = footers[-1] if footers else None
-    records = _records(events, head.get("tests") or {})
+    check_stream_format(head)
+    records = _records(events)
     summary = {status: 0 for status in STATUSES}
     for record in records:
-        status = record.get("status", "skipped")
+        status = record.get("status", Status.SKIPPED)
         summary[status] = summary.get(status, 0) + 1
     summary["total"] = len(records)
     run = dict(head.get("run") or {})
@@ -69,8 +75,8 @@ def build_report(events, spec):
                                records, coverage)
     min_coverage = run.get("min_coverage")
     gate = gate_reason(coverage, min_coverage, claims)
-    if gate and verdict == "pass":
-        verdict, reason = "incomplete", gate
+    if gate and verdict == Verdict.PASS:
+        verdict, reason = Verdict.INCOMPLETE, gate
     return {
         "report_schema": REPORT_SCHEMA_VERSION,
         "klconform_version": head.get("klconform_version"),
@@ -104,32 +110,30 @@ def build_report(events, spec):
         "summary": summary,
         "claims": claims,
         "deviations": list(head.get("deviations") or ()),
-        "failures": [_failure(r) for r in records if r.get("status") in FAILING + ("warned",)],
+        "failures": [_failure(r) for r in records if r.get("status") in FAILING | {Status.WARNED}],
         "implementation_defined": _implementation_defined(records),
     }
 
 
-def _records(events, tests):
-    """Result records, the last one per test id (a re-run test: its last result wins), with
-    claims restored from the header's test map for records that lost them (crashes)."""
-    by_node = {}
+def _records(events):
+    """Result records, the last one per test (a re-run test: its last result wins)."""
+    by_test = {}
     for event in events:
         if event["event"] == "record":
             entry = {key: value for key, value in event.items() if key != "event"}
-            by_node[entry.get("nodeid") or id(entry)] = entry
-    records = list(by_node.values())
-    for record in records:
-        if record.get("claims") or "[" not in str(record.get("nodeid", "")):
-            continue
-        param = record["nodeid"].rsplit("[", 1)[1].rstrip("]")
-        test = tests.get(param)
-        if test:
-            gradient = "test_gradient" in record["nodeid"]
-            record.update(case_id=("grad:" if gradient else "") + test["case"],
-                          dtype=test["dtype"], level="must" if gradient else test["level"],
-                          claims=test["gradient_claims"] if gradient else test["claims"])
-    return sorted(records, key=lambda r: (r.get("case_id") or "", r.get("dtype") or "",
-                                          r.get("nodeid", "")))
+            by_test[entry.get("nodeid") or id(entry)] = entry
+    return sorted(by_test.values(), key=lambda r: (r.get("case_id") or "", r.get("dtype") or "",
+                                                   r.get("nodeid", "")))
+
+
+def check_stream_format(head):
+    """A stream of another layout would be read wrongly (older ones name their tests only
+    by node id): refused with what to do instead."""
+    found = head.get("stream_format")
+    if found is not None and found != STREAM_FORMAT:
+        raise StreamFormatError(f"run stream format {found}: this klconform ({__version__}) reads "
+                          f"format {STREAM_FORMAT}; rebuild the report with the klconform "
+                          f"version that wrote the stream ({head.get('klconform_version')})")
 
 
 def claim_results(record):
@@ -137,7 +141,7 @@ def claim_results(record):
     results = record.get("claim_results")
     if results:
         return results
-    return {claim: record.get("status", "skipped") for claim in record.get("claims") or ()}
+    return {claim: record.get("status", Status.SKIPPED) for claim in record.get("claims") or ()}
 
 
 def judged(record, claim, status):
@@ -147,24 +151,25 @@ def judged(record, claim, status):
     if status not in JUDGED or claim in (record.get("errored_claims") or ()):
         return False
     # Streams written before errored_claims: an errored record judged nothing it failed.
-    return not (record.get("status") == "errored" and status == "failed")
+    return not (record.get("status") == Status.ERRORED and status == Status.FAILED)
 
 
 def _verdict(summary, exitstatus, strict, complete, partial, records, coverage):
     """(verdict, reason): fail if anything must-level failed, even in a partial run."""
-    if summary["failed"] or summary["errored"]:
-        count = summary["failed"] + summary["errored"]
-        return "fail", f"{count} test(s) failed or errored"
-    if strict and summary["stale"]:
-        return "fail", f"{summary['stale']} stale known deviation(s) under --strict"
+    count = sum(summary[status] for status in FAILING)
+    if count:
+        return Verdict.FAIL, f"{count} test(s) failed or errored"
+    if strict and summary[Status.STALE]:
+        return Verdict.FAIL, f"{summary[Status.STALE]} stale known deviation(s) under --strict"
     if not records:
-        return "incomplete", "no conformance test ran"
+        return Verdict.INCOMPLETE, "no conformance test ran"
     if not coverage["checked"]:
-        return "incomplete", "no claim could be checked (every applicable claim is unsupported)"
+        return (Verdict.INCOMPLETE,
+                "no claim could be checked (every applicable claim is unsupported)")
     if not complete:
         why = "; ".join(partial) if partial else f"pytest exited with status {exitstatus}"
-        return "incomplete", why
-    return "pass", "every must-level claim that was checked holds"
+        return Verdict.INCOMPLETE, why
+    return Verdict.PASS, "every must-level claim that was checked holds"
 
 
 def _claims_section(records, spec):
@@ -175,8 +180,8 @@ def _claims_section(records, spec):
     section = []
     for claim in (spec.claims.values() if spec else ()):
         entries = by_claim.get(claim.id, [])
-        statuses = {CLAIM_STATUS.get(status, "not-run") for _, status in entries}
-        status = next((s for s in CLAIM_PRECEDENCE if s in statuses), "not-run")
+        statuses = {CLAIM_STATUS.get(status, ClaimStatus.NOT_RUN) for _, status in entries}
+        status = next((s for s in CLAIM_PRECEDENCE if s in statuses), ClaimStatus.NOT_RUN)
         counts = {}
         for _, each in entries:
             counts[each] = counts.get(each, 0) + 1
@@ -199,7 +204,7 @@ def _reason(record, claim, status):
     """Why a record did not judge `claim`: the engine's per-claim reason, else (a call the
     plan refused outright: a device, a dtype) the record's own message."""
     reason = (record.get("claim_reasons") or {}).get(claim)
-    if reason is None and status == "unsupported" and record.get("message"):
+    if reason is None and status == Status.UNSUPPORTED and record.get("message"):
         reason = " ".join(str(record["message"]).split())
     return reason
 
@@ -208,12 +213,13 @@ def _coverage(claims):
     """Claims checked / claims applicable: a claim declared away (unsupported) counts as
     applicable and unchecked, so declaring things away cannot look like passing; so does a
     claim whose every call errored, since no value was judged for it."""
-    graded = [c for c in claims if c["level"] != "implementation-defined"]
+    graded = [c for c in claims if c["level"] in JUDGED_LEVELS]
     checked = [c["id"] for c in graded if c["checked"]]
-    unsupported = [c["id"] for c in graded if not c["checked"] and c["status"] == "unsupported"]
-    not_run = [c["id"] for c in graded if not c["checked"] and c["status"] == "not-run"]
+    unsupported = [c["id"] for c in graded
+                   if not c["checked"] and c["status"] == ClaimStatus.UNSUPPORTED]
+    not_run = [c["id"] for c in graded if not c["checked"] and c["status"] == ClaimStatus.NOT_RUN]
     errored = [c["id"] for c in graded if not c["checked"]
-               and c["status"] not in ("unsupported", "not-run")]
+               and c["status"] not in (ClaimStatus.UNSUPPORTED, ClaimStatus.NOT_RUN)]
     applicable = len(checked) + len(unsupported) + len(errored)
     return {"checked": len(checked), "applicable": applicable,
             "ratio": round(len(checked) / applicable, 4) if applicable else 0.0,
@@ -249,7 +255,7 @@ def _failure(record):
 def _implementation_defined(records):
     points = [{"case": r["case_id"], "dtype": r["dtype"],
                "point": r.get("message", "").split(":")[0], "observed": r.get("observed")}
-              for r in records if r.get("status") == "recorded"]
+              for r in records if r.get("status") == Status.RECORDED]
     seen = set()
     for record in records:
         for note in record.get("notes") or ():

@@ -13,13 +13,15 @@ Input is two report.json dicts; nothing here runs or loads an implementation.
 
 from dataclasses import dataclass, field
 
-from klconform.report.build import JUDGED, REPORT_SCHEMA_VERSION
+from klconform.report.build import REPORT_SCHEMA_VERSION
 from klconform.report.markdown import cell
+from klconform.statuses import FAILING, JUDGED, ClaimStatus, Level, Status, strictest
 
-PASSING_CLAIM = ("pass", "warn", "recorded", "known-deviation")
-PASSING_CASE = ("passed", "warned", "recorded", "xfailed", "stale")
-FAILING_CASE = ("failed", "errored")
-LEVEL_ORDER = ("must", "should", "implementation-defined")
+# What a change from a failure to these counts as: fixed.
+PASSING_CLAIM = frozenset({ClaimStatus.PASS, ClaimStatus.WARN, ClaimStatus.RECORDED,
+                           ClaimStatus.KNOWN_DEVIATION})
+PASSING_CASE = frozenset({Status.PASSED, Status.WARNED, Status.RECORDED, Status.XFAILED,
+                          Status.STALE})
 MARKDOWN_CASE_ROWS = 20
 
 
@@ -92,18 +94,14 @@ def _cases(report):
             key = (entry.get("case"), entry.get("dtype"))
             status, level, claims = cases.get(key, (entry["status"], None, []))
             claims.append(claim["id"])
-            cases[key] = (status, _strictest(level, levels.get(claim["id"])), claims)
+            level = strictest((level, levels.get(claim["id"])), default=Level.MUST)
+            cases[key] = (status, level, claims)
     for failure in report.get("failures") or ():
         key = (failure.get("case"), failure.get("dtype"))
         if key in cases and failure.get("level"):
             status, _, claims = cases[key]
             cases[key] = (status, failure["level"], claims)
     return cases
-
-
-def _strictest(*levels):
-    known = [level for level in levels if level in LEVEL_ORDER]
-    return min(known, key=LEVEL_ORDER.index) if known else "must"
 
 
 def _failure_text(report, case, dtype):
@@ -141,7 +139,7 @@ def compare(old, new, old_label="old", new_label="new", allow_coverage_drop=Fals
         now = claim.get("status")
         level = claim.get("level", "must")
         failing_cases = [f"{e.get('case')}[{e.get('dtype')}]" for e in claim.get("cases") or ()
-                         if e.get("status") in FAILING_CASE]
+                         if e.get("status") in FAILING]
         detail = ", ".join(failing_cases[:3]) + (" ..." if len(failing_cases) > 3 else "")
         change = Change("claim", claim_id, level, before, now, detail)
         if before in PASSING_CLAIM and now == "fail":
@@ -160,7 +158,7 @@ def compare(old, new, old_label="old", new_label="new", allow_coverage_drop=Fals
         before = old_cases.get((case, dtype), ("absent",))[0]
         _classify(diff, Change("case", f"{case}[{dtype}]", level, before, now,
                                _failure_text(new, case, dtype)),
-                  before in PASSING_CASE, before in FAILING_CASE, now in FAILING_CASE,
+                  before in PASSING_CASE, before in FAILING, now in FAILING,
                   now in PASSING_CASE, now == "unsupported", False)
     for (case, dtype), (before, level, _) in sorted(old_cases.items(), key=_key):
         if (case, dtype) not in new_cases and before in PASSING_CASE:

@@ -13,9 +13,9 @@ reads the report's coverage section only, so a saved stream reproduces the decis
 import argparse
 import re
 
+from klconform.statuses import JUDGED_LEVELS
+
 MIN_COVERAGE = re.compile(r"\s*(?P<number>\d+(?:\.\d+)?)\s*(?P<percent>%?)\s*")
-# Judged claims, as opposed to implementation-defined points that are only recorded.
-JUDGED_LEVELS = ("must", "should")
 
 
 def parse_min_coverage(text):

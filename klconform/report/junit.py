@@ -12,7 +12,8 @@ Input is the report.json dict only. The text comes from the implementation under
 import re
 import xml.etree.ElementTree as ET
 
-FAILING = ("failed", "errored")
+from klconform.statuses import FAILING
+
 # Characters XML 1.0 forbids even as references; ElementTree would write them unescaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 MESSAGE_LIMIT = 500

@@ -26,14 +26,13 @@ import re
 from pathlib import Path
 
 from klconform.errors import KLConformError
+from klconform.statuses import JUDGED_LEVELS
 
 MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "known-deviation": "deviation",
         "unsupported": "n/a", "not-run": "not run", "recorded": "recorded"}
 # A claim's reason for a known deviation repeats the deviation's own reason behind this
 # prefix (spec/deviations.py describe()); without it the two are one root cause.
 DEVIATION_PREFIX = re.compile(r"^known deviation (?:'[^']*'|\"[^\"]*\"): ")
-# Claims coverage counts; implementation-defined points are recorded, never judged.
-JUDGED_LEVELS = ("must", "should")
 
 
 class MatrixError(KLConformError):
@@ -221,24 +220,5 @@ def render_matrix_markdown(matrix):
     return "\n".join(lines) + "\n"
 
 
-def write_matrix(report_paths, out_dir):
-    from klconform.report.build import write_atomically
-
-    matrix = build_matrix([read_report(path) for path in report_paths])
-    write_atomically(Path(out_dir) / "matrix.json", json.dumps(matrix, indent=2) + "\n")
-    render_pages(matrix, out_dir)
-    return matrix
-
-
 def read_matrix(path):
     return _read_json(path, "matrix.json", ("claims", "implementations"))
-
-
-def render_pages(matrix, out_dir):
-    """matrix.md and index.html from a matrix (built here, or a saved matrix.json)."""
-    from klconform.report.build import write_atomically
-    from klconform.report.site import render_site
-
-    out = Path(out_dir)
-    write_atomically(out / "matrix.md", render_matrix_markdown(matrix))
-    write_atomically(out / "index.html", render_site(matrix))

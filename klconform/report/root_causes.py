@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from klconform.constants import ALSO_FITS, ALSO_FITS_SEPARATOR, DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
+from klconform.statuses import FAILING, Status
 
 # A number standing alone: not the 16 of float16 or the 2 of log2.
 NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?![\w.])")
@@ -28,7 +29,6 @@ RAISED = re.compile(r"(?:\b(?P<who>the implementation|klconform) )?\braised (?P<
 # An index or shape, whatever its rank, once its numbers are out: [#, #] and [#, #, #] alike.
 NUMBER_LIST = re.compile(r"([\[(])#(?:, #)*,?([\])])")
 INPUT_DTYPE = re.compile(r"(!= input dtype )\w+")
-FAILING_STATUSES = ("failed", "errored")
 
 
 def normalise(text):
@@ -54,7 +54,7 @@ class RootCause:
     @property
     def failing(self):
         """Tests that fail the run (failed or errored), as opposed to warned."""
-        return sum(failure.get("status") in FAILING_STATUSES for failure in self.failures)
+        return sum(failure.get("status") in FAILING for failure in self.failures)
 
     @property
     def example(self):
@@ -103,7 +103,7 @@ def failed_claims(report):
     by_node = {}
     for claim in report.get("claims") or ():
         for case in claim.get("cases") or ():
-            if case.get("status") in FAILING_STATUSES + ("warned",):
+            if case.get("status") in FAILING | {Status.WARNED}:
                 by_node.setdefault(case.get("nodeid"), []).append(claim["id"])
     return by_node
 

@@ -10,7 +10,8 @@ Reads the report dict only.
 
 import shlex
 
-from klconform.report.root_causes import FAILING_STATUSES, root_causes
+from klconform.report.root_causes import root_causes
+from klconform.statuses import FAILING
 
 ROOT_CAUSE_LINES = 5
 FAILING_TEST_LINES = 10
@@ -51,7 +52,7 @@ def summary_lines(report, rerun=None, report_path=None):
     for group in groups:  # the likeliest root cause's tests first
         for failure in group.failures:
             test = failure.get("test") or failure.get("nodeid")
-            if failure.get("status") in FAILING_STATUSES and test and test not in failing:
+            if failure.get("status") in FAILING and test and test not in failing:
                 failing.append(test)
     if not failing:
         return lines

@@ -13,11 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from klconform import resources
-from klconform.constants import DEFAULT_DTYPES, DTYPES, LEVELS, REDUCTIONS
+from klconform.constants import DEFAULT_DTYPES, DTYPES, REDUCTIONS
 from klconform.errors import SpecError
 from klconform.spec import tensors
 from klconform.spec.claims import dotted_path, load_schema, load_spec, validation_error
 from klconform.spec.yaml_loader import read_yaml
+from klconform.statuses import strictest
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,6 @@ def build_mask(inputs):
     return tensors.build(inputs["mask"]) != 0
 
 
-def _strictest(levels):
-    for level in LEVELS:
-        if level in levels:
-            return level
-    raise ValueError(f"no known level among {levels}")
 
 
 def case_files(directory):
@@ -189,7 +185,7 @@ def _make_case(path, raw, line, spec, document, index):
         provenance=tuple(raw["provenance"]), inputs=raw["inputs"], call=call,
         dtypes=tuple(raw.get("dtypes", DEFAULT_DTYPES)), expect=expect,
         profile=raw.get("profile", "default"), file=Path(path), line=line,
-        level=_strictest(levels), raw=copy.deepcopy(raw),
+        level=strictest(levels), raw=copy.deepcopy(raw),
     )
     # The arrays were built above to check them; the cached property keeps them.
     case.__dict__["arrays"] = (arrays["input"], arrays["target"])
