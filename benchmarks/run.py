@@ -187,11 +187,11 @@ def run_times(repeats, thorough):
 
 
 def worker_overhead():
-    from klconform.adapters import load_adapter
     from klconform.adapters.base import Call
     from klconform.engine import isolation
+    from klconform.engine.worker_protocol import implementation_spec
 
-    adapter = load_adapter("torch")
+    adapter = isolation.isolated(implementation_spec("torch"))
     rows = []
     for shape, repeats in (((4, 8), 300), ((32, 1024), 100), ((32, 128_000), 5)):
         width = shape[-1]

@@ -4,8 +4,7 @@ Test ids are `<case id>-<dtype>`; records carry the case id prefixed with `grad:
 """
 
 
-def test_gradient(kl_gradient_case, kl_dtype, kl_adapter, kl_device, kl_timeout, kl_conclude):
+def test_gradient(kl_gradient_case, kl_dtype, kl_adapter, kl_device, kl_conclude):
     from klconform.engine.gradients import evaluate_gradients
 
-    kl_conclude(evaluate_gradients(kl_gradient_case, kl_dtype, kl_adapter, kl_device,
-                                   kl_timeout))
+    kl_conclude(evaluate_gradients(kl_gradient_case, kl_dtype, kl_adapter, kl_device))

@@ -7,7 +7,7 @@ oracle on the same values.
 """
 
 
-def test_layout(kl_layout_case, kl_dtype, kl_adapter, kl_device, kl_timeout, kl_conclude):
-    from klconform.engine.layouts import evaluate_layouts
+def test_layout(kl_layout_case, kl_dtype, kl_adapter, kl_device, kl_conclude):
+    from klconform.engine.layout_checks import evaluate_layouts
 
-    kl_conclude(evaluate_layouts(kl_layout_case, kl_dtype, kl_adapter, kl_device, kl_timeout))
+    kl_conclude(evaluate_layouts(kl_layout_case, kl_dtype, kl_adapter, kl_device))

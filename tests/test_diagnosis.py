@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from klconform.adapters import load_adapter
-from klconform.engine.diagnosis import diagnose
+from klconform.engine.diagnosis import explain_mismatch
 from klconform.engine.evaluate import evaluate, make_call
 from klconform.oracle import float64 as oracle
 from klconform.spec.cases import load_cases
@@ -72,7 +72,7 @@ def test_none_reduced_per_row_is_diagnosed():
     expected = oracle.expected(call.input, call.target, reduction="none", log_target=False,
                                dtype="float64")
     per_row = np.sum(expected.value, axis=-1)
-    assert diagnose(call, per_row, expected) == \
+    assert explain_mismatch(call, per_row, expected) == \
         "looks like: 'none' reduced per row instead of returning pointwise terms"
 
 
@@ -80,7 +80,7 @@ def test_correct_value_has_no_diagnosis():
     call = make_call(case_by_id()["batchmean-2d"], "float64", "cpu")
     expected = oracle.expected(call.input, call.target, reduction="batchmean",
                                log_target=False, dtype="float64")
-    assert diagnose(call, expected.value, expected) is None
+    assert explain_mismatch(call, expected.value, expected) is None
 
 
 def test_failure_output_names_case_claim_mistake_and_reproducer(pytester):

@@ -32,7 +32,7 @@ def stream(*records, min_coverage=None):
     """A run stream of these records (record fields only), with a header and a footer."""
     run = {"started": 0.0, "profile": "default", "strict": False, "device": "cpu",
            "invocation": [], "settings": {}, "min_coverage": min_coverage}
-    events = [{"event": "header", "run": run, "tests": {}}]
+    events = [{"event": "header", "run": run}]
     for index, record in enumerate(records):
         events.append({"event": "record", "nodeid": f"test_cases.py::test_case[{index}]",
                        "dtype": "float32", "level": "must", "case_id": f"case-{index}",

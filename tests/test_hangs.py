@@ -8,17 +8,27 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from klconform.adapters import load_adapter
 from klconform.adapters.base import Call
 from klconform.engine import isolation
 from klconform.engine.properties import BY_ID, run_property
+from klconform.engine.worker_protocol import implementation_spec
 
 HANGING_SOURCE = Path(__file__).with_name("hanging.py")
+
+
+def timed(adapter, timeout):
+    """The same implementation (the same breaker) under another per-call timeout."""
+    return isolation.IsolatedAdapter(replace(adapter.spec, timeout=timeout), adapter.local)
+
+
+def load_isolated(impl, timeout=60):
+    return isolation.isolated(implementation_spec(impl, timeout=timeout))
 # The default --kl-timeout (60 s) and HANG_LIMIT (2) make about 2 minutes of hanging; the
 # issue's bound for the whole run is 5 minutes.
 WALL_LIMIT_S = 300
@@ -104,22 +114,22 @@ def test_hang_with_a_short_timeout_names_the_cases_and_leaves_nothing_behind(tmp
 
 
 def test_breaker_is_per_kind_of_input_dtype_included():
-    adapter = load_adapter("tests.hanging:spins_in_float16")
+    adapter = load_isolated("tests.hanging:spins_in_float16")
     x = np.log(np.full((2, 3), 1 / 3))
     t = np.full((2, 3), 1 / 3)
     half = Call(x, t, dtype="float16", reduction="sum")
     single = Call(x, t, dtype="float32", reduction="sum")
     for _ in range(isolation.HANG_LIMIT):
         with pytest.raises(isolation.CallTimeout, match="no result after"):
-            isolation.run_isolated(adapter, "run", half, timeout=0.5)
+            timed(adapter, 0.5).run(half)
         # The same number of dimensions in another dtype keeps working, and does not
         # reset the float16 streak.
-        assert isolation.run_isolated(adapter, "run", single, timeout=30).shape == ()
+        assert timed(adapter, 30).run(single).shape == ()
     started = time.monotonic()
     with pytest.raises(isolation.CallNotRun, match="2-d inputs in float16"):
-        isolation.run_isolated(adapter, "run", half, timeout=0.5)
+        timed(adapter, 0.5).run(half)
     assert time.monotonic() - started < 0.4  # refused without calling
-    assert isolation.run_isolated(adapter, "run", single, timeout=30).shape == ()
+    assert timed(adapter, 30).run(single).shape == ()
 
 
 def _property_calls(monkeypatch, impl, property_id, dtype, timeout):
@@ -129,14 +139,14 @@ def _property_calls(monkeypatch, impl, property_id, dtype, timeout):
 
     configure("default")
     calls = []
-    real = isolation.run_isolated
+    real = isolation.call_in_worker
 
-    def counting(*args, **kwargs):
-        calls.append((args[2].input.shape, args[2].reduction))
-        return real(*args, **kwargs)
+    def counting(spec, method, call):
+        calls.append((call.input.shape, call.reduction))
+        return real(spec, method, call)
 
-    monkeypatch.setattr(isolation, "run_isolated", counting)
-    outcome = run_property(BY_ID[property_id], load_adapter(impl), dtype, timeout=timeout)
+    monkeypatch.setattr(isolation, "call_in_worker", counting)
+    outcome = run_property(BY_ID[property_id], load_isolated(impl, timeout), dtype)
     return outcome, calls
 
 
@@ -157,17 +167,17 @@ def _uniform(shape, dtype="float32", reduction="sum"):
 
 
 def test_breaker_counts_crashes_as_it_counts_hangs():
-    adapter = load_adapter("tests.hanging:exits_on_2d_sum")
+    adapter = load_isolated("tests.hanging:exits_on_2d_sum")
     crashing = _uniform((2, 3))
     for _ in range(isolation.HANG_LIMIT):
         with pytest.raises(isolation.WorkerCrashed, match="exit status 3"):
-            isolation.run_isolated(adapter, "run", crashing, timeout=60)
+            adapter.run(crashing)
     started = time.monotonic()
     with pytest.raises(isolation.CallNotRun, match="hung or crashed on 2 calls in a row with "
                                                    "2-d inputs.*crashed"):
-        isolation.run_isolated(adapter, "run", crashing, timeout=60)
+        adapter.run(crashing)
     assert time.monotonic() - started < 0.4  # refused without starting a worker's imports
-    assert isolation.run_isolated(adapter, "run", _uniform((3,)), timeout=60).shape == ()
+    assert adapter.run(_uniform((3,))).shape == ()
 
 
 def test_property_stops_at_the_first_crash_without_shrinking(monkeypatch):
@@ -180,12 +190,12 @@ def test_property_stops_at_the_first_crash_without_shrinking(monkeypatch):
 
 
 def test_the_same_error_on_every_call_is_raised_again_without_calling():
-    adapter = load_adapter("tests.hanging:returns_numpy")
+    adapter = load_isolated("tests.hanging:returns_numpy")
     kinds = [_uniform((2, 3)), _uniform((4,), reduction="mean"), _uniform((2, 2, 3))]
     errors = []
     for index in range(isolation.REPEAT_LIMIT):
         with pytest.raises(Exception) as raised:
-            isolation.run_isolated(adapter, "run", kinds[index % len(kinds)], timeout=60)
+            adapter.run(kinds[index % len(kinds)])
         assert not getattr(raised.value, "replayed", None)
         errors.append(raised.value)
     calls = []
@@ -194,7 +204,7 @@ def test_the_same_error_on_every_call_is_raised_again_without_calling():
                                                                                    **kwargs)
     try:
         with pytest.raises(Exception) as raised:
-            isolation.run_isolated(adapter, "run", _uniform((5, 7)), timeout=60)
+            adapter.run(_uniform((5, 7)))
         assert not calls
         assert type(raised.value).__name__ == type(errors[0]).__name__
         assert str(raised.value) == str(errors[0]) and "returned ndarray" in str(errors[0])
@@ -202,7 +212,7 @@ def test_the_same_error_on_every_call_is_raised_again_without_calling():
         # Counted per dtype: another dtype's calls are still made (numpy has no bfloat16,
         # so such a function raises differently there).
         with pytest.raises(Exception) as raised:
-            isolation.run_isolated(adapter, "run", _uniform((5, 7), "float64"), timeout=60)
+            adapter.run(_uniform((5, 7), "float64"))
         assert len(calls) == 1 and not getattr(raised.value, "replayed", None)
     finally:
         isolation.CallWorker.call = real
@@ -211,10 +221,9 @@ def test_the_same_error_on_every_call_is_raised_again_without_calling():
 def test_a_function_that_has_returned_is_always_called_again():
     # It raises on every 'sum' (a deliberate refusal, as for an invalid reduction), but its
     # first call returned: each later call is made and answered by the function itself.
-    adapter = load_adapter("tests.hanging:rejects_sum")
-    assert isolation.run_isolated(adapter, "run", _uniform((2, 3), reduction="mean"),
-                                  timeout=60).shape == ()
+    adapter = load_isolated("tests.hanging:rejects_sum")
+    assert adapter.run(_uniform((2, 3), reduction="mean")).shape == ()
     for index in range(isolation.REPEAT_LIMIT + 2):
         with pytest.raises(ValueError, match="no 'sum'") as raised:
-            isolation.run_isolated(adapter, "run", _uniform((2, index + 2)), timeout=60)
+            adapter.run(_uniform((2, index + 2)))
         assert not getattr(raised.value, "replayed", None)

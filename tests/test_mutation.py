@@ -20,7 +20,7 @@ import pytest
 from klconform.adapters import load_adapter
 from klconform.engine.evaluate import evaluate
 from klconform.engine.gradients import GRADIENT_DTYPES, eligible, evaluate_gradients
-from klconform.engine.layouts import evaluate_layouts
+from klconform.engine.layout_checks import evaluate_layouts
 from klconform.report.root_causes import root_causes
 from klconform.spec.cases import load_cases
 from klconform.spec.claims import load_spec
@@ -92,11 +92,10 @@ def run_mutant(name) -> MutantRun:
 
 def _run_mutant(name) -> MutantRun:
     mutant = WRONG.get(name) or CORRECT[name]
-    adapter = load_adapter(mutant.impl)
-    # Called on this process's call thread, not through the call worker: the mutants are
-    # torch functions already imported here, and the judging is the same either way
+    # Called in this process, not through the call worker: the mutants are torch functions
+    # already imported here, and the judging is the same either way
     # (test_direct_evaluation_matches_the_real_suite runs them through pytest and the worker).
-    adapter.source = None
+    adapter = load_adapter(mutant.impl)
     run = MutantRun()
     for case in default_profile_cases():
         for dtype in case.dtypes:

@@ -1,4 +1,4 @@
-"""The CI workflow shown in the README is the one in examples/, and it is well formed."""
+"""The CI workflow shown in docs/ci.md is the one in examples/, and it is well formed."""
 
 from pathlib import Path
 
@@ -8,9 +8,9 @@ ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "github-actions" / "klconform.yml"
 
 
-def test_readme_shows_the_example_workflow_verbatim():
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert f"```yaml\n{EXAMPLE.read_text(encoding='utf-8')}```" in readme
+def test_the_ci_guide_shows_the_example_workflow_verbatim():
+    guide = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    assert f"```yaml\n{EXAMPLE.read_text(encoding='utf-8')}```" in guide
 
 
 def test_workflow_installs_runs_summarizes_uploads_and_diffs():

@@ -10,7 +10,6 @@ Resolution order:
 
 import difflib
 import importlib
-import os
 import pkgutil
 import re
 from importlib.metadata import entry_points
@@ -27,15 +26,7 @@ _MODULE_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 def load_adapter(spec: str, convention=None) -> Adapter:
     """The adapter for an --impl string; `convention` (a record file) states how a
     MODULE:ATTR function is called, instead of assuming the torch convention."""
-    adapter = _resolve(spec, convention)
-    adapter.source = adapter_source(spec, convention)
-    return adapter
-
-
-def adapter_source(spec: str, convention=None):
-    """What the call worker (klconform.engine.isolation) re-creates the adapter from."""
-    return spec.strip() if convention is None else (spec.strip(),
-                                                    os.path.abspath(str(convention)))
+    return _resolve(spec, convention)
 
 
 def _resolve(spec: str, convention=None) -> Adapter:

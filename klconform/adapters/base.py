@@ -190,7 +190,6 @@ class Adapter:
 
     name = "unnamed"
     capabilities = Capabilities()
-    source = None   # the --impl string load_adapter made it from (re-created in the call worker)
 
     def version(self) -> str:
         """The version of the distribution the adapter's module was installed from."""
@@ -212,7 +211,7 @@ class Adapter:
 
     def plan(self, call: Call) -> Plan:
         """Whether and how this adapter carries out `call` (from its capabilities)."""
-        return Plan(unsupported=unsupported_reason(self.capabilities, call))
+        return Plan(unsupported=capability_gap(self.capabilities, call))
 
     def snippet(self, call: Call) -> str:
         """Python source reproducing the call outside klconform.
@@ -249,7 +248,7 @@ class Adapter:
                            observation.warnings + messages)
 
 
-def unsupported_reason(caps: Capabilities, call: Call):
+def capability_gap(caps: Capabilities, call: Call):
     """What `call` asks for that the capabilities lack, as a phrase; None if nothing."""
     if call.dtype not in caps.dtypes:
         return f"dtype {call.dtype}"

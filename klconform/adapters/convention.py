@@ -24,7 +24,7 @@ from klconform.adapters.base import (
     ImplementationResultError,
     Observation,
     Plan,
-    unsupported_reason,
+    capability_gap,
 )
 from klconform.adapters.native_form import (
     mask_argument,
@@ -189,7 +189,7 @@ class ConventionAdapter(Adapter):
 
     def plan(self, call: Call) -> Plan:
         record = self.record
-        reason = self.unavailable or unsupported_reason(self.capabilities, call)
+        reason = self.unavailable or capability_gap(self.capabilities, call)
         device = call.device.split(":")[0]
         if reason is None and record.requires_gpu and device not in self.bridge.devices():
             reason = (f"device {device}: absent on this machine (it has "

@@ -1,7 +1,7 @@
 """The implementation records klconform ships, one YAML file each in records/.
 
-The record names are the built-in `--impl` names and the rows of the matrix; the README's
-list and the docs are generated from the same records.
+The record names are the built-in `--impl` names and the rows of the matrix (built from
+the reports of runs against them). The list in docs/matrix.md is written by hand.
 """
 
 from functools import lru_cache

@@ -85,7 +85,7 @@ def generated_coverage(cases):
     from klconform.engine.attribution import LOWER_PRECISION, PRECISION_CLAIM
     from klconform.engine.gradients import CLAIMS as GRADIENT_CLAIMS
     from klconform.engine.gradients import MASK_GRADIENT_CLAIM, eligible
-    from klconform.engine.layouts import CLAIM as LAYOUT_CLAIM
+    from klconform.engine.layout_checks import CLAIM as LAYOUT_CLAIM
 
     if not any(eligible(case) for case in cases):
         return set()

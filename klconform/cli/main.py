@@ -6,6 +6,7 @@ import os
 import sys
 
 from klconform import __version__, resources
+from klconform.errors import KLConformError
 from klconform.harness.options import add_cli_options, pytest_arguments
 
 
@@ -49,9 +50,10 @@ def main(argv=None):
                         help="directory for matrix.json, matrix.md and index.html")
 
     rebuild = commands.add_parser(
-        "report", help="rebuild report.json and report.md from a saved run stream")
+        "report", help="rebuild the reports (report.json, report.md, report-full.md, "
+                       "junit.xml) from a saved run stream")
     rebuild.add_argument("stream", help="a run stream (run.jsonl) or the report dir holding it")
-    rebuild.add_argument("--out", required=True, help="directory for report.json and report.md")
+    rebuild.add_argument("--out", required=True, help="directory for the rebuilt reports")
 
     diff = commands.add_parser(
         "diff", help="compare two report.json files: regressions, fixes, newly unsupported; "
@@ -127,8 +129,12 @@ def run_report(args):
     if not events:
         print(f"report: {args.stream}: no run stream there (run.jsonl)", file=sys.stderr)
         return 2
-    paths = write_reports(events, args.out)
-    print(f"report: {paths[2].upper()}; {paths[0]}")
+    try:
+        written = write_reports(events, args.out)
+    except KLConformError as error:   # a stream this version cannot read
+        print(f"report: {args.stream}: {error}", file=sys.stderr)
+        return 2
+    print(f"report: {written.verdict.upper()}; {written.json}")
     return 0
 
 
@@ -181,7 +187,7 @@ def run_suites(args):
     import shutil
     import tempfile
 
-    from klconform.harness.child_runner import run_isolated
+    from klconform.harness.child_runner import run_surviving_crashes
     from klconform.harness.session import default_report_dir
 
     extra = list(args.pytest_args)
@@ -215,7 +221,7 @@ def run_suites(args):
     hypothesis_home = tempfile.mkdtemp(prefix="klconform-hypothesis-")
     os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = hypothesis_home
     try:
-        return run_isolated(pytest_args + extra, args.report_dir)
+        return run_surviving_crashes(pytest_args + extra, args.report_dir)
     finally:
         shutil.rmtree(hypothesis_home, ignore_errors=True)
 

@@ -1,13 +1,10 @@
 """The child side of klconform.engine.isolation: a process that runs implementation calls.
 
 Started as `python -m klconform.engine.call_worker READ_FD WRITE_FD PARENT_PID`. It loads
-adapters from their --impl strings (klconform.adapters.load_adapter), runs the calls the
-parent sends and returns what they gave or raised. It imports nothing of the implementation
-until asked, and never touches stdin/stdout of the run: the protocol has its own pipes.
-
-Messages are tuples encoded by klconform.engine.wire (large arrays in shared memory):
-  parent -> child  ("load", spec, sys_path) | ("call", spec, method, call, sys_path)
-  child -> parent  ("ready",) | ("ok", value) | ("raised", error) | ("raised-text", type, text)
+adapters from the ImplementationSpec each message carries (klconform.adapters.load_adapter),
+runs the calls the parent sends and returns what they gave or raised. It imports nothing of
+the implementation until asked, and never touches stdin/stdout of the run: the protocol
+(engine.worker_protocol) has its own pipes.
 """
 
 import os
@@ -18,6 +15,7 @@ import time
 from multiprocessing.connection import Connection
 
 from klconform.engine import wire
+from klconform.engine import worker_protocol as protocol
 
 
 def _die_with_parent(parent_pid):
@@ -48,36 +46,34 @@ def _raised(error, run_pid):
     """The error as a message the parent can rebuild, even when its class cannot be pickled."""
     try:
         pickle.loads(pickle.dumps(error, protocol=wire.PROTOCOL))
-        return wire.encode(("raised", error), run_pid)
+        return wire.encode(protocol.raised(error), run_pid)
     except Exception:
-        return wire.encode(("raised-text", type(error).__name__, str(error)), run_pid)
+        return wire.encode(protocol.raised_text(error), run_pid)
 
 
 def serve(inbox: Connection, outbox: Connection, run_pid):
     from klconform.adapters import load_adapter
 
     adapters = {}
-    outbox.send_bytes(wire.encode(("ready",), run_pid))
+    outbox.send_bytes(wire.encode(protocol.ready(), run_pid))
     while True:
         try:
-            message = wire.decode(inbox.recv_bytes())
+            payload = inbox.recv_bytes()
         except (EOFError, OSError):
             return  # the parent closed the pipe: the run is over
-        kind, spec = message[0], message[1]
-        if message[-1] is not None:
-            sys.path[:] = message[-1]
         try:
-            adapter = adapters.get(spec)
+            message = protocol.checked(wire.decode(payload), ("load", "call"))
+            if message["sys_path"] is not None:
+                sys.path[:] = message["sys_path"]
+            implementation = message["implementation"]
+            key = (implementation["impl"], implementation["convention"])
+            adapter = adapters.get(key)
             if adapter is None:
-                # A tuple is (--impl, --kl-convention); a string, --impl alone.
-                adapter = adapters[spec] = (load_adapter(*spec) if isinstance(spec, tuple)
-                                            else load_adapter(spec))
-            if kind == "load":
-                reply = wire.encode(("ok", None), run_pid)
-            else:
-                method, call = message[2], message[3]
-                value = getattr(adapter, method)(call)
-                reply = wire.encode(("ok", value), run_pid)
+                adapter = adapters[key] = load_adapter(*key)
+            value = None
+            if message["kind"] == "call":
+                value = getattr(adapter, message["method"])(message["call"])
+            reply = wire.encode(protocol.returned(value), run_pid)
         except BaseException as error:  # KeyboardInterrupt too: the parent re-raises it
             reply = _raised(error, run_pid)
         outbox.send_bytes(reply)

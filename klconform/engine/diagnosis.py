@@ -185,7 +185,7 @@ def explaining_mistakes(call, actual, expected):
     return matches, correct
 
 
-def diagnose(call, actual, expected):
+def explain_mismatch(call, actual, expected):
     """A 'looks like: ...' sentence, or None when no known mistake explains `actual`."""
     found, correct = explaining_mistakes(call, actual, expected)
     matches = [text for text, _, _ in found]

@@ -9,7 +9,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.constants import DEFAULT_TIMEOUT_S
 from klconform.dtypes import UNIT_ROUNDOFF, round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine.attribution import (
@@ -18,7 +17,7 @@ from klconform.engine.attribution import (
     explaining,
     judge_value,
 )
-from klconform.engine.diagnosis import DIAGNOSIS_PREFIX, diagnose
+from klconform.engine.diagnosis import DIAGNOSIS_PREFIX, explain_mismatch
 from klconform.engine.expectations import (
     check_cross_entropy,
     check_published,
@@ -30,7 +29,6 @@ from klconform.engine.expectations import (
     oracle_for,
     representation_allowance,
 )
-from klconform.engine.isolation import call_with_timeout
 from klconform.engine.judging import (
     CALL_CLAIM,
     DTYPE_CLAIM,
@@ -46,26 +44,6 @@ from klconform.oracle import float64 as oracle
 from klconform.short_text import describe_observed, first_line, summarize
 from klconform.spec.claims import load_spec
 from klconform.statuses import Level, Status
-
-
-class Guarded:
-    """The adapter with every call under the per-call timeout; attributes pass through."""
-
-    def __init__(self, adapter, timeout):
-        self._adapter = adapter
-        self._timeout = timeout
-
-    def __getattr__(self, name):
-        return getattr(self._adapter, name)
-
-    def run(self, call):
-        return call_with_timeout(self._adapter.run, call, timeout=self._timeout)
-
-    def run_gradients(self, call):
-        return call_with_timeout(self._adapter.run_gradients, call, timeout=self._timeout)
-
-    def snippet(self, call):
-        return self._adapter.snippet(call)
 
 
 def make_call(case, dtype, device, arrays=None, call_args=None, mask=None):
@@ -89,7 +67,7 @@ def _round_argument(values, dtype):
     return round_to(values, dtype)
 
 
-def unsupported_reason(adapter, call: Call):
+def plan_refusal(adapter, call: Call):
     return adapter.plan(call).unsupported
 
 
@@ -157,8 +135,7 @@ def _summation_accuracy(evidence, failures, claims):
 NOT_VALUE_CHECKS = ("oracle", "raises", "probe", "probe_gradient")
 
 
-def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
-    adapter = Guarded(adapter, timeout)
+def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
     spec = load_spec()
     outcome = Outcome("passed", case.id, dtype, case.claims, case.level)
     call = make_call(case, dtype, device)
@@ -271,10 +248,10 @@ def evaluate(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> O
             cannot.pop(claim, None)
     settle(outcome, failures, judged, cannot, spec)
     if outcome.status == "failed":
-        # diagnose() itself passes over mistakes whose shape differs from the result's. A
+        # explain_mismatch() itself passes over mistakes whose shape differs from the result's. A
         # mistake that attributed the failure names it first: the root cause's headline.
         outcome.diagnosis = (f"{DIAGNOSIS_PREFIX} {failures.mistakes[0]}" if failures.mistakes
-                             else diagnose(call, observation.value, expected))
+                             else explain_mismatch(call, observation.value, expected))
     return outcome
 
 

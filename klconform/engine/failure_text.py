@@ -7,10 +7,7 @@ from functools import lru_cache
 def _claims():
     from klconform.spec.claims import load_spec
 
-    try:
-        return load_spec().claims
-    except Exception:
-        return {}
+    return load_spec().claims
 
 
 def claim_line(claim_id):
@@ -38,8 +35,3 @@ def failure_text(outcome) -> str:
     return "\n".join(lines)
 
 
-def one_line(outcome_record) -> str:
-    """A failure as one line, for tables."""
-    checks = outcome_record.get("checks") or []
-    text = checks[0] if checks else outcome_record.get("message", "")
-    return " ".join(str(text).split())

@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.constants import DEFAULT_TIMEOUT_S, DTYPES
+from klconform.constants import DTYPES
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
 from klconform.engine import gradient_mistakes
 from klconform.engine.attribution import (
@@ -27,13 +27,12 @@ from klconform.engine.attribution import (
 from klconform.engine.diagnosis import DIAGNOSIS_PREFIX
 from klconform.engine.evaluate import (
     ZEROS_LOST,
-    Guarded,
     budget_dtype,
     lower_precision_expected,
     make_call,
     oracle_for,
     own_outputs,
-    unsupported_reason,
+    plan_refusal,
     with_conversions,
     zeros_lost,
 )
@@ -227,14 +226,13 @@ MODES = (("both", ("input", "target")), ("input only", ("input",)),
          ("target only", ("target",)))
 
 
-def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
-    adapter = Guarded(adapter, timeout)
+def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
     call = make_call(case, dtype, device)
     # A case that masks rows judges their gradient too (n/a where no mask is declared).
     masks_rows = call.mask is not None and not np.all(call.mask)
     outcome = Outcome("passed", f"{CASE_PREFIX}{case.id}", dtype,
                       CLAIMS + ((MASK_GRADIENT_CLAIM,) if masks_rows else ()), "must")
-    reason = unsupported_reason(adapter, call)
+    reason = plan_refusal(adapter, call)
     if not adapter.capabilities.autograd:
         reason = "autograd"
     if reason:
@@ -269,7 +267,7 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
         except Exception as error:
             # Only the arguments this mode differentiates: a path that raises for the target
             # alone says nothing about the input's gradient.
-            return errored_outcome(outcome, error, f"{mode}: ",
+            return _gradient_errored(outcome, error, f"{mode}: ",
                                    [f"gradient-{argument}" for argument in arguments])
         grad_input, grad_target = gradients[mode]
         kept = np.ones_like(target_checked) if masked is None else ~masked
@@ -325,7 +323,7 @@ def evaluate_gradients(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEO
                                                            target_checked, differences)
             failures += differences
         except Exception as error:
-            return errored_outcome(outcome, error, "finite differences: ")
+            return _gradient_errored(outcome, error, "finite differences: ")
     grad_input, grad_target = gradients["both"]
     if any(claim == PRECISION_CLAIM for claim, _ in failures):
         outcome.diagnosis = f"{DIAGNOSIS_PREFIX} {precision_mistake(call.dtype)}"
@@ -430,7 +428,7 @@ def _moved(failures, found):
     return [(found[0], text) if claim in CLAIMS else (claim, text) for claim, text in failures]
 
 
-def errored_outcome(outcome, error, where, claims=None):
+def _gradient_errored(outcome, error, where, claims=None):
     from klconform.engine.outcome import errored_outcome as errored
 
     errored(outcome, error)

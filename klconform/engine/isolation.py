@@ -1,7 +1,8 @@
 """Keeping one broken implementation call from taking the run down with it.
 
-Calls run in a long-lived child process (klconform.engine.call_worker, one per pytest
-process, so one per xdist worker) that re-creates the adapter from its --impl string. The
+An IsolatedAdapter is the Adapter the engine is given for an --impl: its calls run in a
+long-lived child process (klconform.engine.call_worker, one per pytest process, so one per
+xdist worker) that re-creates the adapter from an ImplementationSpec. The
 caller waits at most the per-call timeout; a call that hangs gets its process killed (a
 thread could only be abandoned, still running and still burning CPU), and a fresh worker
 is started at once so its start-up overlaps the rest of the run. A call that crashes the
@@ -17,13 +18,11 @@ kinds of call, is broken for every such call (it returns the wrong array type, i
 required keyword): later calls raise that error again without being made (`replayed`
 says so).
 
-Adapters that were not made by load_adapter (no --impl string to re-create them from) run
-on a thread in this process, as before: they can time out but cannot be killed.
+Any other Adapter the engine is given is called in this process, without a time limit.
 """
 
 import atexit
 import os
-import queue
 import signal
 import subprocess
 import sys
@@ -32,8 +31,10 @@ import time
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
-from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.adapters.base import Adapter
 from klconform.engine import wire
+from klconform.engine import worker_protocol as protocol
+from klconform.engine.worker_protocol import ImplementationSpec, ProtocolError
 
 # Loading the adapter in the worker (importing torch, say) is not the call under test.
 LOAD_TIMEOUT_S = 300.0
@@ -44,7 +45,6 @@ HANG_LIMIT = 2
 # REPEAT_KINDS different shapes or reductions, is taken to raise it on every such call.
 REPEAT_LIMIT = 8
 REPEAT_KINDS = 3
-ISOLATED_METHODS = ("run", "run_gradients")
 
 
 class CallTimeout(Exception):
@@ -60,7 +60,14 @@ class WorkerCrashed(Exception):
 
 
 class WorkerLoadError(Exception):
-    """The call worker could not re-create the adapter from its --impl string."""
+    """The call worker could not re-create the adapter from its ImplementationSpec."""
+
+
+def _error_of(reply):
+    """The exception a `raised` reply carries, rebuilt by name if it did not pickle."""
+    if "error" in reply:
+        return reply["error"]
+    return _rebuilt_error(reply["error_type"], reply["error_text"])
 
 
 def _rebuilt_error(type_name, text):
@@ -95,17 +102,18 @@ class CallWorker:
         self.outbox = Connection(parent_writes, readable=False)
         self.inbox = Connection(parent_reads, writable=False)
         self.ready = False
-        self.loaded = set()
+        self.loaded = set()     # the keys of the specs this worker has loaded
         self.sent_path = None
 
-    def _receive(self, timeout):
+    def _receive(self, timeout, kinds=("returned", "raised")):
         """The next message, or None after `timeout` seconds (None: wait forever)."""
         try:
             if timeout is not None and not self.inbox.poll(timeout):
                 return None
-            return wire.decode(self.inbox.recv_bytes())
+            message = wire.decode(self.inbox.recv_bytes())
         except (EOFError, OSError):
             raise WorkerCrashed(self._crash_text()) from None
+        return protocol.checked(message, kinds)
 
     def _crash_text(self):
         try:
@@ -114,48 +122,50 @@ class CallWorker:
             returncode = None
         return f"the implementation crashed the call worker process ({_describe_exit(returncode)})"
 
-    def _send(self, *message):
+    def _sys_path(self):
+        """The run's sys.path if it changed since the last message (see worker_protocol)."""
         path = list(sys.path)
-        # Modules named by --impl are found on the caller's sys.path, which tests and
-        # conftest files change after the worker started.
         carried = path if path != self.sent_path else None
         self.sent_path = path
+        return carried
+
+    def _send(self, message):
         try:
-            self.outbox.send_bytes(wire.encode((*message, carried), os.getpid()))
+            self.outbox.send_bytes(wire.encode(message, os.getpid()))
         except (BrokenPipeError, OSError):
             raise WorkerCrashed(self._crash_text()) from None
 
     def _wait_ready(self):
         if not self.ready:
-            if self._receive(LOAD_TIMEOUT_S) is None:
+            if self._receive(LOAD_TIMEOUT_S, kinds=("ready",)) is None:
                 raise WorkerLoadError(f"the call worker did not start in {LOAD_TIMEOUT_S:g} s")
             self.ready = True
 
     def load(self, spec):
-        if spec in self.loaded:
+        if spec.key in self.loaded:
             return
         self._wait_ready()
-        self._send("load", spec)
+        self._send(protocol.load(spec, self._sys_path()))
         reply = self._receive(LOAD_TIMEOUT_S)
         if reply is None:
-            raise WorkerLoadError(f"loading --impl {spec} in the call worker took over "
+            raise WorkerLoadError(f"loading --impl {spec.impl} in the call worker took over "
                                   f"{LOAD_TIMEOUT_S:g} s")
-        if reply[0] != "ok":
-            error = reply[1] if reply[0] == "raised" else _rebuilt_error(*reply[1:])
-            raise WorkerLoadError(f"the call worker could not load --impl {spec}: "
+        if reply["kind"] == "raised":
+            error = _error_of(reply)
+            raise WorkerLoadError(f"the call worker could not load --impl {spec.impl}: "
                                   f"{type(error).__name__}: {error}")
-        self.loaded.add(spec)
+        self.loaded.add(spec.key)
 
-    def call(self, spec, method, call, timeout):
+    def call(self, spec, method, call):
         """(True, value) or (False, error raised by the call); None when it timed out."""
         self.load(spec)
-        self._send("call", spec, method, call)
-        reply = self._receive(timeout if timeout and timeout > 0 else None)
+        self._send(protocol.call(spec, method, call, self._sys_path()))
+        reply = self._receive(spec.timeout if spec.timeout and spec.timeout > 0 else None)
         if reply is None:
             return None
-        if reply[0] == "ok":
-            return True, reply[1]
-        return False, reply[1] if reply[0] == "raised" else _rebuilt_error(*reply[1:])
+        if reply["kind"] == "returned":
+            return True, reply["value"]
+        return False, _error_of(reply)
 
     def kill(self):
         try:
@@ -203,14 +213,14 @@ class CircuitBreaker:
         self.repeat_limit = repeat_limit
         self.streaks = {}      # kind -> timeouts or crashes since a call of that kind returned
         self.hung = {}         # kind -> descriptions of the calls that timed out or crashed
-        self.returned_once = set()  # specs that have returned a value
-        self.repeats = {}      # (spec, dtype) -> _Repeated
+        self.returned_once = set()  # implementations that have returned a value
+        self.repeats = {}      # (implementation, dtype) -> _Repeated
 
     @staticmethod
-    def kinds(spec, call):
+    def kinds(implementation, call):
         ndim = getattr(getattr(call, "input", None), "ndim", None)
         dtype = getattr(call, "dtype", None)
-        return ((spec, ndim), (spec, ndim, dtype))
+        return ((implementation, ndim), (implementation, ndim, dtype))
 
     @staticmethod
     def describe(kind):
@@ -218,17 +228,17 @@ class CircuitBreaker:
         text = f"{ndim}-d inputs" if ndim is not None else "these inputs"
         return text + (f" in {kind[2]}" if len(kind) > 2 else "")
 
-    def refuse(self, spec, call):
+    def refuse(self, implementation, call):
         """The exception to raise instead of making the call, or None: CallNotRun for a kind
         that hangs or crashes, the repeated error of a function broken for every call."""
-        for kind in self.kinds(spec, call):
+        for kind in self.kinds(implementation, call):
             if self.streaks.get(kind, 0) >= self.limit:
                 return CallNotRun(
                     f"not run: the implementation hung or crashed on {self.limit} calls in a "
                     f"row with {self.describe(kind)} "
                     f"({'; '.join(self.hung[kind][-self.limit:])}), so klconform stopped "
                     f"calling it with such inputs (--kl-timeout)")
-        repeated = self.repeats.get((spec, getattr(call, "dtype", None)))
+        repeated = self.repeats.get((implementation, getattr(call, "dtype", None)))
         if repeated and repeated.count >= self.repeat_limit \
                 and len(repeated.kinds) >= REPEAT_KINDS:
             # The same type name and text: the report groups it with the calls made.
@@ -238,19 +248,20 @@ class CircuitBreaker:
             return error
         return None
 
-    def returned(self, spec, call):
-        self.returned_once.add(spec)
-        self.repeats = {key: value for key, value in self.repeats.items() if key[0] != spec}
-        for kind in self.kinds(spec, call):
+    def returned(self, implementation, call):
+        self.returned_once.add(implementation)
+        self.repeats = {key: value for key, value in self.repeats.items()
+                        if key[0] != implementation}
+        for kind in self.kinds(implementation, call):
             self.streaks.pop(kind, None)
 
-    def raised(self, spec, call, error):
+    def raised(self, implementation, call, error):
         """Counted per dtype: a function broken everywhere often fails differently in one
         dtype (numpy has no bfloat16), and that must not break the others' streaks."""
-        if spec in self.returned_once:
+        if implementation in self.returned_once:
             return
         name, text = type(error).__name__, str(error)
-        key = (spec, getattr(call, "dtype", None))
+        key = (implementation, getattr(call, "dtype", None))
         repeated = self.repeats.get(key)
         if repeated and (repeated.type_name, repeated.text) == (name, text):
             repeated.count += 1
@@ -259,9 +270,9 @@ class CircuitBreaker:
         repeated.kinds.add((getattr(getattr(call, "input", None), "shape", None),
                             getattr(call, "reduction", None)))
 
-    def failed(self, spec, call, label):
+    def failed(self, implementation, call, label):
         """A call of this kind timed out or crashed the worker."""
-        for kind in self.kinds(spec, call):
+        for kind in self.kinds(implementation, call):
             self.streaks[kind] = self.streaks.get(kind, 0) + 1
             self.hung.setdefault(kind, []).append(label)
 
@@ -305,19 +316,12 @@ def shutdown(now=False):
     _pool.shutdown(now)
 
 
-def _source_of(adapter):
-    """The --impl string that re-creates `adapter` in the worker, or None."""
-    return getattr(adapter, "source", None)
-
-
-def prepare(source):
-    """Start the worker and have it load the adapter for `source` (an adapter's source) in
-    the background: its imports then overlap this process's own."""
-    if source is None:
-        return
+def prepare(spec):
+    """Start the worker and have it load `spec` in the background: the implementation's
+    imports then overlap this process's own."""
     with _pool.lock:
         worker = _pool.current()
-        threading.Thread(target=_preload, args=(worker, source),
+        threading.Thread(target=_preload, args=(worker, spec),
                          name="klconform-preload", daemon=True).start()
 
 
@@ -325,105 +329,100 @@ def _preload(worker, spec):
     with _pool.lock:
         try:
             worker.load(spec)
-        except Exception:  # the first real call reports it, as that case's error
-            pass
+        except (WorkerLoadError, WorkerCrashed, ProtocolError):
+            pass  # the first real call meets the same error, and reports it as its case's
 
 
-def run_isolated(adapter, method, call, timeout=DEFAULT_TIMEOUT_S):
-    """adapter.<method>(call) in the call worker, under the per-call timeout and the breaker."""
-    spec = _source_of(adapter)
+def call_in_worker(spec, method, call):
+    """The adapter's <method>(call) in the call worker, under the spec's per-call timeout and
+    the breaker."""
     with _pool.lock:
-        refusal = _pool.breaker.refuse(spec, call)
+        refusal = _pool.breaker.refuse(spec.key, call)
         if refusal is not None:
             raise refusal
         worker = _pool.current()
         try:
-            result = worker.call(spec, method, call, timeout)
+            result = worker.call(spec, method, call)
         except WorkerCrashed:
             _pool.replace()
-            _pool.breaker.failed(spec, call, f"{_label(call)} crashed")
+            _pool.breaker.failed(spec.key, call, f"{_label(call)} crashed")
             raise
         if result is None:
             _pool.replace()
-            _pool.breaker.failed(spec, call, f"{_label(call)} hung")
-            raise CallTimeout(f"no result after {timeout:g} s (per-call timeout; --kl-timeout); "
-                              f"the call's process was killed")
+            _pool.breaker.failed(spec.key, call, f"{_label(call)} hung")
+            raise CallTimeout(f"no result after {spec.timeout:g} s (per-call timeout; "
+                              f"--kl-timeout); the call's process was killed")
         returned, value = result
         if returned:
-            _pool.breaker.returned(spec, call)
+            _pool.breaker.returned(spec.key, call)
         else:
-            _pool.breaker.raised(spec, call, value)
+            _pool.breaker.raised(spec.key, call, value)
     if not returned:
         raise value
     return value
 
 
-def call_with_timeout(function, *args, timeout=DEFAULT_TIMEOUT_S):
-    """function(*args) under the per-call timeout.
+def isolated(spec: ImplementationSpec):
+    """The IsolatedAdapter of `spec`; the worker starts loading it first, so that its imports
+    (torch, say) run beside this process's instead of after them. ImplementationLoadError if
+    --impl does not resolve here."""
+    from klconform.adapters import load_adapter
 
-    Adapter.run / Adapter.run_gradients of an adapter made by load_adapter go to the call
-    worker; anything else runs on this process's call thread.
-    """
-    adapter = getattr(function, "__self__", None)
-    method = getattr(function, "__name__", None)
-    if _source_of(adapter) is not None and method in ISOLATED_METHODS and len(args) == 1:
-        return run_isolated(adapter, method, args[0], timeout)
-    return _call_on_thread(function, args, timeout)
-
-
-# --- in-process fallback ---------------------------------------------------------------
-
-
-class _Thread:
-    def __init__(self):
-        self.inbox = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._serve, name="klconform-call", daemon=True)
-        self.thread.start()
-
-    def _serve(self):
-        while True:
-            function, args, box, done = self.inbox.get()
-            try:
-                box["value"] = function(*args)
-            except BaseException as error:  # re-raised in the caller's thread
-                box["error"] = error
-            done.set()
+    prepare(spec)
+    try:
+        local = load_adapter(spec.impl, convention=spec.convention)
+    except BaseException:
+        shutdown(now=True)
+        raise
+    return IsolatedAdapter(spec, local)
 
 
-_thread = None
-_thread_lock = threading.Lock()
+class IsolatedAdapter(Adapter):
+    """The implementation of an ImplementationSpec: what it can be asked (capabilities, plans,
+    snippets) from its adapter loaded in this process, its calls made in the call worker."""
+
+    def __init__(self, spec: ImplementationSpec, local: Adapter):
+        self.spec = spec
+        self.local = local
+        self.name = local.name
+        self.capabilities = local.capabilities
+        self.record = getattr(local, "record", None)   # a declarative record, if it has one
+
+    def version(self):
+        return self.local.version()
+
+    def describe(self):
+        return self.local.describe()
+
+    def plan(self, call):
+        return self.local.plan(call)
+
+    def snippet(self, call):
+        return self.local.snippet(call)
+
+    def compute(self, call):
+        return self.run(call)
+
+    def gradients(self, call):
+        return self.run_gradients(call)
+
+    def run(self, call):
+        return call_in_worker(self.spec, "run", call)
+
+    def run_gradients(self, call):
+        return call_in_worker(self.spec, "run_gradients", call)
 
 
-def _call_on_thread(function, args, timeout):
-    global _thread
-    if not timeout or timeout <= 0:
-        return function(*args)
-    with _thread_lock:
-        if _thread is None:
-            _thread = _Thread()
-        worker = _thread
-    box, done = {}, threading.Event()
-    worker.inbox.put((function, args, box, done))
-    if not done.wait(timeout):
-        with _thread_lock:
-            if _thread is worker:
-                _thread = None  # abandoned: a thread cannot be killed
-        raise CallTimeout(f"no result after {timeout:g} s (per-call timeout; --kl-timeout)")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-def measure_overhead(adapter, call, repeats=200):
-    """Seconds per call through the worker minus in-process, for benchmarks/run.py."""
-    run_isolated(adapter, "run", call)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        run_isolated(adapter, "run", call)
-    isolated = (time.perf_counter() - start) / repeats
+def measure_overhead(adapter: IsolatedAdapter, call, repeats=200):
+    """Seconds per call through the worker and in this process, for benchmarks/run.py."""
     adapter.run(call)
     start = time.perf_counter()
     for _ in range(repeats):
         adapter.run(call)
+    isolated = (time.perf_counter() - start) / repeats
+    adapter.local.run(call)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        adapter.local.run(call)
     direct = (time.perf_counter() - start) / repeats
     return isolated, direct

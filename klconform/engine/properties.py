@@ -1,6 +1,6 @@
 """The property layer: claims checked on examples Hypothesis draws, against --impl.
 
-A property is a plain function over a Probe (the adapter plus one drawn Example): it makes
+A property is a plain function over a ExampleRun (the adapter plus one drawn Example): it makes
 calls, compares every result with the float64 oracle exactly as a YAML case is compared
 (klconform.engine.evaluate's helpers), then checks its own relation. run_property() searches for a
 falsifying example with Hypothesis and turns the outcome into the same Outcome a case
@@ -21,18 +21,17 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.constants import DEFAULT_TIMEOUT_S, DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
+from klconform.constants import DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import strategies
 from klconform.engine.attribution import judge_value
 from klconform.engine.evaluate import (
-    Guarded,
     budget_dtype,
     lower_precision_expected,
     make_call,
     own_outputs,
-    unsupported_reason,
+    plan_refusal,
     with_conversions,
 )
 from klconform.engine.expectations import (
@@ -82,7 +81,7 @@ class PropertyHung(BaseException):
 
 
 class PropertyViolation(Exception):
-    """Raised inside the Hypothesis search; carries the Probe of the falsifying example."""
+    """Raised inside the Hypothesis search; carries the ExampleRun of the falsifying example."""
 
     def __init__(self, probe):
         super().__init__("; ".join(probe.failures.lines))
@@ -102,7 +101,7 @@ class PropertyErrored(BaseException):
         self.probe = probe
 
 
-class Probe:
+class ExampleRun:
     """One example under test: makes calls, compares them, collects failures and cases."""
 
     def __init__(self, adapter, example, device, claims=(), attribute=True):
@@ -235,7 +234,7 @@ class Probe:
 
 
 def measured(value, expected):
-    """(value, oracle value, budget) of one call, for Probe.equal."""
+    """(value, oracle value, budget) of one call, for ExampleRun.equal."""
     return value, expected.value, expected.budget
 
 
@@ -428,7 +427,7 @@ class Property:
         empty = strategies.sample_array(adapter)
 
         def reason(reduction, log_target):
-            return unsupported_reason(adapter, Call(empty, empty, dtype=dtype, device=device,
+            return plan_refusal(adapter, Call(empty, empty, dtype=dtype, device=device,
                                                     reduction=reduction, log_target=log_target))
 
         reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
@@ -583,8 +582,8 @@ def without_local_constants():
         cache.cache.clear()
 
 
-def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, seed=None,
-                 example_dir=None, replay_hint="") -> Outcome:
+def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None,
+                 replay_hint="") -> Outcome:
     """Search for an example falsifying `prop` at `dtype`; the Outcome of the search."""
     from hypothesis import given, settings
     from hypothesis import seed as use_seed
@@ -601,11 +600,10 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         return unsupported(outcome, f"{adapter.name}: {'; '.join(sorted(set(cannot.values())))}",
                            prop.claims, cannot)
     judged = [claim for claim in prop.claims if claim not in cannot]
-    guarded = Guarded(adapter, timeout)
     not_run = [0]
 
     def search(example):
-        probe = Probe(guarded, example, device, judged, attribute=False)
+        probe = ExampleRun(adapter, example, device, judged, attribute=False)
         try:
             prop.check(probe, example)
         except ImplementationRaised as error:
@@ -633,7 +631,7 @@ def run_property(prop, adapter, dtype, device="cpu", timeout=DEFAULT_TIMEOUT_S, 
         outcome.actual = "no result (timed out)"
         outcome.snippet = reproduce.snippet(adapter, hung.call)
     except (PropertyViolation, PropertyErrored) as violation:
-        probe = _attributed(prop, violation.probe, guarded, device, judged)
+        probe = _attributed(prop, violation.probe, adapter, device, judged)
         _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint)
         failures = probe.failures
         settle(outcome, failures, list(prop.claims) + [
@@ -668,7 +666,7 @@ def _attributed(prop, probe, adapter, device, claims):
     mistakes break; the search's own probe where that check cannot be made again."""
     if probe.error:
         return probe
-    again = Probe(adapter, probe.example, device, claims)
+    again = ExampleRun(adapter, probe.example, device, claims)
     try:
         prop.check(again, probe.example)
     except (Exception, PropertyHung):  # it hangs or raises now: keep what the search saw

@@ -194,14 +194,14 @@ def sample_array(adapter):
 def reduction_choices(adapter, options, dtype, device):
     """The drawn reductions / log_target values the adapter supports (never draw others)."""
     from klconform.adapters.base import Call
-    from klconform.engine.evaluate import unsupported_reason
+    from klconform.engine.evaluate import plan_refusal
 
     empty = sample_array(adapter)
 
     def supported(reduction, log_target):
         call = Call(empty, empty, dtype=dtype, reduction=reduction, log_target=log_target,
                     device=device)
-        return unsupported_reason(adapter, call) is None
+        return plan_refusal(adapter, call) is None
 
     reductions = tuple(r for r in options.reductions if supported(r, None))
     log_targets = tuple(v for v in options.log_targets

@@ -21,7 +21,7 @@ MAX_CRASHES = 10
 CHILD_PYTEST_FLAGS = ("--assert=plain", "-p", "no:logging", "-p", "klconform.harness.fast_exit")
 
 
-def run_isolated(pytest_args, report_dir):
+def run_surviving_crashes(pytest_args, report_dir):
     crashes = []
     while True:
         command = [sys.executable, "-m", "pytest", *CHILD_PYTEST_FLAGS, *pytest_args]

@@ -66,7 +66,7 @@ def tests_of(suite, cases):
     if suite.kind == "case":
         return [(case, _identity(suite, case.id, case.id, dtype, case.claims, case.level))
                 for case in cases for dtype in case.dtypes]
-    from klconform.engine import gradients, layouts
+    from klconform.engine import gradients, layout_checks
     from klconform.statuses import Level
 
     eligible = [case for case in cases if gradients.eligible(case)]
@@ -75,8 +75,8 @@ def tests_of(suite, cases):
                                  gradients.CLAIMS, Level.MUST))
                 for case in eligible for dtype in case.dtypes
                 if dtype in gradients.GRADIENT_DTYPES]
-    return [(case, _identity(suite, case.id, layouts.CASE_PREFIX + case.id, dtype,
-                             (layouts.CLAIM,), Level.MUST))
+    return [(case, _identity(suite, case.id, layout_checks.CASE_PREFIX + case.id, dtype,
+                             (layout_checks.CLAIM,), Level.MUST))
             for case in eligible for dtype in case.dtypes]
 
 

@@ -305,11 +305,6 @@ def kl_device(request):
     return run_settings(request.config).device
 
 
-@pytest.fixture(scope="session")
-def kl_timeout(request):
-    return run_settings(request.config).timeout
-
-
 @pytest.fixture
 def kl_identity():
     """What the running conformance test checks (harness.identity); parametrized with each
@@ -353,7 +348,7 @@ def kl_conclude(request, kl_record):
 
 
 @pytest.fixture
-def kl_check_property(request, kl_identity, kl_adapter, kl_device, kl_timeout, kl_conclude):
+def kl_check_property(request, kl_identity, kl_adapter, kl_device, kl_conclude):
     """Search a property at a dtype for a falsifying example, and conclude it."""
     from klconform.engine.properties import BY_ID, run_property
 
@@ -362,19 +357,19 @@ def kl_check_property(request, kl_identity, kl_adapter, kl_device, kl_timeout, k
 
     def check(property_id, dtype):
         replay = replay_command(kl_identity.test, settings)
-        kl_conclude(run_property(BY_ID[property_id], kl_adapter, dtype, kl_device, kl_timeout,
+        kl_conclude(run_property(BY_ID[property_id], kl_adapter, dtype, kl_device,
                                  settings.seed, example_dir, replay))
 
     return check
 
 
 @pytest.fixture
-def kl_check(kl_adapter, kl_device, kl_timeout, kl_conclude):
+def kl_check(kl_adapter, kl_device, kl_conclude):
     """Evaluate a case at a dtype and conclude it."""
     from klconform.engine.evaluate import evaluate
 
     def check(case, dtype):
-        return kl_conclude(evaluate(case, dtype, kl_adapter, kl_device, kl_timeout))
+        return kl_conclude(evaluate(case, dtype, kl_adapter, kl_device))
 
     return check
 

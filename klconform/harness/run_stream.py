@@ -10,7 +10,7 @@
     footer   the run ended: pytest's exit status, and why it was partial if it was.
 
 A stream without a footer was cut short. `klconform run` appends the streams of the pytest
-processes it restarts after crashes to one file. report.json and report.md are a pure
+processes it restarts after crashes to one file. The reports are a pure
 function of a stream and spec/claims.yaml (klconform.report.build.build_report); the format
 is spec/run-stream.schema.json, and a remote or out-of-process runner would emit the same.
 

@@ -100,18 +100,15 @@ class RunState:
         return self.identities
 
     def load_implementation(self):
-        """The adapter for --impl; the call worker starts loading it first, so that its
-        imports (torch, say) run beside this process's instead of after them."""
-        from klconform.adapters import adapter_source, load_adapter
-        from klconform.engine.isolation import prepare, shutdown
+        """The adapter for --impl: its calls made in the call worker, under the timeout."""
+        from klconform.engine.isolation import isolated
+        from klconform.engine.worker_protocol import implementation_spec
 
         settings = self.settings
-        if settings.impl.strip():
-            prepare(adapter_source(settings.impl, settings.convention))
+        spec = implementation_spec(settings.impl, settings.convention, settings.timeout)
         try:
-            self.adapter = load_adapter(settings.impl, convention=settings.convention)
+            self.adapter = isolated(spec)
         except KLConformError as error:
-            shutdown(now=True)
             raise pytest.UsageError(str(error)) from None
         return self.adapter
 

@@ -1,4 +1,5 @@
-"""report.json and report.md from a run stream and the claims, and nothing else.
+"""The reports (report.json, report.md, report-full.md, junit.xml) from a run stream and
+the claims, and nothing else.
 
 The stream (klconform.harness.run_stream) carries the implementation's description, the
 settings and every result; the claims come from spec/claims.yaml. Nothing here imports an
@@ -308,18 +309,13 @@ class Written(NamedTuple):
 
 
 def write_reports(events, report_dir, spec=None):
-    """Build and write report.json and report.md; Written(json path, md path, verdict,
-    summary, report)."""
+    """Build and write report.json, report.md, the full report and junit.xml; Written(json
+    path, md path, verdict, summary, report)."""
     from klconform.report.junit import junit_xml
     from klconform.report.markdown import FULL_REPORT, render_full_markdown, render_markdown
     from klconform.spec.claims import load_spec
 
-    if spec is None:
-        try:
-            spec = load_spec()
-        except Exception:
-            spec = None
-    report = build_report(events, spec)
+    report = build_report(events, spec or load_spec())
     directory = Path(report_dir)
     json_path, md_path = directory / "report.json", directory / "report.md"
     write_atomically(json_path, json.dumps(report, indent=2, sort_keys=False) + "\n")

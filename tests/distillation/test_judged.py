@@ -40,11 +40,10 @@ def default_cases():
 @cache
 def judged(impl, record, dtypes=None):
     """claim -> set of statuses over every default-profile case and gradient."""
+    # In this process: these losses neither hang nor crash, and a round trip to the call
+    # worker per call would cost most of the test's time. One torch thread: the calls are
+    # tiny, and the two xdist workers already fill the two cores.
     adapter = load_adapter(impl, convention=str(record))
-    # In this process, on the call thread: these losses neither hang nor crash, and a
-    # round trip to the call worker per call would cost most of the test's time. One torch
-    # thread: the calls are tiny, and the two xdist workers already fill the two cores.
-    adapter.source = None
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -32,7 +32,7 @@ class DiagnoseError(KLConformError):
 
 
 @dataclass
-class Outcome:
+class CallResult:
     value: np.ndarray = None
     dtype: str = None
     error: str = None
@@ -173,8 +173,8 @@ class Subject:
                 result = self._invoke(function or self.function, a, b, keywords, extra)
                 value, result_dtype, _ = self.bridge.to_numpy(result)
         except Exception as error:  # the function's own errors are evidence, not crashes
-            return Outcome(error=f"{type(error).__name__}: {' '.join(str(error).split())[:120]}")
-        return Outcome(np.asarray(value, dtype=np.float64), result_dtype)
+            return CallResult(error=f"{type(error).__name__}: {' '.join(str(error).split())[:120]}")
+        return CallResult(np.asarray(value, dtype=np.float64), result_dtype)
 
     def gradients(self, first, second, kept=None, mask=None, **keywords):
         a, b, extra = self._arguments(first, second, "float64", kept, mask)

@@ -15,13 +15,11 @@ import numpy as np
 from klconform.adapters import layouts
 from klconform.engine.diagnosis import DIAGNOSIS_PREFIX
 from klconform.engine.evaluate import (
-    Guarded,
     lower_precision_expected,
     make_call,
-    unsupported_reason,
+    plan_refusal,
 )
 from klconform.engine.expectations import compare_with_oracle, oracle_for
-from klconform.engine.isolation import DEFAULT_TIMEOUT_S
 from klconform.engine.judging import distillation_case_not_applicable
 from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome, unsupported
 from klconform.short_text import summarize
@@ -46,11 +44,10 @@ LAYOUT_MISTAKE = ("the result depends on the arguments' memory layout, not only 
                   "values")
 
 
-def evaluate_layouts(case, dtype, adapter, device="cpu", timeout=DEFAULT_TIMEOUT_S) -> Outcome:
-    adapter = Guarded(adapter, timeout)
+def evaluate_layouts(case, dtype, adapter, device="cpu") -> Outcome:
     outcome = Outcome("passed", f"{CASE_PREFIX}{case.id}", dtype, (CLAIM,), "must")
     call = make_call(case, dtype, device)
-    reason = unsupported_reason(adapter, call)
+    reason = plan_refusal(adapter, call)
     if reason is None:
         reason = distillation_case_not_applicable(case, adapter.plan(call),
                                                   adapter.capabilities, load_spec())
