@@ -137,7 +137,7 @@ NOT_VALUE_CHECKS = ("oracle", "raises", "probe", "probe_gradient")
 
 def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
     spec = load_spec()
-    outcome = Outcome("passed", case.id, dtype, case.claims, case.level)
+    outcome = Outcome(Status.PASSED, case.id, dtype, case.claims, case.level)
     call = make_call(case, dtype, device)
     calls = [call]
     if "relation" in case.expect:
@@ -172,7 +172,8 @@ def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
         return _probe(case, adapter, call, outcome)
     if case.kind == "raises":
         _expect_error(adapter, call, outcome)
-        outcome.claim_results = {claim: ("failed" if outcome.status == "failed" else "passed")
+        outcome.claim_results = {claim: (Status.FAILED if outcome.status == Status.FAILED
+                                          else Status.PASSED)
                                  for claim in case.claims}
         return outcome
     try:
@@ -247,7 +248,7 @@ def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
             judged.append(claim)
             cannot.pop(claim, None)
     settle(outcome, failures, judged, cannot, spec)
-    if outcome.status == "failed":
+    if outcome.status == Status.FAILED:
         # explain_mismatch() itself passes over mistakes whose shape differs from the result's. A
         # mistake that attributed the failure names it first: the root cause's headline.
         outcome.diagnosis = (f"{DIAGNOSIS_PREFIX} {failures.mistakes[0]}" if failures.mistakes
@@ -419,7 +420,7 @@ def _expect_error(adapter, call, outcome):
         outcome.actual = f"{type(error).__name__}: {first_line(error)}"
         outcome.expected = "an error"
         return outcome
-    outcome.status = "failed"
+    outcome.status = Status.FAILED
     outcome.expected = "an error"
     outcome.actual = f"returned {summarize(observation.value)}"
     outcome.checks = [f"raises: expected an error, the call returned {outcome.actual[9:]}"]
@@ -438,7 +439,7 @@ def _observed(adapter, call):
 
 
 def _probe(case, adapter, call, outcome):
-    outcome.status = "recorded"
+    outcome.status = Status.RECORDED
     outcome.observed, observation = _observed(adapter, call)
     if observation is not None:
         if case.expect.get("probe_gradient") and adapter.capabilities.autograd:

@@ -48,6 +48,7 @@ from klconform.oracle import float64 as oracle
 from klconform.oracle.budget import K_ELEM
 from klconform.short_text import summarize
 from klconform.spec.claims import load_spec
+from klconform.statuses import Level, Status
 
 CLAIMS = ("gradient-input", "gradient-target")
 # A gradient test's record names its case "grad:<case id>".
@@ -230,8 +231,8 @@ def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
     call = make_call(case, dtype, device)
     # A case that masks rows judges their gradient too (n/a where no mask is declared).
     masks_rows = call.mask is not None and not np.all(call.mask)
-    outcome = Outcome("passed", f"{CASE_PREFIX}{case.id}", dtype,
-                      CLAIMS + ((MASK_GRADIENT_CLAIM,) if masks_rows else ()), "must")
+    outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{case.id}", dtype,
+                      CLAIMS + ((MASK_GRADIENT_CLAIM,) if masks_rows else ()), Level.MUST)
     reason = plan_refusal(adapter, call)
     if not adapter.capabilities.autograd:
         reason = "autograd"
@@ -333,12 +334,12 @@ def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
     broken = {claim for claim, _ in failures}
     claims = CLAIMS + ((MASK_GRADIENT_CLAIM,) if masked is not None else ())
     claims += tuple(dict.fromkeys(claim for claim, _ in failures if claim not in claims))
-    outcome.claim_results = {claim: ("unsupported" if claim in unjudged else
-                                     "failed" if claim in broken else "passed")
+    outcome.claim_results = {claim: (Status.UNSUPPORTED if claim in unjudged else
+                                     Status.FAILED if claim in broken else Status.PASSED)
                              for claim in claims}
     outcome.claim_reasons = dict(unjudged)
     if failures:
-        outcome.status = "failed"
+        outcome.status = Status.FAILED
         outcome.claims = tuple(claim for claim in claims if claim in broken)
         outcome.checks = [text for _, text in failures]
         failing = [text for _, text in failures]
@@ -435,7 +436,7 @@ def _gradient_errored(outcome, error, where, claims=None):
     outcome.checks = [where + line for line in outcome.checks]
     if claims:
         outcome.claims = tuple(claims)
-        outcome.claim_results = {claim: "errored" for claim in claims}
+        outcome.claim_results = {claim: Status.ERRORED for claim in claims}
     return outcome
 
 

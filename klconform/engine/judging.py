@@ -11,10 +11,10 @@ reduction rather than one klconform composed, the target in the library's own sp
 autograd. Such a claim is unsupported for that call, with the reason, and counted so.
 """
 
-from klconform.statuses import strictest
+from klconform.statuses import Level, Status, strictest
 
 # Families of claims that are not about the value of the call.
-NOT_VALUE_FAMILIES = ("warnings", "precision", "implementation-defined")
+NOT_VALUE_FAMILIES = ("warnings", "precision", Level.IMPLEMENTATION_DEFINED)
 CALL_CLAIM = {None: "default-reduction-mean", "none": "none-pointwise", "sum": "reduction-sum",
               "mean": "reduction-mean", "batchmean": "reduction-batchmean"}
 DTYPE_CLAIM = "result-dtype"
@@ -80,28 +80,28 @@ def settle(outcome, failures, judged, unsupported, spec):
     results = {}
     for claim in dict.fromkeys(judged):
         if claim in unsupported:
-            results[claim] = "unsupported"
+            results[claim] = Status.UNSUPPORTED
             outcome.claim_reasons[claim] = unsupported[claim]
         elif failures.by_claim.get(claim):
-            results[claim] = "failed"
+            results[claim] = Status.FAILED
         else:
-            results[claim] = "passed"
+            results[claim] = Status.PASSED
     # Lines not attributed to a claim fall on every judged claim (a check that could not
     # say which claim it tests must not get lost).
     if failures.by_claim.get(None):
         for claim, status in results.items():
-            if status == "passed":
-                results[claim] = "failed"
+            if status == Status.PASSED:
+                results[claim] = Status.FAILED
     outcome.claim_results = results
     outcome.notes = list(failures.notes)
-    failing = [claim for claim, status in results.items() if status == "failed"]
+    failing = [claim for claim, status in results.items() if status == Status.FAILED]
     if failing:
-        outcome.status = "failed"
+        outcome.status = Status.FAILED
         outcome.claims = tuple(failing)
         outcome.level = strictest(spec.claims[claim].level for claim in failing)
         outcome.checks = failures.lines
-    elif results and all(status == "unsupported" for status in results.values()):
-        outcome.status = "unsupported"
+    elif results and all(status == Status.UNSUPPORTED for status in results.values()):
+        outcome.status = Status.UNSUPPORTED
     return outcome
 
 

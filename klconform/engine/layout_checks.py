@@ -24,6 +24,7 @@ from klconform.engine.judging import distillation_case_not_applicable
 from klconform.engine.outcome import CheckFailures, Outcome, errored_outcome, unsupported
 from klconform.short_text import summarize
 from klconform.spec.claims import load_spec
+from klconform.statuses import Level, Status
 
 CLAIM = "layout-independent"
 # A layout test's record names its case "layout:<case id>".
@@ -45,7 +46,7 @@ LAYOUT_MISTAKE = ("the result depends on the arguments' memory layout, not only 
 
 
 def evaluate_layouts(case, dtype, adapter, device="cpu") -> Outcome:
-    outcome = Outcome("passed", f"{CASE_PREFIX}{case.id}", dtype, (CLAIM,), "must")
+    outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{case.id}", dtype, (CLAIM,), Level.MUST)
     call = make_call(case, dtype, device)
     reason = plan_refusal(adapter, call)
     if reason is None:
@@ -80,7 +81,7 @@ def evaluate_layouts(case, dtype, adapter, device="cpu") -> Outcome:
         outcome.actual = summarize(observation.value)
         outcome.budget = float(np.max(expected.budget)) if expected.budget.size else 0.0
     if failures:
-        outcome.status = "failed"
+        outcome.status = Status.FAILED
         outcome.checks = failures.lines
         # One headline for every layout and shape it shows in.
         outcome.diagnosis = f"{DIAGNOSIS_PREFIX} {LAYOUT_MISTAKE}"

@@ -590,7 +590,7 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
     from hypothesis.errors import HypothesisException, Unsatisfiable
 
     spec = load_spec()
-    outcome = Outcome("passed", f"{CASE_PREFIX}{prop.id}", dtype, prop.claims,
+    outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{prop.id}", dtype, prop.claims,
                       strictest(spec.claims[claim].level for claim in prop.claims))
     reason = prop.unsupported(adapter, dtype, device)
     if reason:
@@ -675,7 +675,7 @@ def _attributed(prop, probe, adapter, device, claims):
 
 
 def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint):
-    outcome.status = "errored" if probe.error else "failed"
+    outcome.status = Status.ERRORED if probe.error else Status.FAILED
     outcome.checks = list(probe.failures.lines)
     shrunk = f"{SHRUNK_EXAMPLE}{probe.example!r}" + (
         f"; replay: {replay_hint}" if replay_hint else "")

@@ -64,7 +64,7 @@ class Collector:
             # testpaths): the workers make the calls; the adapter is loaded here only to be
             # described.
             try:
-                state.load_implementation()
+                state.load_implementation(makes_calls=False)
             except pytest.UsageError as error:
                 state.report_error = f"the report cannot describe --impl: {error}"
         if state.adapter is not None:

@@ -33,6 +33,7 @@ from klconform.harness.session import (
     run_settings,
     run_state,
 )
+from klconform.statuses import Status
 
 
 def pytest_addoption(parser):
@@ -54,11 +55,17 @@ def pytest_configure(config):
     config.pluginmanager.register(collector, "klconform-collector")
     if settings.requested:
         # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
-        collector.state.load_implementation()
+        collector.state.load_implementation(makes_calls=not is_xdist_controller(config))
         # xdist workers parse the command line again and collect for themselves: they
         # select the same suites the same way.
         collector.state.named_suites = select_suites(config, only=option.kl_only)
         keep_hypothesis_out_of(config)
+
+
+def is_xdist_controller(config):
+    """This process hands the tests to xdist workers and makes no implementation call."""
+    return not hasattr(config, "workerinput") and getattr(config.option, "dist", "no") != "no" \
+        and bool(getattr(config.option, "numprocesses", None))
 
 
 def settings_from(config):
@@ -378,7 +385,7 @@ def kl_check(kl_adapter, kl_device, kl_conclude):
 def pytest_report_teststatus(report, config):
     if report.when == "call" and report.passed:
         for key, entry in report.user_properties:
-            if key == RECORD_KEY and entry.get("status") == "warned":
+            if key == RECORD_KEY and entry.get("status") == Status.WARNED:
                 return "warned", "W", "WARNED (should-level)"
     return None
 

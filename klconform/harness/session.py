@@ -99,15 +99,18 @@ class RunState:
             self.identities = identities(self.loaded_cases())
         return self.identities
 
-    def load_implementation(self):
-        """The adapter for --impl: its calls made in the call worker, under the timeout."""
+    def load_implementation(self, makes_calls=True):
+        """The adapter for --impl: its calls made in the call worker, under the timeout. An
+        xdist controller (`makes_calls` false) only describes it: no worker is started."""
+        from klconform.adapters import load_adapter
         from klconform.engine.isolation import isolated
         from klconform.engine.worker_protocol import implementation_spec
 
         settings = self.settings
         spec = implementation_spec(settings.impl, settings.convention, settings.timeout)
         try:
-            self.adapter = isolated(spec)
+            self.adapter = (isolated(spec) if makes_calls
+                            else load_adapter(spec.impl, convention=spec.convention))
         except KLConformError as error:
             raise pytest.UsageError(str(error)) from None
         return self.adapter

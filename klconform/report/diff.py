@@ -53,7 +53,7 @@ class Diff:
 
     @property
     def must_regressions(self):
-        return [change for change in self.regressions if change.level == "must"]
+        return [change for change in self.regressions if change.level == Level.MUST]
 
     @property
     def gating_coverage_drops(self):
@@ -87,7 +87,7 @@ def _claims(report):
 
 def _cases(report):
     """(case, dtype) -> (status, level, claims) over every claim's case list."""
-    levels = {claim["id"]: claim.get("level", "must") for claim in report["claims"]}
+    levels = {claim["id"]: claim.get("level", Level.MUST) for claim in report["claims"]}
     cases = {}
     for claim in report["claims"]:
         for entry in claim.get("cases") or ():
@@ -121,10 +121,10 @@ def checked(claim):
 
 def _why_unchecked(claim):
     status = claim.get("status")
-    if status == "unsupported":
+    if status == ClaimStatus.UNSUPPORTED:
         reasons = claim.get("reasons") or ()
         return "unsupported" + (f": {reasons[0]}" if reasons else "")
-    if status == "not-run":
+    if status == ClaimStatus.NOT_RUN:
         return "not run in this report (deselected, or not collected)"
     return f"{status}, but no call returned a value to judge (every call errored)"
 
@@ -137,29 +137,30 @@ def compare(old, new, old_label="old", new_label="new", allow_coverage_drop=Fals
     for claim_id, claim in new_claims.items():
         before = old_claims.get(claim_id, {}).get("status", "absent")
         now = claim.get("status")
-        level = claim.get("level", "must")
+        level = claim.get("level", Level.MUST)
         failing_cases = [f"{e.get('case')}[{e.get('dtype')}]" for e in claim.get("cases") or ()
                          if e.get("status") in FAILING]
         detail = ", ".join(failing_cases[:3]) + (" ..." if len(failing_cases) > 3 else "")
         change = Change("claim", claim_id, level, before, now, detail)
-        if before in PASSING_CLAIM and now == "fail":
+        if before in PASSING_CLAIM and now == ClaimStatus.FAIL:
             diff.regressions.append(change)
             continue
-        if level == "must" and claim_id in old_claims and checked(old_claims[claim_id]) \
+        if level == Level.MUST and claim_id in old_claims and checked(old_claims[claim_id]) \
                 and not checked(claim):
             diff.coverage_drops.append(Change("claim", claim_id, level, before, now,
                                               _why_unchecked(claim)))
             continue
         _classify(diff, change,
-                  before in PASSING_CLAIM, before == "fail", now == "fail",
-                  now in PASSING_CLAIM, now == "unsupported", now == "not-run")
+                  before in PASSING_CLAIM, before == ClaimStatus.FAIL, now == ClaimStatus.FAIL,
+                  now in PASSING_CLAIM, now == ClaimStatus.UNSUPPORTED,
+                  now == ClaimStatus.NOT_RUN)
     old_cases, new_cases = _cases(old), _cases(new)
     for (case, dtype), (now, level, _) in sorted(new_cases.items(), key=_key):
         before = old_cases.get((case, dtype), ("absent",))[0]
         _classify(diff, Change("case", f"{case}[{dtype}]", level, before, now,
                                _failure_text(new, case, dtype)),
                   before in PASSING_CASE, before in FAILING, now in FAILING,
-                  now in PASSING_CASE, now == "unsupported", False)
+                  now in PASSING_CASE, now == Status.UNSUPPORTED, False)
     for (case, dtype), (before, level, _) in sorted(old_cases.items(), key=_key):
         if (case, dtype) not in new_cases and before in PASSING_CASE:
             diff.no_longer_run.append(Change("case", f"{case}[{dtype}]", level, before,
@@ -180,7 +181,7 @@ def _classify(diff, change, passed_before, failed_before, fails_now, passes_now,
         diff.new_failures.append(change)
     elif passes_now and failed_before:
         diff.fixes.append(change)
-    elif unsupported_now and change.old != "unsupported":
+    elif unsupported_now and change.old != ClaimStatus.UNSUPPORTED:
         diff.new_unsupported.append(change)
     elif not_run_now and passed_before:
         diff.no_longer_run.append(change)

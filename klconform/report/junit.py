@@ -12,15 +12,15 @@ Input is the report.json dict only. The text comes from the implementation under
 import re
 import xml.etree.ElementTree as ET
 
-from klconform.statuses import FAILING
+from klconform.statuses import FAILING, ClaimStatus, Level, Status
 
 # Characters XML 1.0 forbids even as references; ElementTree would write them unescaped.
 _NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 MESSAGE_LIMIT = 500
 SKIPPED_BECAUSE = {
-    "not-run": "not run in this run",
-    "unsupported": "unsupported by the implementation",
-    "known-deviation": "known deviation (declared in the --xfails manifest)",
+    ClaimStatus.NOT_RUN: "not run in this run",
+    ClaimStatus.UNSUPPORTED: "unsupported by the implementation",
+    ClaimStatus.KNOWN_DEVIATION: "known deviation (declared in the --xfails manifest)",
 }
 
 
@@ -55,9 +55,9 @@ def _testcase(suite, classname, name, failures, skipped=None, note=None):
     case = ET.SubElement(suite, "testcase", classname=xml_text(classname), name=xml_text(name),
                          time="0")
     if failures:
-        kind = "failure" if any(f.get("status") == "failed" for f in failures) else "error"
+        kind = "failure" if any(f.get("status") == Status.FAILED for f in failures) else "error"
         element = ET.SubElement(case, kind, message=_message(_headline(failures)),
-                                type=xml_text(failures[0].get("level") or "must"))
+                                type=xml_text(failures[0].get("level") or Level.MUST))
         element.text = xml_text("\n\n".join(_describe(f) for f in failures))
     elif skipped:
         ET.SubElement(case, "skipped", message=_message(skipped))
@@ -70,7 +70,7 @@ def junit_xml(report: dict) -> str:
     impl = (report.get("implementation") or {}).get("name") or "implementation"
     classname = f"klconform.{impl}"
     failures = [f for f in report.get("failures") or () if f.get("status") in FAILING]
-    warnings = [f for f in report.get("failures") or () if f.get("status") == "warned"]
+    warnings = [f for f in report.get("failures") or () if f.get("status") == Status.WARNED]
     suite = ET.Element("testsuite", name=xml_text(f"klconform {impl}"))
     properties = ET.SubElement(suite, "properties")
     run = report.get("run") or {}
@@ -88,10 +88,10 @@ def junit_xml(report: dict) -> str:
         owned.update(id(f) for f in mine)
         status = claim.get("status")
         note = claim.get("statement", "")
-        if status == "warn":
+        if status == ClaimStatus.WARN:
             warned = [f for f in warnings if claim["id"] in (f.get("claims") or ())]
             note += "\n\nwarning (should-level):\n" + "\n".join(_describe(f) for f in warned)
-        elif status == "recorded":
+        elif status == ClaimStatus.RECORDED:
             note += "\n\nimplementation-defined: the behaviour was recorded, not judged"
         # A claim whose failures were all declared known deviations is not failed here.
         skipped = SKIPPED_BECAUSE.get(status) if not mine else None
@@ -104,7 +104,7 @@ def junit_xml(report: dict) -> str:
     for crash in report.get("crashes") or ():
         if crash.get("nodeid") and not any(f.get("nodeid") == crash["nodeid"] for f in failures):
             outcomes.append(_testcase(suite, f"{classname}.crashes", crash["nodeid"], [{
-                "case": crash["nodeid"], "dtype": "-", "status": "errored",
+                "case": crash["nodeid"], "dtype": "-", "status": Status.ERRORED,
                 "summary": f"the implementation crashed the test process "
                            f"(exit status {crash.get('returncode')}, "
                            f"{crash.get('signal') or 'no signal'})"}]))

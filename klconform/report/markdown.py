@@ -15,11 +15,13 @@ import re
 from dataclasses import dataclass, field
 
 from klconform.report.root_causes import root_causes
-from klconform.statuses import STATUSES, Status
+from klconform.statuses import STATUSES, ClaimStatus, Status, Verdict
 
-STATUS_MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "unsupported": "unsupported",
-               "not-run": "not run", "recorded": "recorded", "known-deviation": "known deviation"}
-VERDICT_MARK = {"pass": "PASS", "fail": "**FAIL**", "incomplete": "**INCOMPLETE**"}
+STATUS_MARK = {ClaimStatus.PASS: "pass", ClaimStatus.FAIL: "**FAIL**", ClaimStatus.WARN: "warn",
+               ClaimStatus.UNSUPPORTED: "unsupported", ClaimStatus.NOT_RUN: "not run",
+               ClaimStatus.RECORDED: "recorded", ClaimStatus.KNOWN_DEVIATION: "known deviation"}
+VERDICT_MARK = {Verdict.PASS: "PASS", Verdict.FAIL: "**FAIL**",
+                Verdict.INCOMPLETE: "**INCOMPLETE**"}
 
 MARKDOWN_SPECIAL = "\\`*_[]|#"
 # GitHub rejects a comment or step summary over 65,536 characters; leave room for a wrapper.
@@ -309,8 +311,8 @@ def _claims(page, report, full):
             page.add(section, row)
     page.add(section, "")
     clip_to = _clipper(full)
-    explained = [claim for claim in report["claims"]
-                 if claim["status"] in ("unsupported", "known-deviation") and claim.get("reasons")]
+    explained = [claim for claim in report["claims"] if claim.get("reasons")
+                 and claim["status"] in (ClaimStatus.UNSUPPORTED, ClaimStatus.KNOWN_DEVIATION)]
     if explained:
         page.add(section, "Why claims are unsupported or known deviations:\n")
         for claim in explained:

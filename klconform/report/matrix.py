@@ -26,10 +26,11 @@ import re
 from pathlib import Path
 
 from klconform.errors import KLConformError
-from klconform.statuses import JUDGED_LEVELS
+from klconform.statuses import JUDGED_LEVELS, ClaimStatus, Verdict
 
-MARK = {"pass": "pass", "fail": "**FAIL**", "warn": "warn", "known-deviation": "deviation",
-        "unsupported": "n/a", "not-run": "not run", "recorded": "recorded"}
+MARK = {ClaimStatus.PASS: "pass", ClaimStatus.FAIL: "**FAIL**", ClaimStatus.WARN: "warn",
+        ClaimStatus.KNOWN_DEVIATION: "deviation", ClaimStatus.UNSUPPORTED: "n/a",
+        ClaimStatus.NOT_RUN: "not run", ClaimStatus.RECORDED: "recorded"}
 # A claim's reason for a known deviation repeats the deviation's own reason behind this
 # prefix (spec/deviations.py describe()); without it the two are one root cause.
 DEVIATION_PREFIX = re.compile(r"^known deviation (?:'[^']*'|\"[^\"]*\"): ")
@@ -104,7 +105,7 @@ def _notes(report):
             entry.append(plain_note(text))
 
     for claim in report["claims"]:
-        if claim["status"] in ("known-deviation", "unsupported"):
+        if claim["status"] in (ClaimStatus.KNOWN_DEVIATION, ClaimStatus.UNSUPPORTED):
             for reason in claim.get("reasons") or ():
                 add(claim["id"], reason)
     for deviation in report.get("deviations") or ():
@@ -117,9 +118,10 @@ def verdict_label(row):
     """PASS, PASS with N deviations, FAIL or INCOMPLETE: a pass that leans on declared
     deviations says how many claims it leans on."""
     verdict = str(row.get("verdict") or "?")
-    if verdict != "pass":
+    if verdict != Verdict.PASS:
         return verdict.upper()
-    count = sum(status == "known-deviation" for status in (row.get("claims") or {}).values())
+    count = sum(status == ClaimStatus.KNOWN_DEVIATION
+                for status in (row.get("claims") or {}).values())
     return f"PASS with {count} deviation{'s' * (count != 1)}" if count else "PASS"
 
 
@@ -201,7 +203,8 @@ def render_matrix_markdown(matrix):
             for n in names) + " |",
     ]
     for claim in matrix["claims"]:
-        statuses = [MARK.get(rows[n]["claims"].get(claim["id"], "not-run"), "?") for n in names]
+        statuses = [MARK.get(rows[n]["claims"].get(claim["id"], ClaimStatus.NOT_RUN), "?")
+                    for n in names]
         lines.append(f"| `{claim['id']}` ({claim['level']}) | " + " | ".join(statuses) + " |")
     claim_ids = [claim["id"] for claim in matrix["claims"]]
     causes = [(name, root_causes(rows[name], claim_ids)) for name in names]

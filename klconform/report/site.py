@@ -14,18 +14,22 @@ through html.escape; the script reads only data-* attributes, never inserts mark
 from html import escape
 
 from klconform.report.matrix import (
+    MARK,
     cell_texts,
     explained_by_status,
     judged_claims,
     root_causes,
     verdict_label,
 )
+from klconform.statuses import ClaimStatus, Verdict
 
 # Sort order of a claim column: worst first, so an ascending sort shows problems on top.
-STATUS_ORDER = ("fail", "warn", "known-deviation", "unsupported", "not-run", "recorded", "pass")
-STATUS_LABEL = {"pass": "pass", "fail": "FAIL", "warn": "warn", "known-deviation": "deviation",
-                "unsupported": "n/a", "not-run": "not run", "recorded": "recorded"}
-VERDICT_ORDER = ("fail", "incomplete", "pass")
+STATUS_ORDER = (ClaimStatus.FAIL, ClaimStatus.WARN, ClaimStatus.KNOWN_DEVIATION,
+                ClaimStatus.UNSUPPORTED, ClaimStatus.NOT_RUN, ClaimStatus.RECORDED,
+                ClaimStatus.PASS)
+# The matrix's cell words, capitalised where a page shows them without markdown's bold.
+STATUS_LABEL = {**MARK, ClaimStatus.FAIL: "FAIL"}
+VERDICT_ORDER = (Verdict.FAIL, Verdict.INCOMPLETE, Verdict.PASS)
 
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5em; color: #1b1f24; }
@@ -150,7 +154,7 @@ def render_site(matrix):
         ]
         for claims in families.values():
             for claim in claims:
-                status = row["claims"].get(claim["id"], "not-run")
+                status = row["claims"].get(claim["id"], ClaimStatus.NOT_RUN)
                 texts = cell_texts(row, claim["id"])
                 label = _text(STATUS_LABEL.get(status, status))
                 if texts:
