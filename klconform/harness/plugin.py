@@ -208,7 +208,11 @@ def pytest_collection_modifyitems(session, config, items):
 
         settings = state.settings
         state.hypothesis = configure(settings.profile, settings.seed, settings.max_examples)
-    if state.adapter is None:
+    from klconform.engine.isolation import IsolatedAdapter
+
+    if not isinstance(state.adapter, IsolatedAdapter):
+        # Tests run in this process after all (or --impl came from the environment): their
+        # calls go to a call worker, never straight into this process.
         state.load_implementation()
     state.known_deviations()
 
