@@ -4,19 +4,26 @@ The klconform plugin itself is loaded through its pytest11 entry point (pyprojec
 never from here, so the suites behave the same inside and outside this repository.
 """
 
-# In-process pytester runs restore sys.modules afterwards, dropping modules first imported
-# during the run. Extension modules with native state (hypothesis' compiled core, torch)
-# cannot be imported a second time after that, so they are imported here, once, up front.
 import contextlib
 
-import hypothesis  # noqa: F401
-import hypothesis.strategies  # noqa: F401
-import yaml  # noqa: F401
 
-# torch is optional: library environments (mlx, jax, ...) run the suites without it.
-with contextlib.suppress(ImportError):
-    import torch  # noqa: F401
-    import torch.nn.functional  # noqa: F401
+def pytest_configure(config):
+    # In-process pytester runs restore sys.modules afterwards, dropping modules first
+    # imported during the run. Extension modules with native state (hypothesis' compiled
+    # core, torch) cannot be imported a second time after that, so they are imported once,
+    # up front. Only where pytester is on: with an editable install this file also loads in
+    # a project outside the repository that runs the suites (`pytest --impl=numpy ...`), and
+    # there importing torch would only cost its start-up seconds.
+    if not config.pluginmanager.hasplugin("pytester"):
+        return
+    import hypothesis  # noqa: F401
+    import hypothesis.strategies  # noqa: F401
+    import yaml  # noqa: F401
+
+    # torch is optional: library environments (mlx, jax, ...) run the suites without it.
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
+        import torch.nn.functional  # noqa: F401
 
 # pytester is enabled with `-p pytester` in pyproject.toml, not with pytest_plugins here:
 # with an editable install, a project outside this repository that runs the suites
