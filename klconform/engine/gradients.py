@@ -432,11 +432,10 @@ def _moved(failures, found):
 def _gradient_errored(outcome, error, where, claims=None):
     from klconform.engine.outcome import errored_outcome as errored
 
-    errored(outcome, error)
+    errored(outcome, error, tuple(claims or ()))
     outcome.checks = [where + line for line in outcome.checks]
     if claims:
         outcome.claims = tuple(claims)
-        outcome.claim_results = {claim: Status.ERRORED for claim in claims}
     return outcome
 
 

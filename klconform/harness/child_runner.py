@@ -11,8 +11,9 @@ import subprocess
 import sys
 import time
 
+from klconform.harness.identity import errored
 from klconform.harness.run_stream import RunStream, finished, in_flight, read_stream
-from klconform.statuses import Level, Status, Verdict
+from klconform.statuses import Status, Verdict
 
 MAX_CRASHES = 10
 # The conformance suites assert nothing with `assert` (records carry the verdicts) and log
@@ -56,9 +57,7 @@ def _append_crash(report_dir, crash, started):
     stream = RunStream(report_dir, append=True)
     stream.write("crash", crash=crash, time=time.time())
     if started:
-        identity = {key: value for key, value in started.items() if key != "event"}
-        if "level" in identity:
-            identity["level"] = Level.MUST   # a test that cannot run fails whatever it checks
+        identity = errored({key: value for key, value in started.items() if key != "event"})
         stream.write("record", **identity, status=Status.ERRORED,
                      checks=[f"the implementation crashed the test process "
                              f"({_describe(crash['returncode'])})"])

@@ -4,8 +4,9 @@ import time
 
 import pytest
 
+from klconform.harness.identity import errored
 from klconform.harness.session import RECORD_KEY, STATE_KEY, RunState, run_settings
-from klconform.statuses import Level, Status
+from klconform.statuses import Status
 
 
 class Collector:
@@ -128,10 +129,9 @@ class Collector:
 
     def _without_result(self, report, status, **fields):
         identity = self.identity_fields(report.nodeid, report.location)
-        entry = {"nodeid": report.nodeid, "status": status, **identity, **fields}
-        if status == Status.ERRORED and "level" in entry:
-            entry["level"] = Level.MUST   # a test that cannot run fails whatever it checks
-        return entry
+        if status == Status.ERRORED:
+            identity = errored(identity)
+        return {"nodeid": report.nodeid, "status": status, **identity, **fields}
 
     def _record(self, entry):
         self.state.records.append(entry)

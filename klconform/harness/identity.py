@@ -10,6 +10,8 @@ against its case's value claims).
 
 from dataclasses import dataclass
 
+from klconform.statuses import Level
+
 
 @dataclass(frozen=True)
 class Suite:
@@ -44,6 +46,15 @@ class TestIdentity:
                 "claims": list(self.claims), "level": str(self.level), "test": self.test}
 
 
+def errored(fields):
+    """The identity fields of a test that died before recording a result: whatever level
+    its claims have, a test that cannot run fails the run (level must)."""
+    fields = dict(fields)
+    if "level" in fields:
+        fields["level"] = str(Level.MUST)
+    return fields
+
+
 def _identity(suite, subject_id, case_id, dtype, claims, level):
     param = f"{subject_id}-{dtype}"
     return TestIdentity(suite.kind, case_id, dtype, tuple(claims), level, param,
@@ -67,7 +78,6 @@ def tests_of(suite, cases):
         return [(case, _identity(suite, case.id, case.id, dtype, case.claims, case.level))
                 for case in cases for dtype in case.dtypes]
     from klconform.engine import gradients, layout_checks
-    from klconform.statuses import Level
 
     eligible = [case for case in cases if gradients.eligible(case)]
     if suite.kind == "gradient":

@@ -42,10 +42,6 @@ class RunSettings:
     journal_append: bool = False
     options: tuple = ()                  # (name, value) of every klconform option, for replays
 
-    @property
-    def option_values(self):
-        return dict(self.options)
-
 
 def choose_seed(profile, seed):
     """The thorough profile draws fresh examples from a seed chosen once, here, so that the
