@@ -148,3 +148,25 @@ def test_plain_function_without_legacy_or_warning_passes_every_must(pytester):
             wanted = ("unsupported",) if families[claim["id"]] == "distillation" \
                 else ("pass", "recorded")
             assert claim["status"] in wanted, (claim["id"], claim["status"])
+
+
+@pytest.mark.parametrize("arrays, words", [
+    ("torch", "jit: true needs arrays that klconform can compile (jax), not 'torch'"),
+    ("numpy", "jit: true needs arrays that klconform can compile (jax), not 'numpy'"),
+])
+def test_jit_is_refused_for_arrays_klconform_cannot_compile(tmp_path, arrays, words):
+    from klconform.errors import SpecError
+    from klconform.spec.conventions import load_record
+
+    record = tmp_path / "compiled.yaml"
+    record.write_text("name: compiled\ndescription: asks for a compiler its arrays lack\n"
+                      f"function: numpy:add\narrays: {arrays}\n"
+                      "arguments: [prediction, target]\n"
+                      "spaces: {prediction: log-probabilities, target: probabilities}\n"
+                      "output: elementwise\ndtypes: {cpu: [float32, float64]}\n"
+                      "autograd: none\njit: true\n")
+    with pytest.raises(SpecError) as raised:
+        load_record(record)
+    message = str(raised.value)
+    assert words in message and "compiled.yaml" in message and "jit" in message
+    assert "\n" not in message

@@ -110,6 +110,7 @@ class ConventionAdapter(Adapter):
         self.function = function
         self.loss_class = None
         self.log_target_function = None
+        self._callers = {}
         # A GPU-only library is expected not to import on a machine without its GPU stack:
         # every call is then unsupported, with the reason, instead of the run failing.
         self.unavailable = None
@@ -410,23 +411,32 @@ class ConventionAdapter(Adapter):
             values, dtype = mask_argument(record.mask, form.mask_to_native(mask), call.dtype)
             keywords[record.mask["keyword"]] = self.bridge.from_numpy(values, dtype,
                                                                       call.device)
-        order = record.arguments
-        reduction_keyword = (record.reduction or {}).get("keyword")
+        if reduction_name is not None:
+            keywords[record.reduction["keyword"]] = reduction_name
+        caller = self._caller(function)
+        if record.jit:
+            return caller.bind(keywords)
+        return lambda prediction, target: caller(prediction, target, **keywords)
 
-        def invoke(prediction, target):
-            by_role = {"prediction": prediction, "target": target}
-            positional = [by_role[role] for role in order]
-            if self.loss_class is not None:
-                built = dict(keywords)
-                if reduction_name is not None:
-                    built[reduction_keyword] = reduction_name
-                return self.loss_class(**built)(*positional)
-            extra = dict(keywords)
-            if reduction_name is not None:
-                extra[reduction_keyword] = reduction_name
-            return function(*positional, **extra)
+    def _caller(self, function):
+        """`function` (or the loss class, built and called) as a function of (prediction,
+        target, **keywords), the arguments put in the record's order; made once per function,
+        so that a compiled one keeps its compiled programs from call to call."""
+        caller = self._callers.get(function)
+        if caller is None:
+            order = self.record.arguments
+            loss_class = self.loss_class
 
-        return invoke
+            def call(prediction, target, **keywords):
+                by_role = {"prediction": prediction, "target": target}
+                positional = [by_role[role] for role in order]
+                if loss_class is not None:
+                    return loss_class(**keywords)(*positional)
+                return function(*positional, **keywords)
+
+            caller = self.bridge.compiled(call) if self.record.jit else call
+            self._callers[function] = caller
+        return caller
 
     def _to_canonical(self, value, form, route):
         """The native result as the canonical reduction's value: moved back to the canonical

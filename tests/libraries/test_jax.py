@@ -56,3 +56,55 @@ def test_deviation_nan_propagates_nan_gives_inf():
 
     for p, q in ((jnp.nan, 0.5), (0.5, jnp.nan), (0.0, jnp.nan)):
         assert np.asarray(special.rel_entr(p, q)) == np.inf
+
+
+def test_a_jit_record_compiles_one_program_per_shape_and_reuses_it():
+    from klconform.adapters import load_adapter
+    from klconform.adapters.base import Call
+
+    adapter = load_adapter(RECORD)
+    assert adapter.record.jit
+    rng = np.random.default_rng(0)
+
+    def call(shape):
+        log_q = np.log(rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]))
+        return Call(log_q, rng.dirichlet(np.ones(shape[-1]), size=shape[:-1]),
+                    dtype="float32", reduction="sum")
+
+    for shape in ((2, 3), (2, 3), (4, 5), (2, 3)):
+        adapter.run(call(shape))
+        adapter.run_gradients(call(shape))
+    (compiled,) = adapter._callers.values()
+    programs = {kind: compiled.program(kind, {}) for kind in ("value", "gradients")}
+    # Two shapes, so two compilations of each, however many calls there were.
+    assert {kind: program._cache_size() for kind, program in programs.items()} == {
+        "value": 2, "gradients": 2}
+
+
+def untraceable_rel_entr(target, prediction):
+    """Branches in Python on a value, as eager-only code may."""
+    import jax.numpy as jnp
+
+    if float(jnp.min(prediction)) <= 0:
+        raise ValueError("a zero probability")
+    return special.rel_entr(target, prediction)
+
+
+def test_a_function_jax_jit_cannot_trace_errors_naming_the_record_field(tmp_path):
+    from klconform.adapters import load_adapter
+    from klconform.adapters.base import Call, ImplementationResultError
+
+    record = tmp_path / "untraceable.yaml"
+    record.write_text(
+        "name: untraceable\ndescription: a Python branch on a value, under jit\n"
+        f"function: {__name__}:untraceable_rel_entr\narrays: jax\n"
+        "setup: {jax_enable_x64: true}\narguments: [target, prediction]\n"
+        "spaces: {prediction: probabilities, target: probabilities}\n"
+        "output: elementwise\ndtypes: {cpu: [float64]}\nautograd: jax\njit: true\n")
+    call = Call(LOG_PREDICTION, TARGET, dtype="float64", reduction="sum")
+    with pytest.raises(ImplementationResultError, match=r"jit: true\).*set jit: false"):
+        load_adapter(f"{__name__}:untraceable_rel_entr", convention=str(record)).run(call)
+    # The same record without jit calls it operation by operation, and it works.
+    record.write_text(record.read_text().replace("jit: true\n", ""))
+    eager = load_adapter(f"{__name__}:untraceable_rel_entr", convention=str(record)).run(call)
+    np.testing.assert_allclose(eager.value, canonical_value(RECORD, "sum")[1], rtol=1e-13)

@@ -43,6 +43,11 @@ class ArrayBridge:
         """d sum(function(first, second)) / d first and / d second, as float64 numpy."""
         raise NotImplementedError(f"{self.name} arrays have no autograd bridge")
 
+    def compiled(self, function):
+        """`function(prediction, target, **keywords)` as the library's compiler runs it, for
+        a record that says `jit: true` (spec.conventions.JIT lists the libraries that can)."""
+        raise NotImplementedError(f"{self.name} arrays have no compiler bridge")
+
     def devices(self):
         return ("cpu",)
 

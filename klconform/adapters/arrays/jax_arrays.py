@@ -58,8 +58,15 @@ class JaxBridge(ArrayBridge):
         import jax.numpy as jnp
 
         self.to_numpy(function(first, second))  # a clear message for non-array results
-        grads = jax.grad(lambda a, b: jnp.sum(function(a, b)), argnums=(0, 1))(first, second)
+        if isinstance(function, BoundCall):
+            grads = function.gradients(first, second)
+        else:
+            grads = jax.grad(lambda a, b: jnp.sum(function(a, b)), argnums=(0, 1))(first,
+                                                                                   second)
         return tuple(np.asarray(grad).astype(np.float64) for grad in grads)
+
+    def compiled(self, function):
+        return Compiled(function)
 
     def devices(self):
         import jax
@@ -74,3 +81,67 @@ class JaxBridge(ArrayBridge):
 
 
 BRIDGE = JaxBridge()
+
+
+class Compiled:
+    """A function of (prediction, target, **keywords) under jax.jit.
+
+    Operation by operation, jax compiles each primitive for each new shape and dtype (about
+    forty small programs for a value and its gradients, measured 1.4 s at a new shape against
+    0.25 s as two programs). Keyword arguments that are not arrays (a reduction name, an axis,
+    a temperature) are static, so a function may branch on them as training code does.
+    """
+
+    def __init__(self, function):
+        self.function = function
+        self._programs = {}
+
+    def bind(self, keywords):
+        return BoundCall(self, dict(keywords))
+
+    def program(self, kind, keywords):
+        import jax
+        import jax.numpy as jnp
+
+        static = tuple(sorted(name for name, value in keywords.items()
+                              if not isinstance(value, jax.Array)))
+        key = (kind, static)
+        if key not in self._programs:
+            value = self.function
+            program = value
+            if kind == "gradients":
+                def summed(prediction, target, **named):
+                    return jnp.sum(value(prediction, target, **named))
+
+                program = jax.grad(summed, argnums=(0, 1))
+            self._programs[key] = jax.jit(program, static_argnames=static)
+        return self._programs[key]
+
+    def run(self, kind, prediction, target, keywords):
+        import jax
+
+        try:
+            return self.program(kind, keywords)(prediction, target, **keywords)
+        except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
+                jax.errors.TracerBoolConversionError,
+                jax.errors.TracerIntegerConversionError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise ImplementationResultError(
+                f"it cannot be traced by jax.jit, which its record asks for (jit: true): "
+                f"{type(error).__name__}: {first_line}; set jit: false to call it operation "
+                f"by operation") from None
+
+
+class BoundCall:
+    """A compiled function with one call's keyword arguments: called with (prediction,
+    target) like any implementation call, and asked for its gradients by the bridge."""
+
+    def __init__(self, compiled, keywords):
+        self.compiled = compiled
+        self.keywords = keywords
+
+    def __call__(self, prediction, target):
+        return self.compiled.run("value", prediction, target, self.keywords)
+
+    def gradients(self, prediction, target):
+        return self.compiled.run("gradients", prediction, target, self.keywords)
