@@ -139,3 +139,18 @@ def test_hard_crash_of_the_test_process_leaves_a_report_that_says_so(tmp_path):
     assert crashed and crashed[0]["claims"]  # the crashed test is attributed to its claims
     assert report["summary"]["passed"] >= 8  # the rest of the run went on after the crash
     assert not (report_dir / "journal.jsonl").exists()
+
+
+def test_a_collect_only_run_starts_no_call_worker(pytester, monkeypatch):
+    from klconform.engine import isolation
+
+    pool = isolation._Pool()
+    monkeypatch.setattr(isolation, "_pool", pool)
+    try:
+        result = pytester.runpytest_inprocess("--impl=numpy", "--kl-only", "--collect-only",
+                                              "-q", "-p", "no:cacheprovider")
+        assert "test_case[worked-uniform-vs-9-12-4-float32]" in result.stdout.str()
+        # Nothing is called: a worker importing the implementation would be time thrown away.
+        assert pool.worker is None
+    finally:
+        pool.shutdown(now=True)

@@ -55,11 +55,17 @@ def pytest_configure(config):
     config.pluginmanager.register(collector, "klconform-collector")
     if settings.requested:
         # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
-        collector.state.load_implementation(makes_calls=not is_xdist_controller(config))
+        collector.state.load_implementation(makes_calls=makes_calls(config))
         # xdist workers parse the command line again and collect for themselves: they
         # select the same suites the same way.
         collector.state.named_suites = select_suites(config, only=option.kl_only)
         keep_hypothesis_out_of(config)
+
+
+def makes_calls(config):
+    """Whether this process calls the implementation: not an xdist controller, and not a
+    --collect-only run (a call worker importing the implementation would be time lost)."""
+    return not (is_xdist_controller(config) or config.option.collectonly)
 
 
 def is_xdist_controller(config):
@@ -210,7 +216,7 @@ def pytest_collection_modifyitems(session, config, items):
         state.hypothesis = configure(settings.profile, settings.seed, settings.max_examples)
     from klconform.engine.isolation import IsolatedAdapter
 
-    if not isinstance(state.adapter, IsolatedAdapter):
+    if not config.option.collectonly and not isinstance(state.adapter, IsolatedAdapter):
         # Tests run in this process after all (or --impl came from the environment): their
         # calls go to a call worker, never straight into this process.
         state.load_implementation()
