@@ -38,7 +38,9 @@ class JaxBridge(ArrayBridge):
             target_device = jax.devices(platform)[0]
         except RuntimeError as error:
             raise ImplementationResultError(f"jax has no {device} device ({error})") from None
-        array = jax.device_put(jnp.asarray(values, dtype=getattr(jnp, dtype)), target_device)
+        # Converted here, not by jnp.asarray on the device: that is a dispatched operation per
+        # call (0.8 ms of a 1.2 ms call), and the values are exact in the dtype either way.
+        array = jax.device_put(values.astype(getattr(jnp, dtype)), target_device)
         if str(array.dtype) != dtype:
             raise ImplementationResultError(
                 f"jax made a {array.dtype} array when {dtype} was asked for (64-bit mode "
