@@ -170,3 +170,55 @@ def test_jit_is_refused_for_arrays_klconform_cannot_compile(tmp_path, arrays, wo
     message = str(raised.value)
     assert words in message and "compiled.yaml" in message and "jit" in message
     assert "\n" not in message
+
+
+def test_a_builtin_record_only_described_imports_nothing_of_its_library():
+    import json
+
+    pytest.importorskip("torchmetrics")
+    code = ("import json, sys\nfrom klconform.adapters import load_adapter\n"
+            "adapter = load_adapter('torchmetrics', describe_only=True)\n"
+            "print(json.dumps([adapter.capabilities.as_dict(), adapter.version(), "
+            "adapter.describe()]))\n"
+            "print(sorted(name for name in ('torch', 'torchmetrics') if name in sys.modules))\n")
+    completed = subprocess_run(code)
+    assert completed.returncode == 0, completed.stderr
+    described, imported = completed.stdout.splitlines()
+    assert imported == "[]"
+    # What it says of itself is what the adapter that makes the calls says.
+    full = load_adapter("torchmetrics")
+    assert json.loads(described) == json.loads(json.dumps(
+        [full.capabilities.as_dict(), full.version(), full.describe()]))
+
+
+def test_a_described_record_whose_library_is_missing_fails_as_its_import_would(tmp_path):
+    from klconform.adapters.convention import ConventionAdapter
+    from klconform.spec.conventions import load_record
+
+    record = tmp_path / "missing.yaml"
+    record.write_text("name: missing\ndescription: a library that is not installed\n"
+                      "library: no-such-library\nfunction: no_such_library.losses:kl\n"
+                      "arrays: numpy\narguments: [prediction, target]\n"
+                      "spaces: {prediction: log-probabilities, target: probabilities}\n"
+                      "output: elementwise\ndtypes: {cpu: [float64]}\nautograd: none\n")
+    with pytest.raises(ModuleNotFoundError, match="No module named 'no_such_library'"):
+        ConventionAdapter(load_record(record), describe_only=True)
+
+
+def test_a_builtin_whose_library_is_not_installed_is_a_one_line_error_unimported():
+    from importlib.util import find_spec
+
+    if find_spec("jax") is not None:
+        pytest.skip("jax is installed here")
+    with pytest.raises(ImplementationLoadError) as raised:
+        load_adapter("jax", describe_only=True)
+    assert str(raised.value) == (
+        "--impl jax: built-in adapter needs a library that does not import "
+        "(ModuleNotFoundError: No module named 'jax'); pip install \"klconform[jax]\"")
+
+
+def subprocess_run(code):
+    import subprocess
+
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)

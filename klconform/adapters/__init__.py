@@ -23,13 +23,15 @@ MODULE_ATTRIBUTE = "KLCONFORM_ADAPTER"
 _MODULE_PATH = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*$")
 
 
-def load_adapter(spec: str, convention=None) -> Adapter:
+def load_adapter(spec: str, convention=None, describe_only=False) -> Adapter:
     """The adapter for an --impl string; `convention` (a record file) states how a
-    MODULE:ATTR function is called, instead of assuming the torch convention."""
-    return _resolve(spec, convention)
+    MODULE:ATTR function is called, instead of assuming the torch convention.
+    `describe_only`: the adapter will only be asked what it can do (its calls are made in the
+    call worker), so a built-in record's library is checked installed but not imported."""
+    return _resolve(spec, convention, describe_only)
 
 
-def _resolve(spec: str, convention=None) -> Adapter:
+def _resolve(spec: str, convention=None, describe_only=False) -> Adapter:
     spec = spec.strip()
     if not spec:
         raise ImplementationLoadError("--impl is empty")
@@ -38,7 +40,7 @@ def _resolve(spec: str, convention=None) -> Adapter:
     records = builtin_records()
     if spec in records:
         try:
-            return adapter_from_record(records[spec])
+            return adapter_from_record(records[spec], describe_only=describe_only)
         except ImportError as error:
             extra = records[spec].extra
             hint = f'; pip install "klconform[{extra}]"' if extra else ""

@@ -25,8 +25,10 @@ def builtin_records():
     return dict(sorted(records.items()))
 
 
-def adapter_from_record(record, function=None):
-    """The adapter a record describes: its own class where it names one, else generic."""
+def adapter_from_record(record, function=None, describe_only=False):
+    """The adapter a record describes: its own class where it names one, else generic.
+    `describe_only`: it is only asked what it can do, so the generic one need not import its
+    library (convention.describes_without_importing)."""
     if record.adapter:
         from klconform.adapters.convention import resolve
 
@@ -35,6 +37,7 @@ def adapter_from_record(record, function=None):
         adapter.name = record.name
         adapter.record = record
         return adapter
-    from klconform.adapters.convention import ConventionAdapter
+    from klconform.adapters.convention import ConventionAdapter, describes_without_importing
 
-    return ConventionAdapter(record, function=function)
+    return ConventionAdapter(record, function=function, describe_only=describe_only
+                             and describes_without_importing(record))

@@ -370,7 +370,7 @@ def isolated(spec: ImplementationSpec):
 
     prepare(spec)
     try:
-        local = load_adapter(spec.impl, convention=spec.convention)
+        local = load_adapter(spec.impl, convention=spec.convention, describe_only=True)
     except BaseException:
         shutdown(now=True)
         raise
@@ -379,7 +379,8 @@ def isolated(spec: ImplementationSpec):
 
 class IsolatedAdapter(Adapter):
     """The implementation of an ImplementationSpec: what it can be asked (capabilities, plans,
-    snippets) from its adapter loaded in this process, its calls made in the call worker."""
+    snippets) from its adapter loaded in this process (a built-in record's without importing
+    its library), its calls made in the call worker."""
 
     def __init__(self, spec: ImplementationSpec, local: Adapter):
         self.spec = spec

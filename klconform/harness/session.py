@@ -106,7 +106,8 @@ class RunState:
         spec = implementation_spec(settings.impl, settings.convention, settings.timeout)
         try:
             self.adapter = (isolated(spec) if makes_calls
-                            else load_adapter(spec.impl, convention=spec.convention))
+                            else load_adapter(spec.impl, convention=spec.convention,
+                                              describe_only=True))
         except KLConformError as error:
             raise pytest.UsageError(str(error)) from None
         return self.adapter
