@@ -222,3 +222,14 @@ def subprocess_run(code):
 
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120)
+
+
+def test_an_adapter_loaded_only_to_describe_refuses_to_make_a_call():
+    import numpy as np
+
+    from klconform.adapters.base import Call
+
+    described = load_adapter("scipy", describe_only=True)
+    with pytest.raises(RuntimeError, match="loaded only to describe it"):
+        described.run(Call(np.log([[0.5, 0.5]]), [[0.25, 0.75]], dtype="float64",
+                           reduction="sum"))

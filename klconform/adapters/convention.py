@@ -131,6 +131,7 @@ class ConventionAdapter(Adapter):
         self.loss_class = None
         self.log_target_function = None
         self._callers = {}
+        self.describe_only = describe_only
         # A GPU-only library is expected not to import on a machine without its GPU stack:
         # every call is then unsupported, with the reason, instead of the run failing.
         self.unavailable = None
@@ -401,6 +402,9 @@ class ConventionAdapter(Adapter):
 
     def _staged(self, call):
         """(form, route, prediction, target): the arguments as the library's arrays."""
+        if self.describe_only:
+            raise RuntimeError(f"klconform: the adapter of {self.name} was loaded only to "
+                               f"describe it (describe_only); its calls go to the call worker")
         form = native_form(self.record, np.shape(call.input))
         route = self._route(call, form)
         prediction64, target64 = self._native_arrays(call)
