@@ -172,6 +172,18 @@ def test_jit_is_refused_for_arrays_klconform_cannot_compile(tmp_path, arrays, wo
     assert "\n" not in message
 
 
+def test_jit_is_refused_for_an_adapter_class(tmp_path):
+    from klconform.errors import SpecError
+    from klconform.spec.conventions import load_record
+
+    record = tmp_path / "own-class.yaml"
+    record.write_text("name: own-class\ndescription: an adapter class asking for jit\n"
+                      "adapter: klconform.adapters.numpy_adapter:NumpyAdapter\njit: true\n")
+    with pytest.raises(SpecError, match="jit applies to a function or a loss class; an "
+                                        "adapter class makes its own calls"):
+        load_record(record)
+
+
 def test_a_builtin_record_only_described_imports_nothing_of_its_library():
     import json
 

@@ -47,9 +47,8 @@ MEANING_TEXT = {
 }
 # The "name" of the native reduction of a function that takes no reduction argument.
 NO_ARGUMENT = "(no reduction argument)"
-# The array libraries whose functions a record may ask to have called compiled (`jit`), and
-# the compiler that does it.
-JIT = {"jax": "jax.jit"}
+# The array libraries whose functions a record may ask to have called compiled (`jit`).
+JIT_ARRAYS = ("jax",)
 
 
 def divisor(meaning, shape, axis=-1, kept_rows=None):
@@ -298,9 +297,10 @@ def _check_consistency(path, document):
     if data.get("log_target") and spaces.get("target") != "probabilities":
         fail("a log_target switch needs the target's own space to be probabilities",
              ["log_target"])
-    if data.get("jit") and data.get("arrays") not in JIT:
-        fail(f"jit: true needs arrays that klconform can compile ({', '.join(JIT)}), not "
-             f"{data.get('arrays')!r}", ["jit"])
+    # An adapter class names no arrays, so this comes before the arrays' check.
     if data.get("jit") and data.get("adapter"):
         fail("jit applies to a function or a loss class; an adapter class makes its own "
              "calls", ["jit"])
+    if data.get("jit") and data.get("arrays") not in JIT_ARRAYS:
+        fail(f"jit: true needs arrays that klconform can compile ({', '.join(JIT_ARRAYS)}), "
+             f"not {data.get('arrays')!r}", ["jit"])

@@ -45,7 +45,8 @@ class ArrayBridge:
 
     def compiled(self, function):
         """`function(prediction, target, **keywords)` as the library's compiler runs it, for
-        a record that says `jit: true` (spec.conventions.JIT lists the libraries that can)."""
+        a record that says `jit: true`; only the bridges of spec.conventions.JIT_ARRAYS have
+        one (a record asking it of other arrays is refused when it loads)."""
         raise NotImplementedError(f"{self.name} arrays have no compiler bridge")
 
     def devices(self):

@@ -9,6 +9,7 @@ import numpy as np
 
 from klconform.adapters.arrays import ArrayBridge, not_an_array
 from klconform.adapters.base import ImplementationResultError
+from klconform.short_text import first_line
 
 # klconform's device names -> jax's platform names.
 PLATFORMS = {"cpu": "cpu", "cuda": "gpu"}
@@ -99,7 +100,7 @@ class Compiled:
         self._programs = {}
 
     def bind(self, keywords):
-        return BoundCall(self, dict(keywords))
+        return BoundCall(self, keywords)
 
     def program(self, kind, keywords):
         import jax
@@ -127,11 +128,10 @@ class Compiled:
         except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError,
                 jax.errors.TracerBoolConversionError,
                 jax.errors.TracerIntegerConversionError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
             raise ImplementationResultError(
                 f"it cannot be traced by jax.jit, which its record asks for (jit: true): "
-                f"{type(error).__name__}: {first_line}; set jit: false to call it operation "
-                f"by operation") from None
+                f"{type(error).__name__}: {first_line(error)}; set jit: false to call it "
+                f"operation by operation") from None
 
 
 class BoundCall:
