@@ -184,23 +184,72 @@ def test_jit_is_refused_for_an_adapter_class(tmp_path):
         load_record(record)
 
 
-def test_a_builtin_record_only_described_imports_nothing_of_its_library():
+@pytest.mark.parametrize(("impl", "libraries"), [
+    ("torchmetrics", ("torch", "torchmetrics")),
+    # An adapter class that takes describe_only (klconform.adapters.torch_adapter's).
+    ("torch", ("torch",)),
+    ("torch-module", ("torch",)),
+])
+def test_a_builtin_record_only_described_imports_nothing_of_its_library(impl, libraries):
     import json
 
-    pytest.importorskip("torchmetrics")
-    code = ("import json, sys\nfrom klconform.adapters import load_adapter\n"
-            "adapter = load_adapter('torchmetrics', describe_only=True)\n"
+    import numpy as np
+
+    from klconform.adapters.base import Call
+
+    for library in libraries:
+        pytest.importorskip(library)
+    code = ("import json, sys\nimport numpy as np\n"
+            "from klconform.adapters import load_adapter\n"
+            "from klconform.adapters.base import Call\n"
+            f"adapter = load_adapter({impl!r}, describe_only=True)\n"
+            "call = Call(np.zeros((2, 3)), np.ones((2, 3)) / 3, dtype='float32', "
+            "reduction='sum')\n"
             "print(json.dumps([adapter.capabilities.as_dict(), adapter.version(), "
-            "adapter.describe()]))\n"
-            "print(sorted(name for name in ('torch', 'torchmetrics') if name in sys.modules))\n")
+            "adapter.describe(), adapter.snippet(call)]))\n"
+            f"print(sorted(name for name in {libraries!r} if name in sys.modules))\n")
     completed = subprocess_run(code)
     assert completed.returncode == 0, completed.stderr
     described, imported = completed.stdout.splitlines()
     assert imported == "[]"
     # What it says of itself is what the adapter that makes the calls says.
-    full = load_adapter("torchmetrics")
+    full = load_adapter(impl)
+    call = Call(np.zeros((2, 3)), np.ones((2, 3)) / 3, dtype="float32", reduction="sum")
     assert json.loads(described) == json.loads(json.dumps(
-        [full.capabilities.as_dict(), full.version(), full.describe()]))
+        [full.capabilities.as_dict(), full.version(), full.describe(), full.snippet(call)]))
+
+
+@pytest.mark.parametrize(("version_py", "built_for_a_gpu"), [
+    ("__version__ = '2.13.0+cpu'\ncuda: Optional[str] = None\nhip: Optional[str] = None\n",
+     False),
+    ("cuda: Optional[str] = '12.8'\nhip: Optional[str] = None\n", True),
+    ("cuda = None\nhip = '6.3.42131'\n", True),
+    # What it does not state plainly is found out by importing torch.
+    ("cuda = None\n", True),
+    ("cuda = _read_cuda()\nhip = None\n", True),
+    ("cuda = None\nhip = None\ndef broken(:\n", True),
+])
+def test_the_torch_build_is_read_without_importing_it(tmp_path, monkeypatch, version_py,
+                                                      built_for_a_gpu):
+    import importlib.util
+    from importlib.machinery import ModuleSpec
+
+    from klconform.adapters import torch_adapter
+
+    (tmp_path / "version.py").write_text(version_py)
+    spec = ModuleSpec("torch", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: spec if name == "torch" else None)
+    assert torch_adapter._built_for_a_gpu() is built_for_a_gpu
+
+
+def test_the_installed_torch_build_is_read_as_torch_reports_it():
+    torch = pytest.importorskip("torch")
+    from klconform.adapters import torch_adapter
+
+    assert torch_adapter._built_for_a_gpu() is (torch.version.cuda is not None
+                                                 or torch.version.hip is not None)
 
 
 def test_a_described_record_whose_library_is_missing_fails_as_its_import_would(tmp_path):
@@ -236,12 +285,13 @@ def subprocess_run(code):
                           timeout=120)
 
 
-def test_an_adapter_loaded_only_to_describe_refuses_to_make_a_call():
+@pytest.mark.parametrize("impl", ["scipy", "torch", "torch-module"])
+def test_an_adapter_loaded_only_to_describe_refuses_to_make_a_call(impl):
     import numpy as np
 
     from klconform.adapters.base import Call
 
-    described = load_adapter("scipy", describe_only=True)
+    described = load_adapter(impl, describe_only=True)
     with pytest.raises(RuntimeError, match="loaded only to describe it"):
         described.run(Call(np.log([[0.5, 0.5]]), [[0.25, 0.75]], dtype="float64",
                            reduction="sum"))

@@ -4,6 +4,7 @@ The record names are the built-in `--impl` names and the rows of the matrix (bui
 the reports of runs against them). The list in docs/matrix.md is written by hand.
 """
 
+import inspect
 from functools import lru_cache
 from pathlib import Path
 
@@ -33,7 +34,10 @@ def adapter_from_record(record, function=None, describe_only=False):
         from klconform.adapters.convention import resolve
 
         factory = resolve(record.adapter, record.name)
-        adapter = factory()
+        # An adapter class that can describe itself without importing its library says so by
+        # taking `describe_only` (klconform.adapters.torch_adapter's).
+        adapter = (factory(describe_only=True) if describe_only and _takes_describe_only(factory)
+                   else factory())
         adapter.name = record.name
         adapter.record = record
         return adapter
@@ -41,3 +45,10 @@ def adapter_from_record(record, function=None, describe_only=False):
 
     return ConventionAdapter(record, function=function, describe_only=describe_only
                              and describes_without_importing(record))
+
+
+def _takes_describe_only(factory):
+    try:
+        return "describe_only" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False

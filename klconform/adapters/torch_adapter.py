@@ -5,7 +5,11 @@ log_target=False) with input = log Q and target = P, taking and returning torch 
 Capabilities are read off the callable's signature.
 """
 
+import ast
+import importlib.util
 import inspect
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +35,11 @@ def _torch():
 
 
 def torch_devices():
+    if "torch" not in sys.modules and sys.platform != "darwin" and not _built_for_a_gpu():
+        # A CPU-only build on Linux or Windows has no other device to offer, and finding that
+        # out by importing torch costs the run 1.5-2 s of a core in a process that never
+        # calls it (its calls go to the call worker).
+        return ("cpu",)
     torch = _torch()
     devices = ["cpu"]
     if torch.cuda.is_available():
@@ -40,12 +49,44 @@ def torch_devices():
     return tuple(devices)
 
 
+def _built_for_a_gpu():
+    """Whether the installed torch was built with CUDA or ROCm, read from its version.py
+    without importing torch; True where that file does not say plainly (then torch is
+    imported and asked)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return True
+    try:
+        tree = ast.parse((Path(spec.submodule_search_locations[0]) / "version.py").read_text())
+    except (OSError, SyntaxError, ValueError):
+        return True
+    built = {}
+    for node in tree.body:
+        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
+        if isinstance(target, ast.Name) and target.id in ("cuda", "hip"):
+            try:
+                built[target.id] = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError):
+                return True
+    return set(built) != {"cuda", "hip"} or any(value is not None for value in built.values())
+
+
+def _check_torch_installed():
+    """ModuleNotFoundError, as importing would raise it, where torch is not installed."""
+    if importlib.util.find_spec("torch") is None:
+        raise ModuleNotFoundError("No module named 'torch'", name="torch")
+
+
 class TorchCallableAdapter(Adapter):
-    def __init__(self, function, name, capabilities=None, description=None):
+    def __init__(self, function, name, capabilities=None, description=None, source=None):
+        """`function` None: an adapter that only describes the implementation (its calls are
+        made by the call worker); `source` (module, name) then says how a snippet imports
+        it."""
         self.function = function
         self.name = name
         self.capabilities = capabilities or capabilities_from_signature(function)
         self._description = description
+        self._source = source
 
     def version(self):
         module = getattr(self.function, "__module__", None) or "torch"
@@ -57,7 +98,7 @@ class TorchCallableAdapter(Adapter):
         module = getattr(self.function, "__module__", "?")
         return f"{module}.{getattr(self.function, '__qualname__', repr(self.function))}"
 
-    def tensors(self, call: Call, requires_grad=False):
+    def _tensors(self, call: Call, requires_grad):
         torch = _torch()
         made = []
         for argument, values in (("input", call.input), ("target", call.target)):
@@ -72,6 +113,12 @@ class TorchCallableAdapter(Adapter):
 
     def invoke(self, input, target, call: Call):
         return self.function(input, target, **call.keyword_arguments())
+
+    def tensors(self, call: Call, requires_grad=False):
+        if self.function is None:
+            raise RuntimeError(f"klconform: the adapter of {self.name} was loaded only to "
+                               f"describe it (describe_only); its calls go to the call worker")
+        return self._tensors(call, requires_grad)
 
     def compute(self, call: Call) -> Observation:
         input, target = self.tensors(call)
@@ -105,8 +152,8 @@ class TorchCallableAdapter(Adapter):
         return "\n".join(head + self.call_source(kwargs)) + "\n"
 
     def call_source(self, kwargs):
-        module = getattr(self.function, "__module__", None)
-        name = getattr(self.function, "__qualname__", None)
+        module, name = self._source or (getattr(self.function, "__module__", None),
+                                        getattr(self.function, "__qualname__", None))
         if module and name and "<" not in name:
             return [f"from {module} import {name.split('.')[0]}",
                     f"print({name}(input, target{', ' if kwargs else ''}{kwargs}))"]
@@ -148,23 +195,27 @@ def capabilities_from_signature(function) -> Capabilities:
     )
 
 
-def functional_adapter():
-    torch = _torch()
+def functional_adapter(describe_only=False):
+    """`describe_only`: capabilities, plans and snippets without importing torch."""
+    if describe_only:
+        _check_torch_installed()
     return TorchCallableAdapter(
-        torch.nn.functional.kl_div, "torch",
+        None if describe_only else _torch().nn.functional.kl_div, "torch",
         Capabilities(dtypes=TORCH_DTYPES, legacy_args=True, autograd=True,
                      devices=torch_devices(), layouts=TORCH_LAYOUTS),
-        description="torch.nn.functional.kl_div",
+        description="torch.nn.functional.kl_div", source=("torch.nn.functional", "kl_div"),
     )
 
 
 class TorchModuleAdapter(TorchCallableAdapter):
     """nn.KLDivLoss: arguments go to the constructor, tensors to the call."""
 
-    def __init__(self):
-        torch = _torch()
+    def __init__(self, describe_only=False):
+        """`describe_only`: capabilities, plans and snippets without importing torch."""
+        if describe_only:
+            _check_torch_installed()
         super().__init__(
-            torch.nn.KLDivLoss, "torch-module",
+            None if describe_only else _torch().nn.KLDivLoss, "torch-module",
             Capabilities(dtypes=TORCH_DTYPES, legacy_args=True, module_form=True,
                          autograd=True, devices=torch_devices(), layouts=TORCH_LAYOUTS),
             description="torch.nn.KLDivLoss",
