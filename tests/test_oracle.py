@@ -38,6 +38,15 @@ def test_none_matches_reference_elementwise():
     assert np.all(np.abs(got.value - exact) <= got.budget)
 
 
+@pytest.mark.parametrize("target", [0.0, 0.25])
+def test_pointwise_terms_of_a_0d_input(target):
+    # 0 log 0 = 0 for a 0-d input too (it raised a TypeError there: numpy's product of 0-d
+    # arrays is a scalar, which the masked assignment cannot write to).
+    x = np.asarray(np.log(0.5))
+    expected = 0.0 if target == 0 else target * (np.log(target) - np.log(0.5))
+    assert float(oracle.pointwise(x, np.asarray(target))) == pytest.approx(expected, rel=1e-15)
+
+
 def test_float64_budget_rejects_float32_arithmetic():
     x, t = _distributions(16, 1000)
     expected = oracle.expected(x, t, reduction="sum", dtype="float64")

@@ -26,10 +26,6 @@ LABEL_SMOOTHING = (0.1, 0.05, 0.2, 0.01)
 # How a named mistake is introduced (report.root_causes groups failures by what follows).
 
 
-def _terms(x, t, log_target):
-    return oracle.pointwise(x, t, log_target)
-
-
 def _reduce(terms, reduction, shape):
     if reduction == "none":
         return terms
@@ -37,14 +33,21 @@ def _reduce(terms, reduction, shape):
         return np.asarray(np.sum(terms) / oracle.divisor_for(reduction, shape))
 
 
-def _renormalised(x, t, log_target):
+def _renormalised(exp_x, t, log_target):
     """Both arguments renormalised along the last axis before the KL."""
     with np.errstate(all="ignore"):
-        q = np.exp(x)
-        q = q / np.sum(q, axis=-1, keepdims=True)
+        q = exp_x / np.sum(exp_x, axis=-1, keepdims=True)
         p = np.exp(t) if log_target else t
         p = p / np.sum(p, axis=-1, keepdims=True)
         return oracle.pointwise(np.log(q), p, False)
+
+
+def _p_log_p(p):
+    """P log P with 0 log 0 = 0, as oracle.pointwise computes it (the same operations, so
+    P log P - P * x is bit for bit oracle.pointwise(x, P))."""
+    p_log_p = np.asarray(p * np.log(p))
+    p_log_p[p == 0] = 0.0
+    return p_log_p
 
 
 def hypotheses(call, reduction):
@@ -53,8 +56,6 @@ def hypotheses(call, reduction):
     x, t = np.asarray(call.input, np.float64), np.asarray(call.target, np.float64)
     log_target = bool(call.log_target)
     shape = x.shape
-    terms = _terms(x, t, log_target)
-    correct = _reduce(terms, reduction, shape)
     numel = max(x.size, 1)
     found = []
 
@@ -63,20 +64,24 @@ def hypotheses(call, reduction):
 
     with np.errstate(all="ignore"):
         p = np.exp(t) if log_target else t
+        # Shared by most hypotheses below (each a pass over inputs of up to millions of
+        # elements): exp(input), and P log P for terms against P, P log P - P * (log Q).
+        exp_x = np.exp(x)
+        p_log_p = _p_log_p(p)
+        terms = oracle.pointwise(x, t, True) if log_target else p_log_p - p * x
+        correct = _reduce(terms, reduction, shape)
         # Q computed as exp(input) in the dtype is 0 below its smallest subnormal, and a
         # function that then takes Q = 0 with P > 0 as an infinite term answers inf where
         # log Q, and the KL, are finite numbers of the dtype. First: where it applies, the
         # inf that exchanged roles also give (P = 0 somewhere) is this call's underflow.
-        underflows = (round_to(np.exp(x), call.dtype) == 0) & np.isfinite(x) & (p > 0)
+        underflows = (round_to(exp_x, call.dtype) == 0) & np.isfinite(x) & (p > 0)
         if np.any(underflows):
             add(f"Q = exp(input) computed in {call.dtype}, where it underflows to 0 (and the "
                 f"term taken as inf) although log Q is finite",
                 _reduce(np.where(underflows, np.inf, terms), reduction, shape),
                 PRECISION_CLAIM)
         swapped_input = np.log(p)
-        swapped_target = np.exp(x)
-        swapped = _reduce(oracle.pointwise(swapped_input, swapped_target, False), reduction,
-                          shape)
+        swapped = _reduce(oracle.pointwise(swapped_input, exp_x, False), reduction, shape)
         if reduction != "none" and call.reduction is None:
             # Said first: without a reduction argument the likelier slip is the default.
             add("default reduction is not 'mean' (looks like 'batchmean')",
@@ -107,7 +112,7 @@ def hypotheses(call, reduction):
                 add("zero target gives nan: 0 * log 0 not taken as 0 (plain t * log t)",
                     _reduce(t * np.log(t) - t * x, reduction, shape), "zero-target")
         add("probabilities fed as log-probabilities: exp() never taken, input used as Q",
-            _reduce(oracle.pointwise(np.log(x), p, False), reduction, shape), "roles")
+            _reduce(p_log_p - p * np.log(x), reduction, shape), "roles")
         # The same function where the result is the terms ('none'): the terms' claim first.
         add("negatives clamped to 0 (each pointwise term, before the reduction)",
             _reduce(np.maximum(terms, 0.0), reduction, shape), "none-negative-terms")
@@ -116,7 +121,8 @@ def hypotheses(call, reduction):
         add("absolute value taken", np.abs(correct), "unnormalized-negative")
         add("sign flipped", -correct, "normalized-nonnegative")
         add("inputs renormalised (softmax/normalise over the last axis) before the KL",
-            _reduce(_renormalised(x, t, log_target), reduction, shape), "unnormalized-negative")
+            _reduce(_renormalised(exp_x, t, log_target), reduction, shape),
+            "unnormalized-negative")
         add("target-entropy term dropped: computed cross-entropy -sum(target * input)",
             _reduce(-p * x, reduction, shape), "cross-entropy-decomposition")
         add("result in bits (log base 2), not nats", correct / LN2, "worked-examples")
@@ -126,7 +132,7 @@ def hypotheses(call, reduction):
         floor = float(round_to(KERAS_CLIP_FLOOR, call.dtype))
         clipped = np.clip(p, floor, 1.0)
         add("probabilities clipped to [1e-7, 1] (keras-style)",
-            _reduce(oracle.pointwise(np.log(np.clip(np.exp(x), floor, 1.0)), clipped, False),
+            _reduce(oracle.pointwise(np.log(np.clip(exp_x, floor, 1.0)), clipped, False),
                     reduction, shape), "zero-target")
         # torch.distributions' Categorical(probs=P) takes log(clamp(P, eps, 1 - eps)), eps
         # the dtype's machine epsilon (7.8e-3 in bfloat16): tiny and certain P move.
@@ -143,9 +149,9 @@ def hypotheses(call, reduction):
                 add(f"label smoothing {epsilon:g} applied to the target",
                     _reduce(oracle.pointwise(x, smoothed_p, False), reduction, shape),
                     "cross-entropy-one-hot")
-                smoothed_x = np.log((1 - epsilon) * np.exp(x) + epsilon / classes)
+                smoothed_x = np.log((1 - epsilon) * exp_x + epsilon / classes)
                 add(f"label smoothing {epsilon:g} applied to the prediction",
-                    _reduce(oracle.pointwise(smoothed_x, p, False), reduction, shape),
+                    _reduce(p_log_p - p * smoothed_x, reduction, shape),
                     "identical-zero")
         if reduction == "none":
             add("'none' reduced per row instead of returning pointwise terms",

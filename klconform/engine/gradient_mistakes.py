@@ -167,17 +167,20 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
         # An absent gradient beside a right one is its own mistake: every other hypothesis
         # would "fit" it (nothing to compare).
         return [missing[:2]]
-    silent = _silent_in_value(call, plan, expected)
     # A gradient of exactly 0 is one candidate among those predicting 0 there (|KL| at 0).
     found = [missing[:2]] if missing and not missing[2] else []
-    for claim, mistake, predicted_input, predicted_target in hypotheses(
-            call, plan, want_input, want_target, value, analytic, expected):
-        if not silent.get(mistake, True):
-            continue
+    reproducing = [
+        (claim, mistake) for claim, mistake, predicted_input, predicted_target in hypotheses(
+            call, plan, want_input, want_target, value, analytic, expected)
         if all(within(got_input, predicted_input, budget_input, None)
                and within(got_target, predicted_target, budget_target, target_checked)
-               for got_input, got_target in gradients.values()):
-            found.append((claim, mistake))
+               for got_input, got_target in gradients.values())]
+    if reproducing:
+        # Predicting every mistake's value is the costly part (large-vocabulary inputs): only
+        # done where some mistake reproduces the gradients.
+        silent = _silent_in_value(call, plan, expected)
+        found += [(claim, mistake) for claim, mistake in reproducing
+                  if silent.get(mistake, True)]
     return found
 
 

@@ -46,7 +46,9 @@ def pointwise(x, t, log_target=False):
     with np.errstate(all="ignore"):
         if log_target:
             return np.exp(t) * (t - x)
-        t_log_t = t * np.log(t)
+        # An array even for 0-d inputs, where numpy's product is a scalar that the masked
+        # assignment below cannot write to.
+        t_log_t = np.asarray(t * np.log(t))
         t_log_t[t == 0] = 0.0
         return t_log_t - t * x
 
