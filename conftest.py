@@ -6,6 +6,14 @@ never from here, so the suites behave the same inside and outside this repositor
 
 import contextlib
 
+import pytest
+
+# Test modules whose tests run on one xdist worker, because they share what is made once per
+# process: the mutation self-test's runs (its kill table reuses them) and the module-scoped
+# whole runs of the third-party project and of the property layer.
+KEPT_ON_ONE_WORKER = ("tests/test_mutation.py", "tests/test_third_party_project.py",
+                      "tests/test_properties_layer.py")
+
 
 def pytest_configure(config):
     # In-process pytester runs restore sys.modules afterwards, dropping modules first
@@ -29,3 +37,21 @@ def pytest_configure(config):
 # with an editable install, a project outside this repository that runs the suites
 # (`pytest --impl ...`) loads this file too, and pytest refuses pytest_plugins in a
 # conftest that is not at its own rootdir.
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`-n`'s default distribution, test by test, except that each module of
+    KEPT_ON_ONE_WORKER goes to one worker as a whole. xdist's `--dist loadgroup` would do it
+    from `xdist_group` marks, but under pytest 9.2 it silently groups nothing: it renames node
+    ids, which pytest no longer reads (pytest-dev/pytest-xdist#1386, open)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesKeptTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            module = nodeid.split("::", 1)[0]
+            return module if module in KEPT_ON_ONE_WORKER else nodeid
+
+    return ModulesKeptTogether(config, log)

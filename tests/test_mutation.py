@@ -29,9 +29,8 @@ from tests.suite_runner import run_suite
 
 FAILING = ("failed", "errored")
 
-# One worker under `pytest -n`: the kill table reuses the runs of the per-mutant tests
-# (run_mutant is cached per process) instead of making them again on another worker.
-pytestmark = pytest.mark.xdist_group("mutants")
+# Under `pytest -n` the whole module runs on one worker (conftest.KEPT_ON_ONE_WORKER): the
+# kill table reuses the runs of the per-mutant tests (run_mutant is cached per process).
 
 # Must-level claims that no implementation can break, each with the reason; they are exempt
 # from "kills at least one mutant" and printed with the kill table. Empty today: every

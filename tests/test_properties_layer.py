@@ -80,11 +80,9 @@ def test_thorough_run_without_seed_picks_one_and_a_given_seed_stays():
     assert choose_seed("default", None) is None
 
 
-# One worker under `pytest -n`: its run is made once, not once per worker; session-scoped
-# because that worker interleaves other modules' tests, which tears a module-scoped one down.
-pytestmark = pytest.mark.xdist_group("properties-layer")
-
-@pytest.fixture(scope="session")
+# Under `pytest -n` the whole module runs on one worker (conftest.KEPT_ON_ONE_WORKER): its
+# module-scoped run is made once, not once per worker.
+@pytest.fixture(scope="module")
 def wrong_run(tmp_path_factory):
     """The property suite against a wrong 'batchmean', once: (result, report dir, env)."""
     pytest.importorskip("torch")

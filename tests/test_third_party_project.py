@@ -31,13 +31,9 @@ LIBRARY = """
 """
 
 
-# One worker under `pytest -n`: its runs are made once, not once per worker. Session scope,
-# not module: that worker runs other modules' tests in between, and a module-scoped fixture
-# is torn down and made again each time it comes back to this module (measured: both runs
-# twice, 31 s and 14 s).
-pytestmark = pytest.mark.xdist_group("third-party-project")
-
-@pytest.fixture(scope="session")
+# Under `pytest -n` the whole module runs on one worker (conftest.KEPT_ON_ONE_WORKER): its
+# module-scoped runs are made once, not once per worker.
+@pytest.fixture(scope="module")
 def project(tmp_path_factory):
     root = tmp_path_factory.mktemp("mylosses-project")
     (root / "mylosses").mkdir()
@@ -66,12 +62,12 @@ def report_of(project, impl):
     return json.loads((project / "reports" / slug / "report.json").read_text())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def correct_run(project):
     return pytest_in(project, "--impl=mylosses.kl:kl_div")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def buggy_run(project):
     # -k keeps it short; every batchmean test (cases, gradients, the property) still runs.
     return pytest_in(project, "--impl=mylosses.kl:buggy_kl_div", "--kl-only", "-k", "batchmean")
