@@ -154,3 +154,52 @@ def test_a_collect_only_run_starts_no_call_worker(pytester, monkeypatch):
         assert pool.worker is None
     finally:
         pool.shutdown(now=True)
+
+
+@pytest.mark.parametrize("workers", [(), ("-n", "2")], ids=["serial", "xdist"])
+def test_a_library_installed_but_broken_is_one_usage_error(tmp_path, workers):
+    # torch found installed (its version.py says a CPU build) but failing to import: the
+    # pytest process only describes the built-in record, the call worker's import is the
+    # first, and its failure ends the run at once, as the import in this process used to.
+    fake = tmp_path / "site" / "torch"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise ImportError("libtorch_cpu.so: cannot open '
+                                      'shared object file")\n')
+    (fake / "version.py").write_text("cuda = None\nhip = None\n")
+    completed = subprocess.run(
+        [sys.executable, "-m", "klconform.cli.main", "run", "--impl", "torch", "--", *workers],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 4, output[-3000:]
+    assert ("ERROR: --impl torch: built-in adapter needs a library that does not import "
+            "(ImportError: libtorch_cpu.so: cannot open shared object file); "
+            'pip install "klconform[torch]"') in output
+    assert "INTERNALERROR" not in output and "Traceback" not in output
+    assert " passed" not in output and not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("not_completed", ["CallTimeout", "CallNotRun", "WorkerCrashed",
+                                           "WorkerLoadError"])
+def test_a_case_expecting_an_error_is_not_passed_by_a_call_that_did_not_complete(
+        not_completed):
+    # A hang, a call not made, a crashed process or an implementation that never loaded is
+    # not the error an invalid reduction asks for: the case errors, it does not pass.
+    from klconform.adapters import load_adapter
+    from klconform.engine import isolation
+    from klconform.engine.evaluate import evaluate
+    from klconform.spec.cases import load_cases
+    from klconform.statuses import Status
+
+    error = getattr(isolation, not_completed)("no result")
+
+    class DidNotComplete(type(load_adapter("numpy"))):
+        def run(self, call):
+            raise error
+
+    case = next(case for case in load_cases() if case.kind == "raises")
+    outcome = evaluate(case, case.dtypes[0], DidNotComplete())
+    assert outcome.status == Status.ERRORED, (outcome.status, outcome.checks)
+    assert set(outcome.claim_results.values()) == {Status.ERRORED}
+    # The same case against numpy, which raises an error of its own there: passed.
+    assert evaluate(case, case.dtypes[0], load_adapter("numpy")).status == Status.PASSED

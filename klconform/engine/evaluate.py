@@ -29,6 +29,7 @@ from klconform.engine.expectations import (
     oracle_for,
     representation_allowance,
 )
+from klconform.engine.isolation import CALL_NOT_COMPLETED
 from klconform.engine.judging import (
     CALL_CLAIM,
     DTYPE_CLAIM,
@@ -171,7 +172,10 @@ def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
     if case.kind == "probe":
         return _probe(case, adapter, call, outcome)
     if case.kind == "raises":
-        _expect_error(adapter, call, outcome)
+        try:
+            _expect_error(adapter, call, outcome)
+        except CALL_NOT_COMPLETED as error:
+            return errored_outcome(outcome, error, judged, cannot)
         outcome.claim_results = {claim: (Status.FAILED if outcome.status == Status.FAILED
                                           else Status.PASSED)
                                  for claim in case.claims}
@@ -416,6 +420,8 @@ def _expected(case, call, plan, dtype=None):
 def _expect_error(adapter, call, outcome):
     try:
         observation = adapter.run(call)
+    except CALL_NOT_COMPLETED:
+        raise
     except Exception as error:
         outcome.actual = f"{type(error).__name__}: {first_line(error)}"
         outcome.expected = "an error"

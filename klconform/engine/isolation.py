@@ -62,6 +62,16 @@ class WorkerCrashed(Exception):
 class WorkerLoadError(Exception):
     """The call worker could not re-create the adapter from its ImplementationSpec."""
 
+    def __init__(self, message, cause=None):
+        super().__init__(message)
+        self.cause = cause   # the worker's own error, where it raised one
+
+
+# A call that ended without the implementation returning or raising: it hung, was not made,
+# took its process down, or the implementation never loaded. None of them is the error a
+# case expecting one (an invalid reduction) asks for.
+CALL_NOT_COMPLETED = (CallTimeout, WorkerCrashed, WorkerLoadError)
+
 
 def _error_of(reply):
     """The exception a `raised` reply carries, rebuilt by name if it did not pickle."""
@@ -153,7 +163,7 @@ class CallWorker:
         if reply["kind"] == "raised":
             error = _error_of(reply)
             raise WorkerLoadError(f"the call worker could not load --impl {spec.impl}: "
-                                  f"{type(error).__name__}: {error}")
+                                  f"{type(error).__name__}: {error}", error)
         self.loaded.add(spec.key)
 
     def call(self, spec, method, call):
@@ -330,7 +340,19 @@ def _preload(worker, spec):
         try:
             worker.load(spec)
         except (WorkerLoadError, WorkerCrashed, ProtocolError):
-            pass  # the first real call meets the same error, and reports it as its case's
+            pass  # load_failure() or the first real call meets the same error
+
+
+def load_failure(spec):
+    """Why the call worker cannot load `spec` (once prepare()'s load has ended), or None.
+    Where this process only describes the implementation, the worker's import of its
+    library is the first one: a library that is installed but does not import fails here."""
+    with _pool.lock:
+        try:
+            _pool.current().load(spec)
+        except (WorkerLoadError, WorkerCrashed) as error:
+            return error
+    return None
 
 
 def call_in_worker(spec, method, call):

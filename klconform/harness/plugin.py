@@ -8,6 +8,7 @@ collected test asks for a klconform fixture.
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,7 +221,38 @@ def pytest_collection_modifyitems(session, config, items):
         # Tests run in this process after all (or --impl came from the environment): their
         # calls go to a call worker, never straight into this process.
         state.load_implementation()
+    if not config.option.collectonly:
+        refuse_an_implementation_that_does_not_load(config, state, items, kl_items)
     state.known_deviations()
+
+
+def refuse_an_implementation_that_does_not_load(config, state, items, kl_items):
+    """A usage error, in one line, where the call worker cannot load --impl: where this
+    process only describes it, the worker's import is the first (a library installed but
+    broken). Otherwise every case would error on it, and a case expecting an error would
+    find one."""
+    message = load_failure_message(state)
+    if message is None:
+        return
+    if not hasattr(config, "workerinput"):
+        raise pytest.UsageError(message)
+    # xdist turns a usage error in a worker into an internal error of the controller: the
+    # worker runs no conformance test and tells the controller, which ends the run with it.
+    state.load_error = message
+    items[:] = [item for item in items if not is_conformance(item)]
+    config.hook.pytest_deselected(items=kl_items)
+
+
+def load_failure_message(state):
+    from klconform.engine.isolation import WorkerLoadError, load_failure
+
+    spec = getattr(state.adapter, "spec", None)
+    failure = None if spec is None else load_failure(spec)
+    if failure is None:
+        return None
+    cause = failure.cause if isinstance(failure, WorkerLoadError) else None
+    return str(cause) if isinstance(cause, KLConformError) else \
+        f"--impl {state.settings.impl}: {failure}"
 
 
 def pytest_deselected(items):
@@ -241,7 +273,8 @@ def pytest_collection_finish(session):
     if hasattr(config, "workerinput"):
         # The controller collects nothing itself: it learns the counts from the workers.
         config.workeroutput["klconform"] = {"conformance_tests": dict(counts),
-                                            "partial": list(state.partial)}
+                                            "partial": list(state.partial),
+                                            "load_error": state.load_error}
         return
     if state.settings.requested and not counts["selected"]:
         raise pytest.UsageError(
@@ -263,6 +296,7 @@ def pytest_testnodedown(node, error):
                                                worker["conformance_tests"][key])
         for reason in worker["partial"]:
             state.note_partial(reason)
+        state.load_error = state.load_error or worker.get("load_error")
 
 
 def selection_reasons(config, state):
@@ -406,6 +440,11 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller writes the one stream and report
     state = run_state(config)
+    if state.load_error:
+        # The workers' usage error (refuse_an_implementation_that_does_not_load), as pytest
+        # writes its own.
+        session.exitstatus = exitstatus = pytest.ExitCode.USAGE_ERROR
+        sys.stderr.write(f"ERROR: {state.load_error}\n")
     if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR) or config.option.collectonly:
         return  # no test ran: nothing to report, and a previous report stays
     reason = stop_reason(session, state, exitstatus)
@@ -443,8 +482,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     state = config.stash.get(STATE_KEY, None)
-    if state is None or hasattr(config, "workerinput"):
-        return
+    if state is None or hasattr(config, "workerinput") or state.load_error:
+        return  # a worker; or the run ended on the one-line error its --impl does not load
     if state.report_error:
         terminalreporter.write_line(f"klconform: could not write the report: {state.report_error}")
     paths = state.report_paths

@@ -66,6 +66,7 @@ class RunState:
     report_paths: object = None          # report.build.Written, once written
     report_error: str | None = None
     gate_error: str | None = None        # why a requested conformance run fails as a whole
+    load_error: str | None = None        # why the call worker cannot load --impl (xdist)
     collected: int = 0
     named_suites: list = field(default_factory=list)  # parts of the suites the command named
     # Why this run does not cover every conformance test, one readable reason each
