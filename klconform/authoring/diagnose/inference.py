@@ -233,6 +233,9 @@ def _record_fields(function, function_path, prober, hypothesis, signature, names
         setup["environment"] = {"KERAS_BACKEND": keras_backend()}
     if prober.subject.arrays == "jax":
         setup["jax_enable_x64"] = True
+        # XLA compiles every operation for each new input shape: the run's properties then
+        # draw from a fixed set of shapes (jax's run 544 s to 117 s, benchmarks/RESULTS.md).
+        fields["compiles_per_shape"] = True
     fields["setup"] = setup or None
     fields["log_target"] = infer_log_target(prober, function_path, hypothesis, meanings,
                                             signature, tolerance, diagnosis)
