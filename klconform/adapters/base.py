@@ -185,6 +185,12 @@ class ImplementationResultError(Exception):
     """The implementation returned something that is not a result (wrong type)."""
 
 
+def refuse_call_when_described(adapter_name):
+    """What an adapter loaded with describe_only raises when asked to make a call."""
+    raise RuntimeError(f"klconform: the adapter of {adapter_name} was loaded only to describe "
+                       f"it (describe_only); its calls go to the call worker")
+
+
 class Adapter:
     """Subclass and implement `compute` (and `gradients` if capabilities.autograd)."""
 

@@ -26,6 +26,7 @@ from klconform.adapters.base import (
     Observation,
     Plan,
     capability_gap,
+    refuse_call_when_described,
 )
 from klconform.adapters.native_form import (
     mask_argument,
@@ -403,8 +404,7 @@ class ConventionAdapter(Adapter):
     def _staged(self, call):
         """(form, route, prediction, target): the arguments as the library's arrays."""
         if self.describe_only:
-            raise RuntimeError(f"klconform: the adapter of {self.name} was loaded only to "
-                               f"describe it (describe_only); its calls go to the call worker")
+            refuse_call_when_described(self.name)
         form = native_form(self.record, np.shape(call.input))
         route = self._route(call, form)
         prediction64, target64 = self._native_arrays(call)

@@ -21,6 +21,7 @@ from klconform.adapters.base import (
     ImplementationResultError,
     Observation,
     distribution_version,
+    refuse_call_when_described,
 )
 from klconform.constants import DTYPES, REDUCTIONS
 
@@ -62,12 +63,19 @@ def _built_for_a_gpu():
         return True
     built = {}
     for node in tree.body:
-        target = getattr(node, "target", None) or (getattr(node, "targets", None) or [None])[0]
-        if isinstance(target, ast.Name) and target.id in ("cuda", "hip"):
-            try:
-                built[target.id] = ast.literal_eval(node.value)
-            except (ValueError, TypeError, SyntaxError):
-                return True
+        # `cuda: Optional[str] = None` (annotated) or `cuda = None`
+        if isinstance(node, ast.AnnAssign) and node.value is not None:
+            names = [node.target]
+        elif isinstance(node, ast.Assign):
+            names = node.targets
+        else:
+            continue
+        for name in names:
+            if isinstance(name, ast.Name) and name.id in ("cuda", "hip"):
+                try:
+                    built[name.id] = ast.literal_eval(node.value)
+                except ValueError:  # not a literal: computed at import
+                    return True
     return set(built) != {"cuda", "hip"} or any(value is not None for value in built.values())
 
 
@@ -116,8 +124,7 @@ class TorchCallableAdapter(Adapter):
 
     def tensors(self, call: Call, requires_grad=False):
         if self.function is None:
-            raise RuntimeError(f"klconform: the adapter of {self.name} was loaded only to "
-                               f"describe it (describe_only); its calls go to the call worker")
+            refuse_call_when_described(self.name)
         return self._tensors(call, requires_grad)
 
     def compute(self, call: Call) -> Observation:

@@ -35,6 +35,7 @@ from klconform.adapters.base import Adapter
 from klconform.engine import wire
 from klconform.engine import worker_protocol as protocol
 from klconform.engine.worker_protocol import ImplementationSpec, ProtocolError
+from klconform.errors import KLConformError
 
 # Loading the adapter in the worker (importing torch, say) is not the call under test.
 LOAD_TIMEOUT_S = 300.0
@@ -344,14 +345,17 @@ def _preload(worker, spec):
 
 
 def load_failure(spec):
-    """Why the call worker cannot load `spec` (once prepare()'s load has ended), or None.
-    Where this process only describes the implementation, the worker's import of its
-    library is the first one: a library that is installed but does not import fails here."""
+    """Why the call worker cannot load `spec` (once prepare()'s load has ended), in one
+    line, or None. Where this process only describes the implementation, the worker's import
+    of its library is the first one: a library installed but not importing fails here."""
     with _pool.lock:
         try:
             _pool.current().load(spec)
         except (WorkerLoadError, WorkerCrashed) as error:
-            return error
+            cause = getattr(error, "cause", None)
+            # klconform's own load errors already name --impl and say what to do.
+            return str(cause) if isinstance(cause, KLConformError) else \
+                f"--impl {spec.impl}: {error}"
     return None
 
 

@@ -231,7 +231,10 @@ def refuse_an_implementation_that_does_not_load(config, state, items, kl_items):
     process only describes it, the worker's import is the first (a library installed but
     broken). Otherwise every case would error on it, and a case expecting an error would
     find one."""
-    message = load_failure_message(state)
+    from klconform.engine.isolation import load_failure
+
+    spec = getattr(state.adapter, "spec", None)
+    message = None if spec is None else load_failure(spec)
     if message is None:
         return
     if not hasattr(config, "workerinput"):
@@ -241,18 +244,6 @@ def refuse_an_implementation_that_does_not_load(config, state, items, kl_items):
     state.load_error = message
     items[:] = [item for item in items if not is_conformance(item)]
     config.hook.pytest_deselected(items=kl_items)
-
-
-def load_failure_message(state):
-    from klconform.engine.isolation import WorkerLoadError, load_failure
-
-    spec = getattr(state.adapter, "spec", None)
-    failure = None if spec is None else load_failure(spec)
-    if failure is None:
-        return None
-    cause = failure.cause if isinstance(failure, WorkerLoadError) else None
-    return str(cause) if isinstance(cause, KLConformError) else \
-        f"--impl {state.settings.impl}: {failure}"
 
 
 def pytest_deselected(items):
