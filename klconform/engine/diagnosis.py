@@ -6,11 +6,13 @@ within the budget of its prediction while the correct value is not.
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
 from klconform.constants import DIAGNOSIS_PREFIX
 from klconform.dtypes import UNIT_ROUNDOFF, round_to
+from klconform.engine import prepared
 from klconform.engine.expectations import effective_reduction
 from klconform.engine.judging import CALL_CLAIM
 from klconform.oracle import float64 as oracle
@@ -159,23 +161,39 @@ def hypotheses(call, reduction):
     return correct, found
 
 
-def explaining_mistakes(call, actual, expected):
-    """[(text, claim, predicted)] of the known mistakes that reproduce `actual`, likeliest
-    first."""
-    reduction = effective_reduction(call)
-    actual = np.asarray(actual, dtype=np.float64)
+def predictions(call, reduction):
+    """(correct, ((text, exact prediction, claim, the prediction in the call's dtype), ...)):
+    `hypotheses` with each prediction rounded, kept with a case's own call (the mutation
+    self-test diagnoses the same call for many wrong functions)."""
+    return prepared.derived(
+        call, ("diagnosis", reduction, call.reduction, bool(call.log_target), call.dtype),
+        lambda x, t: _predictions(replace(call, input=x, target=t), reduction))
+
+
+def _predictions(call, reduction):
     correct, found = hypotheses(call, reduction)
-    tolerance = np.asarray(expected.budget, dtype=np.float64)
-    # A mistake's value carries the dtype's own rounding, which the budget of the right value
-    # does not bound.
-    loose = 8 * max(UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF[call.dtype])
-    matches = []
+    rounded = []
     for text, exact, claim in found:
         # What the dtype can hold of it: a mistake whose value overflows gives inf there.
         # Matches keep the exact prediction: two mistakes rounding to the same number are
         # told apart by which is closer.
         with np.errstate(over="ignore"):
-            predicted = round_to(exact, call.dtype)
+            rounded.append((text, exact, claim, round_to(exact, call.dtype)))
+    return correct, tuple(rounded)
+
+
+def explaining_mistakes(call, actual, expected):
+    """[(text, claim, predicted)] of the known mistakes that reproduce `actual`, likeliest
+    first."""
+    reduction = effective_reduction(call)
+    actual = np.asarray(actual, dtype=np.float64)
+    correct, found = predictions(call, reduction)
+    tolerance = np.asarray(expected.budget, dtype=np.float64)
+    # A mistake's value carries the dtype's own rounding, which the budget of the right value
+    # does not bound.
+    loose = 8 * max(UNIT_ROUNDOFF["float32"], UNIT_ROUNDOFF[call.dtype])
+    matches = []
+    for text, exact, claim, predicted in found:
         if predicted.shape != actual.shape:
             continue
         if predicted.shape != correct.shape:

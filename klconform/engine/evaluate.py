@@ -10,6 +10,7 @@ import numpy as np
 
 from klconform.adapters.base import Call
 from klconform.dtypes import UNIT_ROUNDOFF, round_to
+from klconform.engine import prepared
 from klconform.engine import snippets as reproduce
 from klconform.engine.attribution import (
     LOWER_PRECISION,
@@ -48,12 +49,20 @@ from klconform.statuses import Level, Status
 
 
 def make_call(case, dtype, device, arrays=None, call_args=None, mask=None):
-    x, t = arrays if arrays is not None else case.arrays
     args = case.call if call_args is None else call_args
     input_dtype, target_dtype = args.get("input_dtype"), args.get("target_dtype")
+
+    def round_both():
+        x, t = arrays if arrays is not None else case.arrays
+        return _round_argument(x, input_dtype or dtype), _round_argument(t, target_dtype or dtype)
+
+    if arrays is None and call_args is None:
+        rounded_input, rounded_target = prepared.rounded_arrays(
+            case, (dtype, input_dtype, target_dtype), round_both)
+    else:
+        rounded_input, rounded_target = round_both()
     return Call(
-        input=_round_argument(x, input_dtype or dtype),
-        target=_round_argument(t, target_dtype or dtype), dtype=dtype,
+        input=rounded_input, target=rounded_target, dtype=dtype,
         reduction=args.get("reduction"), log_target=args.get("log_target"),
         legacy=dict(args.get("legacy", {})), device=device,
         input_dtype=input_dtype, target_dtype=target_dtype,

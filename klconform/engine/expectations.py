@@ -8,6 +8,7 @@ import numpy as np
 
 from klconform.constants import DEFAULT_REDUCTION
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF, round_to
+from klconform.engine import prepared
 from klconform.oracle import float64 as oracle
 from klconform.short_text import at_text, first_index, format_number, summarize, where_text
 from klconform.spec import tensors
@@ -19,9 +20,12 @@ def effective_reduction(call):
 
 def oracle_for(call, dtype=None):
     """The oracle's Expected for exactly this call (its reduction, log_target and dtype)."""
-    return oracle.expected(call.input, call.target, reduction=effective_reduction(call),
-                           log_target=bool(call.log_target), dtype=dtype or call.dtype,
-                           mask=call.mask)
+    reduction, log_target = effective_reduction(call), bool(call.log_target)
+    dtype = dtype or call.dtype
+    return prepared.derived(
+        call, ("oracle", reduction, log_target, dtype),
+        lambda x, t: oracle.expected(x, t, reduction=reduction, log_target=log_target,
+                                     dtype=dtype, mask=call.mask))
 
 
 def compare_with_oracle(actual, expected, failures, label, claims=None, dtype=None):
@@ -162,9 +166,11 @@ def check_summation_accuracy(spec, call, actual, expected, failures, claims=None
 
     Returns the figures, which the report shows whether or not the check fails.
     """
-    terms = oracle.pointwise(call.input, call.target, bool(call.log_target))
+    log_target = bool(call.log_target)
     scale = expected.abs_term_sum or 1.0
-    pairwise = float(np.sum(_in_dtype(terms, call.dtype)))
+    pairwise = prepared.derived(
+        call, ("pairwise sum", log_target, call.dtype),
+        lambda x, t: float(np.sum(_in_dtype(oracle.pointwise(x, t, log_target), call.dtype))))
     exact = float(expected.value)
     floor = UNIT_ROUNDOFF[call.dtype]
     pairwise_error = max(abs(pairwise - exact) / scale, floor)

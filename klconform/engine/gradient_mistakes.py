@@ -215,8 +215,8 @@ def _silent_in_value(call, plan, expected):
     correct = np.asarray(expected.value, dtype=np.float64)
     predictions = {}
     if call.mask is None and plan.scale == 1.0:
-        _, found = diagnosis.hypotheses(call, effective_reduction(call))
-        predictions.update({text: value for text, value, _ in found})
+        _, found = diagnosis.predictions(call, effective_reduction(call))
+        predictions.update({text: value for text, value, _, _ in found})
     predictions.update({mistake: value for _, value, mistake in
                         attribution.hypotheses(call, plan)})
     silent = {}

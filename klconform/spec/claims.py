@@ -89,7 +89,15 @@ def _load_spec_cached(spec_dir: Path) -> Spec:
 
 
 def load_spec(spec_dir=None) -> Spec:
-    return _load_spec_cached(Path(spec_dir or resources.spec_dir()).resolve())
+    if not spec_dir:
+        return _load_default_spec()
+    return _load_spec_cached(Path(spec_dir).resolve())
+
+
+@lru_cache(maxsize=1)
+def _load_default_spec() -> Spec:
+    # Judging asks for the spec once per check: resolving its path each time was measurable.
+    return _load_spec_cached(resources.spec_dir().resolve())
 
 
 def dotted_path(data_path):

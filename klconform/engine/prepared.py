@@ -1,0 +1,138 @@
+"""A case's own call and what the oracle makes of it, worked out once per process.
+
+Rounding a case's inputs to a dtype, and the oracle's answer for them, depend on the case
+and the dtype alone. Yet the value, gradient and layout suites each build the same call, and
+the mutation self-test builds it once per mutant: for the 8 x 128000 case, rounding to
+float16 and summing pairwise in float16 cost more than the call under test.
+
+Every call built here gets arrays of its own, so whatever a consumer or an in-process
+implementation writes into them reaches neither the kept arrays nor another call. What is
+worked out from a call is found through those arrays: the registry holds them weakly and
+checks identity, so an array that has died cannot pass for the one whose id it reuses, and a
+call whose arrays were replaced (a stepped or strided call) is simply worked out afresh.
+Results are worked out from the kept arrays and handed out read-only.
+
+The kept arrays are bounded in bytes, least recently used first out: the default profile's
+inputs fit at every dtype; the thorough profile's large cases are rounded again when evicted.
+"""
+
+import weakref
+from collections import OrderedDict
+
+import numpy as np
+
+# Holds every default-profile case at every dtype (about 50 MB, 48 of them the one
+# 8 x 128000 case); the thorough profile's large-vocabulary cases add about 100 MB more.
+KEPT_BYTES = 96 * 2**20
+
+
+class _Entry:
+    def __init__(self, case, arrays, mask):
+        self.case = case            # held so that id(case) in the key is not reused
+        self.arrays = arrays        # the kept (input, target), read-only
+        self.mask = mask
+        self.derived = {}
+        self.nbytes = sum(array.nbytes for array in arrays)
+
+
+_KEPT: OrderedDict = OrderedDict()
+_KEPT_NBYTES = 0
+# id(array handed out) -> (weak reference to it, the entry it was copied from)
+_HANDED_OUT: dict = {}
+
+
+def rounded_arrays(case, key, round_both):
+    """(input, target) of the case's own call at `key` (dtype and argument dtypes): copies
+    of arrays rounded once by `round_both()`; later work on them finds the same entry."""
+    global _KEPT_NBYTES
+    entry_key = (id(case), key)
+    entry = _KEPT.get(entry_key)
+    if entry is None or entry.case is not case:
+        arrays = tuple(np.asarray(array) for array in round_both())
+        for array in arrays:
+            array.flags.writeable = False
+        entry = _Entry(case, arrays, case.mask)
+        _KEPT[entry_key] = entry
+        _KEPT_NBYTES += entry.nbytes
+    _KEPT.move_to_end(entry_key)
+    _evict_beyond_budget()
+    copies = tuple(array.copy() for array in entry.arrays)
+    for copy in copies:
+        _HANDED_OUT[id(copy)] = (weakref.ref(copy, _forget(id(copy))), entry)
+    return copies
+
+
+def _forget(array_id):
+    def forget(reference):
+        if _HANDED_OUT.get(array_id, (None,))[0] is reference:
+            del _HANDED_OUT[array_id]
+    return forget
+
+
+def _entry_of(call):
+    """The entry `call`'s arrays were handed out from, or None: both arrays and the mask
+    must be the ones handed out together (a call mixing two entries' arrays has none)."""
+    entries = []
+    for array in (call.input, call.target):
+        found = _HANDED_OUT.get(id(array))
+        if found is None or found[0]() is not array:
+            return None
+        entries.append(found[1])
+    entry = entries[0]
+    if entries[1] is not entry or call.mask is not entry.mask:
+        return None
+    return entry
+
+
+def derived(call, what, work_out):
+    """`work_out(input, target)` for the call's arrays, kept with them when they were
+    handed out here (worked out on the kept arrays), else worked out on the call's own.
+    `what` names everything besides the arrays that the result depends on."""
+    global _KEPT_NBYTES
+    entry = _entry_of(call)
+    if entry is None:
+        return work_out(call.input, call.target)
+    if what in entry.derived:
+        return entry.derived[what]
+    value = work_out(*entry.arrays)
+    arrays = _arrays_in(value)
+    nbytes = sum(array.nbytes for array in arrays)
+    if nbytes > KEPT_BYTES // 8:
+        # A 'none' call's predictions on a vocabulary-sized input: a pass each to recompute,
+        # but kept, they would push every other case out.
+        return value
+    for array in arrays:
+        array.flags.writeable = False
+    entry.derived[what] = value
+    entry.nbytes += nbytes
+    _KEPT_NBYTES += nbytes
+    _evict_beyond_budget()
+    return value
+
+
+def _evict_beyond_budget():
+    global _KEPT_NBYTES
+    while _KEPT_NBYTES > KEPT_BYTES and len(_KEPT) > 1:
+        _, evicted = _KEPT.popitem(last=False)
+        _KEPT_NBYTES -= evicted.nbytes
+
+
+def _arrays_in(value):
+    """Every array in a result (an Expected, a tuple of them, a number): kept results are
+    shared by the calls that follow, so each is made read-only."""
+    if isinstance(value, np.ndarray):
+        return [value]
+    if isinstance(value, tuple):
+        return [array for part in value for array in _arrays_in(part)]
+    fields = getattr(value, "__dataclass_fields__", None)
+    if fields:
+        return [array for name in fields for array in _arrays_in(getattr(value, name))]
+    return []
+
+
+def forget_all():
+    """Drop every kept entry (tests that measure memory or rebuild cases)."""
+    global _KEPT_NBYTES
+    _KEPT.clear()
+    _HANDED_OUT.clear()
+    _KEPT_NBYTES = 0
