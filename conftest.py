@@ -42,12 +42,11 @@ def _threads_shared_among_workers(config):
     the suite under `-n 2` took 255 s with one thread each against 287 s (8 min 27 s of
     CPU against 7 min 28 s). Set here, in the controller, before xdist starts its workers,
     which inherit it; a value already set is the user's and kept."""
+    from klconform.machine import THREADS_VARIABLE, threads_per_process
+
     workers = config.getoption("numprocesses", None)
-    if not isinstance(workers, int) or workers < 2:
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
-        else (os.cpu_count() or 1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // workers)))
+    if isinstance(workers, int) and workers > 1:
+        os.environ.setdefault(THREADS_VARIABLE, str(threads_per_process(workers)))
 
 
 # pytester is enabled with `-p pytester` in pyproject.toml, not with pytest_plugins here:

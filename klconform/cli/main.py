@@ -239,12 +239,12 @@ def parallelism(args, extra):
     from importlib.util import find_spec
 
     from klconform.harness.hypothesis_profiles import describe
+    from klconform.machine import usable_cores
 
     if any(argument.startswith(("-n", "--numprocesses")) for argument in extra):
         return 0, "workers as given after --"
     examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    cores = usable_cores()
     if examples < PARALLEL_EXAMPLES:
         return 0, (f"serial: at {examples} examples per property a run is faster in one "
                    f"process than split over workers (pass -- -n N to split it)")

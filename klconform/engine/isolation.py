@@ -36,6 +36,7 @@ from klconform.engine import wire
 from klconform.engine import worker_protocol as protocol
 from klconform.engine.worker_protocol import ImplementationSpec, ProtocolError
 from klconform.errors import KLConformError
+from klconform.machine import THREADS_VARIABLE, threads_per_process
 
 # Loading the adapter in the worker (importing torch, say) is not the call under test.
 LOAD_TIMEOUT_S = 300.0
@@ -95,6 +96,19 @@ def _describe_exit(returncode):
     return f"exit status {returncode}"
 
 
+def _worker_environment():
+    """Under pytest-xdist's N workers, each call worker gets a 1/N share of the cores for
+    OpenMP (unless the user chose): left with all of them, N libraries' spinning threads take
+    each other's cores (benchmarks/RESULTS.md). None: this process's environment as it is."""
+    try:
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        return None
+    if workers < 2 or THREADS_VARIABLE in os.environ:
+        return None
+    return {**os.environ, THREADS_VARIABLE: str(threads_per_process(workers))}
+
+
 class CallWorker:
     """One child process and the two pipes to it."""
 
@@ -107,7 +121,7 @@ class CallWorker:
             pass_fds=(child_reads, child_writes), stdin=subprocess.DEVNULL,
             stdout=sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL,
             # Its own process group: a kill reaches whatever the implementation started too.
-            start_new_session=True, close_fds=True)
+            start_new_session=True, close_fds=True, env=_worker_environment())
         os.close(child_reads)
         os.close(child_writes)
         self.outbox = Connection(parent_writes, readable=False)
