@@ -226,10 +226,11 @@ def run_suites(args):
         shutil.rmtree(hypothesis_home, ignore_errors=True)
 
 
-# Examples per property above which splitting the run over pytest-xdist workers pays: each
-# worker starts its own interpreter, library and call worker, which the default profile's
-# 25 examples do not repay (benchmarks/RESULTS.md (c): -n 2 0.84x serial at 25 examples,
-# 1.61x at the thorough profile's 400, on 2 cores).
+# Examples per property from which the run is split over pytest-xdist workers. Each worker
+# starts its own interpreter, library and call worker: at the thorough profile's 400 that
+# pays (1.61x serial on 2 cores, benchmarks/RESULTS.md (c)); at the default 25, -n 2 is
+# 1.1x serial for 1.4x the CPU and two libraries in memory (RESULTS.md, stop 28), which a
+# run that is itself one of several jobs (tox -p, a CI matrix) does not repay.
 PARALLEL_EXAMPLES = 100
 MAX_WORKERS = 4
 
@@ -246,8 +247,8 @@ def parallelism(args, extra):
     examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
     cores = usable_cores()
     if examples < PARALLEL_EXAMPLES:
-        return 0, (f"serial: at {examples} examples per property a run is faster in one "
-                   f"process than split over workers (pass -- -n N to split it)")
+        return 0, (f"serial: at {examples} examples per property, workers would save little time "
+                   f"for their CPU and memory (pass -- -n N to split it)")
     if cores < 2:
         return 0, f"serial: {examples} examples per property, but one core"
     if find_spec("xdist") is None:
