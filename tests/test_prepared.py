@@ -123,3 +123,13 @@ def test_a_result_too_large_to_keep_is_handed_out_writable(monkeypatch, case):
     assert correct.flags.writeable
     assert not any(key[0] == "diagnosis" for entry in prepared._KEPT.values()
                    for key in entry.derived)
+
+
+def test_an_evicted_entrys_calls_are_still_judged_and_keep_nothing_more(monkeypatch, case):
+    call = make_call(case, "float32", "cpu")
+    monkeypatch.setattr(prepared, "KEPT_BYTES", 0)
+    make_call(next(each for each in load_cases() if each.id != case.id), "float32", "cpu")
+    assert prepared._entry_of(call) is not None and len(prepared._KEPT) == 1
+    monkeypatch.setattr(prepared, "KEPT_BYTES", 2**30)
+    np.testing.assert_array_equal(oracle_for(call).value, _fresh_oracle(call).value)
+    assert prepared._KEPT_NBYTES == sum(entry.nbytes for entry in prepared._KEPT.values())

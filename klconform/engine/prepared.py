@@ -27,8 +27,9 @@ KEPT_BYTES = 96 * 2**20
 
 
 class _Entry:
-    def __init__(self, case, arrays, mask):
-        self.case = case            # held so that id(case) in the key is not reused
+    def __init__(self, key, case, arrays, mask):
+        self.key = key
+        self.case = case            # held, so that no other case can have id(case) in the key
         self.arrays = arrays        # the kept (input, target), read-only
         self.mask = mask
         self.derived = {}
@@ -47,11 +48,11 @@ def rounded_arrays(case, key, round_both):
     global _KEPT_NBYTES
     entry_key = (id(case), key)
     entry = _KEPT.get(entry_key)
-    if entry is None or entry.case is not case:
+    if entry is None:
         arrays = tuple(np.asarray(array) for array in round_both())
         for array in arrays:
             array.flags.writeable = False
-        entry = _Entry(case, arrays, case.mask)
+        entry = _Entry(entry_key, case, arrays, case.mask)
         _KEPT[entry_key] = entry
         _KEPT_NBYTES += entry.nbytes
     _KEPT.move_to_end(entry_key)
@@ -97,9 +98,10 @@ def derived(call, what, work_out):
     value = work_out(*entry.arrays)
     arrays = _arrays_in(value)
     nbytes = sum(array.nbytes for array in arrays)
-    if nbytes > KEPT_BYTES // 8:
+    if nbytes > KEPT_BYTES // 8 or _KEPT.get(entry.key) is not entry:
         # A 'none' call's predictions on a vocabulary-sized input: a pass each to recompute,
-        # but kept, they would push every other case out.
+        # but kept, they would push every other case out. An entry already evicted (its
+        # calls still alive) keeps nothing more.
         return value
     for array in arrays:
         array.flags.writeable = False
