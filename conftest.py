@@ -39,7 +39,7 @@ def _threads_shared_among_workers(config):
     """Under `-n N`, each worker, and every run and call worker it starts, gets its share of
     the cores for OpenMP. Left to itself torch gives every process all of them, and its
     threads spin waiting for work while another worker needs the core: measured on 2 cores,
-    the suite under `-n 2` took 255 s with one thread each against 287 s (8 min 27 s of
+    the suite under `-n 2` took 255 s with one thread each against 287 s (8 min 27 s of user
     CPU against 7 min 28 s). Set here, in the controller, before xdist starts its workers,
     which inherit it; a value already set is the user's and kept."""
     from klconform.machine import THREADS_VARIABLE, threads_per_process
