@@ -4,13 +4,11 @@ In a wheel they are bundled under klconform/_bundle; in a source checkout (edita
 or plain PYTHONPATH) they are the top-level folders of the repository.
 """
 
-from functools import cache
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
-@cache  # where the package sits does not change while it runs; judging asks per check
 def bundle_root() -> Path:
     bundled = PACKAGE_DIR / "_bundle"
     if (bundled / "spec").is_dir():
