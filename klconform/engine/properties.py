@@ -16,7 +16,7 @@ import json
 import math
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -24,7 +24,7 @@ from klconform.adapters.base import Call
 from klconform.constants import DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
 from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
-from klconform.engine import strategies
+from klconform.engine import stored_examples, strategies
 from klconform.engine.attribution import judge_value
 from klconform.engine.evaluate import (
     budget_dtype,
@@ -57,6 +57,11 @@ from klconform.statuses import Status, strictest
 EXAMPLE_FORMAT = 1
 # A property test's record names its case "property:<property id>".
 CASE_PREFIX = "property:"
+
+
+class ExampleReplaced(Exception):
+    """This example is a call the implementation cannot be asked, or one that says nothing
+    of the property: the search draws another in its place."""
 
 
 class ImplementationRaised(Exception):
@@ -134,17 +139,13 @@ class ExampleRun:
         if plan.unsupported:
             # Drawn, but not a call this implementation can be asked (its probabilities
             # underflow in the dtype, say): another example takes its place.
-            from hypothesis import reject
-
-            reject()
+            raise ExampleReplaced(f"{label}: {plan.unsupported}")
         try:
             observation = self.adapter.run(call)
         except CallNotRun:
             # The breaker is open for this kind of input: draw another kind instead.
             self.refused += 1
-            from hypothesis import reject
-
-            reject()
+            raise ExampleReplaced(f"{label}: not run") from None
         except CallTimeout as error:
             raise PropertyHung(label, call, error) from None
         except Exception as error:  # the implementation's failure is a result, not a crash
@@ -351,9 +352,7 @@ def check_asymmetric(probe, example):
     if not exact_gap > 2.0 * allowed:
         # The budgets in force (a library's conversions widen them) leave no room for a
         # clear difference on this example: it says nothing about symmetry.
-        from hypothesis import reject
-
-        reject()
+        raise ExampleReplaced("KL(P||Q) and KL(Q||P) too close to judge in these budgets")
     if not abs(float(forward) - float(backward)) > allowed:
         probe.failures.add(
             f"asymmetry: KL(P||Q) = {format_number(forward)} and KL(Q||P) = "
@@ -474,28 +473,68 @@ class Property:
                                  reduction=(drawable or (None,))[0]))
         return any(conversion.startswith("target") for conversion in plan.conversions)
 
-    def strategy(self, adapter, dtype, device):
+    def drawing(self, adapter, dtype, device):
+        """What this property draws from for `adapter` at `dtype`."""
         options = self.options_for(adapter)
         if self.target_in_log_space(adapter, dtype, device):
             # A library that takes P only in log space cannot be asked about P = 0 here:
             # the zero-target cases judge that.
             options = replace(options, positive=True)
-        fixed = adapter.capabilities.fixed_shapes
+        fixed = bool(adapter.capabilities.fixed_shapes)
         if self.special == "one-hot":
-            return strategies.one_hot_examples(dtype, options.max_dims, fixed)
+            return Drawing(self.special, options, (), (), fixed)
         reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
                                                                device)
+        return Drawing(self.special, options, reductions, log_targets, fixed)
+
+    def strategy(self, adapter, dtype, device):
+        return self.drawing(adapter, dtype, device).strategy(dtype)
+
+
+@dataclass(frozen=True)
+class Drawing:
+    """All that a property's strategy is made from, for one implementation at one dtype.
+    Equal drawings draw equal examples, so implementations with equal ones share stored
+    examples (klconform.engine.stored_examples)."""
+
+    special: str
+    options: Options
+    reductions: tuple
+    log_targets: tuple
+    fixed_shapes: bool
+
+    def strategy(self, dtype):
+        options, fixed = self.options, self.fixed_shapes
+        if self.special == "one-hot":
+            return strategies.one_hot_examples(dtype, options.max_dims, fixed)
         # A must-level property never draws an implementation-defined point: 0-d 'batchmean'
         # (impl-0d-batchmean) has no batch to divide by.
-        drawn = strategies.examples(dtype, reductions, log_targets, options, fixed).filter(
+        drawn = strategies.examples(dtype, self.reductions, self.log_targets, options,
+                                    fixed).filter(
             lambda example: not (example.reduction == "batchmean" and np.ndim(example.input) == 0))
         if self.special == "asymmetric":
             return drawn.filter(clearly_asymmetric)
         if self.special == "permutation":
             return drawn.flatmap(lambda example: strategies.permutations_of(
-                example.input.size).map(lambda order: replace(
-                    example, extra={"permutation": order})))
+                example.input.size).map(lambda drawn: replace(
+                    example, extra={"permutation": drawn[1]}, draws=(*example.draws, drawn[0]))))
         return drawn
+
+    def example(self, dtype, draws):
+        """The example this drawing's strategy makes from `draws` (an Example's)."""
+        if self.special == "one-hot":
+            return strategies.one_hot_from_draws(dtype, draws)
+        if self.special == "permutation":
+            *drawn, seed = draws
+            example = strategies.example_from_draws(dtype, self.options, drawn)
+            return replace(example, draws=(*example.draws, seed), extra={
+                "permutation": strategies.permutation_from_seed(seed, example.input.size)})
+        return strategies.example_from_draws(dtype, self.options, draws)
+
+    def as_data(self):
+        return {"special": self.special, "options": asdict(self.options),
+                "reductions": list(self.reductions), "log_targets": list(self.log_targets),
+                "fixed_shapes": self.fixed_shapes}
 
 
 REDUCING = (None, "sum", "mean", "batchmean")
@@ -585,8 +624,7 @@ def without_local_constants():
 def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None,
                  replay_hint="") -> Outcome:
     """Search for an example falsifying `prop` at `dtype`; the Outcome of the search."""
-    from hypothesis import given, settings
-    from hypothesis import seed as use_seed
+    from hypothesis import reject
     from hypothesis.errors import HypothesisException, Unsatisfiable
 
     spec = load_spec()
@@ -617,14 +655,34 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
         if probe.failures:
             raise PropertyViolation(probe)
 
-    # Each property and dtype gets its own stream; without a seed it is fixed (the default
-    # profile's derandomized examples), with one it is replayable from that seed.
-    stream = f"{'derandomized' if seed is None else seed}:{prop.id}:{dtype}"
-    test = use_seed(stream)(settings(report_multiple_bugs=False)(given(
-        prop.strategy(adapter, dtype, device))(search)))
+    drawing = prop.drawing(adapter, dtype, device)
+
+    def drawn_search(example):
+        try:
+            search(example)
+        except ExampleReplaced:
+            reject()
+
     try:
-        with without_local_constants():
-            test()
+        stored = _stored_examples(prop, drawing, dtype, seed)
+        searched, stored_failure = stored is not None, None
+        try:
+            for example in stored or ():
+                search(example)
+        except PropertyViolation as violation:
+            stored_failure, searched = violation, False
+        except ExampleReplaced:
+            # Hypothesis draws the replacement; its search starts again from the first example
+            # and counts again what it could not run.
+            searched = False
+            not_run[0] = 0
+        if not searched:
+            with without_local_constants():
+                _hypothesis_test(prop.id, dtype, seed, drawing.strategy(dtype), drawn_search)()
+            if stored_failure is not None:
+                # The installed Hypothesis is not the version that drew the stored examples,
+                # and its own examples all pass: the stored one stays the finding, unshrunk.
+                raise stored_failure
     except PropertyHung as hung:
         outcome.status = Status.ERRORED
         outcome.checks = [str(hung)]
@@ -659,6 +717,42 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
         outcome.claim_results = {claim: Status.UNSUPPORTED if claim in cannot else Status.ERRORED
                                  for claim in prop.claims}
     return outcome
+
+
+def _hypothesis_test(property_id, dtype, seed, strategy, function):
+    from hypothesis import given, settings
+    from hypothesis import seed as use_seed
+
+    # Each property and dtype gets its own stream; without a seed it is fixed (the default
+    # profile's derandomized examples), with one it is replayable from that seed.
+    stream = f"{'derandomized' if seed is None else seed}:{property_id}:{dtype}"
+    return use_seed(stream)(settings(report_multiple_bugs=False)(given(strategy)(function)))
+
+
+def _stored_examples(prop, drawing, dtype, seed):
+    """The stored examples of the default profile's search, made again from their draws, in
+    order; None where that search is not the one in force or its examples are not stored."""
+    from hypothesis import Phase, settings
+
+    current = settings.default
+    if seed is not None or not current.derandomize or Phase.generate not in current.phases:
+        return None
+    draws = stored_examples.stored_draws(prop.id, dtype, drawing.as_data(),
+                                         current.max_examples)
+    return None if draws is None else (drawing.example(dtype, each) for each in draws)
+
+
+def drawn_examples(prop, drawing, dtype):
+    """The examples the default profile's search draws where every example passes: the ones
+    stored (tools/store_property_examples.py), in the order they are checked."""
+    drawn = []
+
+    def search(example):
+        drawn.append(example)
+
+    with without_local_constants():
+        _hypothesis_test(prop.id, dtype, None, drawing.strategy(dtype), search)()
+    return drawn
 
 
 def _attributed(prop, probe, adapter, device, claims):

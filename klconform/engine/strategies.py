@@ -38,6 +38,7 @@ class Example:
     log_target: bool | None = None    # None: the argument is left out
     kind: str = ""                    # how P and Q were made, for people reading a failure
     extra: dict = field(default_factory=dict)  # per-property data (logits, permutation)
+    draws: tuple = ()  # what was drawn to make it, from which it is made again when replayed
 
     def __repr__(self):
         # Hypothesis prints the shrunk example with repr: a summary, the values are in the
@@ -216,15 +217,32 @@ def examples(draw, dtype, reductions, log_targets, options=Options(), fixed=Fals
     shape = draw(cached_shapes(options.min_dims, options.max_dims, options.min_last, fixed))
     reduction = draw(_sampled(tuple(reductions)))
     log_target = draw(_sampled(tuple(log_targets)))
-    in_log_space = bool(log_target)
-    positive = options.positive or in_log_space or options.identical
-    target_kinds = tuple(k for k in options.target_kinds if not positive or k in POSITIVE_KINDS)
-    target_kind = draw(_sampled(target_kinds))
+    target_kind = draw(_sampled(_target_kinds(options, log_target)))
     input_kind = target_kind if options.identical else draw(_sampled(POSITIVE_KINDS))
     scale = draw(_sampled((1.0, 0.1, 4.0, 1e-6)))
-    rng = np.random.default_rng(draw(_GENERATOR_SEEDS))
+    seed = draw(_GENERATOR_SEEDS)
+    return example_from_draws(dtype, options, (shape, reduction, log_target, target_kind,
+                                               input_kind, scale, seed))
+
+
+def _positive(options, log_target):
+    return options.positive or bool(log_target) or options.identical
+
+
+def _target_kinds(options, log_target):
+    positive = _positive(options, log_target)
+    return tuple(k for k in options.target_kinds if not positive or k in POSITIVE_KINDS)
+
+
+def example_from_draws(dtype, options, draws):
+    """The Example that `examples` makes from these draws (shape, reduction, log_target,
+    target kind, input kind, scale, generator seed): stored examples are replayed from them."""
+    shape, reduction, log_target, target_kind, input_kind, scale, seed = draws
+    shape = tuple(shape)
+    rng = np.random.default_rng(seed)
+    in_log_space = bool(log_target)
     width = _as_rows(shape)[1]
-    floor = positive_floor(dtype, width) if positive else 0.0
+    floor = positive_floor(dtype, width) if _positive(options, log_target) else 0.0
 
     log_p = log_distribution(target_kind, shape, rng, scale, floor)
     target = round_to(log_p if in_log_space else np.exp(log_p), dtype)
@@ -237,7 +255,8 @@ def examples(draw, dtype, reductions, log_targets, options=Options(), fixed=Fals
         input_values = round_to(log_distribution(input_kind, shape, rng, scale,
                                                  positive_floor(dtype, width)), dtype)
     kind = f"P {target_kind}, Q {'= P' if options.identical else input_kind}, scale {scale:g}"
-    return Example(dtype, input_values, target, reduction, log_target, kind)
+    return Example(dtype, input_values, target, reduction, log_target, kind,
+                   draws=(shape, reduction, log_target, target_kind, input_kind, scale, seed))
 
 
 @st.composite
@@ -245,18 +264,29 @@ def one_hot_examples(draw, dtype, max_dims=4, fixed=False):
     """log_softmax(logits) as input and a one-hot target, with the logits kept."""
     shape = draw(cached_shapes(2, max(max_dims, 2), 1, fixed))
     scale = draw(_sampled((1.0, 0.1, 4.0, 30.0)))
-    rng = np.random.default_rng(draw(_GENERATOR_SEEDS))
+    seed = draw(_GENERATOR_SEEDS)
+    return one_hot_from_draws(dtype, (shape, scale, seed))
+
+
+def one_hot_from_draws(dtype, draws):
+    """The Example that `one_hot_examples` makes from (shape, scale, generator seed)."""
+    shape, scale, seed = draws
+    shape = tuple(shape)
+    rng = np.random.default_rng(seed)
     rows, width = _as_rows(shape)
     logits = scale * rng.standard_normal((rows, width))
     log_q = log_softmax_rows(logits)
     target = np.eye(width)[rng.integers(0, width, size=rows)]
     return Example(dtype, round_to(log_q.reshape(shape), dtype), target.reshape(shape),
                    "batchmean", None, f"one-hot target, logits scale {scale:g}",
-                   {"logits": logits.reshape(shape)})
+                   {"logits": logits.reshape(shape)}, draws=(shape, scale, seed))
 
 
 def permutations_of(size):
-    """A permutation of range(size), drawn through a generator seed (shrinks to a rotation)."""
-    return _GENERATOR_SEEDS.map(
-        lambda seed: np.random.default_rng(seed).permutation(size) if seed else
-        np.roll(np.arange(size), 1))
+    """(generator seed, permutation of range(size)): drawn through the seed, which shrinks
+    to a rotation."""
+    return _GENERATOR_SEEDS.map(lambda seed: (seed, permutation_from_seed(seed, size)))
+
+
+def permutation_from_seed(seed, size):
+    return np.random.default_rng(seed).permutation(size) if seed else np.roll(np.arange(size), 1)
