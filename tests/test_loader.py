@@ -142,6 +142,81 @@ def test_unknown_or_two_constructors():
             tensors.build(description)
 
 
+# --- tensors.shape_of and tensors.finite: a case checked without building its arrays ------
+
+BAD_DESCRIPTIONS = [
+    [1.0, "one"],
+    [[1.0, 2.0], [3.0]],
+    {"log_off": [1.0]},
+    {"one_hot": {"classes": 3, "indices": [0, 3]}},
+    {"log_softmax_of": [[0.5, 1.0]], "dim": 2},
+    {"softmax_of": 0.5},
+    {"full": {"shape": [tensors.MAX_ELEMENTS + 1], "value": 0.0}},
+    {"seeded_normal": {"shape": [2], "seed": 1, "scale": "big"}},
+    {"log_of": {"softmax_of": [[1.0], ["x"]]}},
+]
+
+
+@pytest.mark.parametrize("description", BAD_DESCRIPTIONS)
+def test_shape_of_refuses_what_build_refuses_with_the_same_words(description):
+    with pytest.raises(tensors.TensorSpecError) as built:
+        tensors.build(description)
+    with pytest.raises(tensors.TensorSpecError) as shaped:
+        tensors.shape_of(description)
+    assert (shaped.value.path, str(shaped.value)) == (built.value.path, str(built.value))
+
+
+def _bundled_descriptions():
+    for case in load_cases():
+        yield case.inputs["input"]
+        yield case.inputs["target"]
+        relation = case.expect.get("relation")
+        yield from (relation or {}).get("other", {}).get("inputs", {}).values()
+        if "cross_entropy" in case.expect:
+            yield case.expect["cross_entropy"]["logits"]
+
+
+def test_shape_of_and_finite_say_what_building_says_of_every_bundled_description():
+    for description in _bundled_descriptions():
+        built = tensors.build(description)
+        assert tensors.shape_of(description) == built.shape, description
+        assert tensors.finite(description) == bool(np.all(np.isfinite(built))), description
+
+
+@pytest.mark.parametrize(("description", "finite"), [
+    ({"full": {"shape": [2], "value": "inf"}}, False),
+    ({"exp_of": [1.0, 1000.0]}, False),
+    ({"log_of": [0.5, 0.0]}, False),
+    ({"log_softmax_of": {"seeded_normal": {"shape": [2, 3], "seed": 1, "scale": 1e308}}},
+     False),
+    ({"seeded_normal": {"shape": [3], "seed": 1, "loc": "-inf"}}, False),
+    ({"softmax_of": [[1.0, "nan"]]}, False),
+    ({"log_softmax_of": {"seeded_normal": {"shape": [2, 3], "seed": 1, "scale": 4.0}}}, True),
+])
+@pytest.mark.filterwarnings("ignore:overflow encountered", "ignore:invalid value encountered")
+def test_finite_is_what_the_built_values_say(description, finite):
+    assert tensors.finite(description) is finite
+    assert bool(np.all(np.isfinite(tensors.build(description)))) is finite
+
+
+def test_a_generated_array_is_not_built_to_check_or_load_it(monkeypatch):
+    large = {"log_softmax_of": {"seeded_normal": {"shape": [32, 128000], "seed": 5}}}
+    construct = tensors._construct
+
+    def small_only(description, path):
+        assert "seeded_normal" not in description, "a generated array was built"
+        return construct(description, path)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(tensors, "_construct", small_only)
+        assert tensors.shape_of(large) == (32, 128000)
+        assert tensors.finite(large)
+        cases = load_cases()
+    assert not any("arrays" in case.__dict__ for case in cases)
+    thorough = next(case for case in cases if case.profile == "thorough")
+    assert thorough.arrays[0].shape == tensors.shape_of(thorough.inputs["input"])
+
+
 @pytest.mark.parametrize(("text", "parts"), [
     ("", []),
     (".dim", ["dim"]),

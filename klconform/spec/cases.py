@@ -160,10 +160,12 @@ def _make_case(path, raw, line, spec, document, index):
             and "probe" not in expect:
         fail(f"reduction {reduction!r} is not one of {REDUCTIONS} and the case expects no error",
              ["call", "reduction"])
-    arrays = {}
+    # Shapes only: the arrays are built when the case runs (Case.arrays), never for a case
+    # that does not, while every error their building could meet is found here.
+    shapes = {}
     for name in ("input", "target"):
         try:
-            arrays[name] = tensors.build(raw["inputs"][name])
+            shapes[name] = tensors.shape_of(raw["inputs"][name])
         except tensors.TensorSpecError as error:
             fail(str(error), ["inputs", name, *_split(error.path)])
     if "mask" in raw["inputs"]:
@@ -171,14 +173,14 @@ def _make_case(path, raw, line, spec, document, index):
             mask = tensors.build(raw["inputs"]["mask"])
         except tensors.TensorSpecError as error:
             fail(str(error), ["inputs", "mask", *_split(error.path)])
-        if mask.shape != arrays["input"].shape[:-1] or not np.all((mask == 0) | (mask == 1)):
-            fail(f"a mask holds 0 or 1 for each row: shape {arrays['input'].shape[:-1]}, "
+        if mask.shape != shapes["input"][:-1] or not np.all((mask == 0) | (mask == 1)):
+            fail(f"a mask holds 0 or 1 for each row: shape {shapes['input'][:-1]}, "
                  f"got shape {mask.shape}", ["inputs", "mask"])
     if "probe" not in expect and "raises" not in expect:
-        if arrays["input"].shape != arrays["target"].shape:
-            fail(f"input shape {arrays['input'].shape} and target shape "
-                 f"{arrays['target'].shape} differ (only probe cases may mismatch)", ["inputs"])
-        _check_expectations(raw, arrays, reduction, fail)
+        if shapes["input"] != shapes["target"]:
+            fail(f"input shape {shapes['input']} and target shape "
+                 f"{shapes['target']} differ (only probe cases may mismatch)", ["inputs"])
+        _check_expectations(raw, shapes, reduction, fail)
     levels = {spec.claims[claim].level for claim in raw["claims"]}
     case = Case(
         id=raw["id"], claims=tuple(raw["claims"]), description=raw["description"],
@@ -187,40 +189,38 @@ def _make_case(path, raw, line, spec, document, index):
         profile=raw.get("profile", "default"), file=Path(path), line=line,
         level=strictest(levels), raw=copy.deepcopy(raw),
     )
-    # The arrays were built above to check them; the cached property keeps them.
-    case.__dict__["arrays"] = (arrays["input"], arrays["target"])
     return case
 
 
-def _check_expectations(raw, arrays, reduction, fail):
+def _check_expectations(raw, shapes, reduction, fail):
     expect = raw["expect"]
     published = expect.get("published")
     if published and "array" in published:
         try:
-            array = tensors.build(published["array"])
+            shape = tensors.shape_of(published["array"])
         except tensors.TensorSpecError as error:
             fail(str(error), ["expect", "published", "array", *_split(error.path)])
         if reduction != "none":
             fail("a published array needs reduction 'none'", ["expect", "published", "array"])
-        if array.shape != arrays["input"].shape:
-            fail(f"published array shape {array.shape} differs from input shape "
-                 f"{arrays['input'].shape}", ["expect", "published", "array"])
+        if shape != shapes["input"]:
+            fail(f"published array shape {shape} differs from input shape "
+                 f"{shapes['input']}", ["expect", "published", "array"])
     if published and "value" in published and reduction == "none":
         fail("a published scalar needs a reducing call", ["expect", "published", "value"])
     if "cross_entropy" in expect:
         try:
-            logits = tensors.build(expect["cross_entropy"]["logits"])
+            logits = tensors.shape_of(expect["cross_entropy"]["logits"])
         except tensors.TensorSpecError as error:
             fail(str(error), ["expect", "cross_entropy", "logits", *_split(error.path)])
-        if logits.shape != arrays["target"].shape:
-            fail(f"logits shape {logits.shape} differs from target shape "
-                 f"{arrays['target'].shape}", ["expect", "cross_entropy", "logits"])
+        if logits != shapes["target"]:
+            fail(f"logits shape {logits} differs from target shape "
+                 f"{shapes['target']}", ["expect", "cross_entropy", "logits"])
     relation = expect.get("relation")
     if relation:
         other_inputs = relation["other"].get("inputs", {})
         for name, description in other_inputs.items():
             try:
-                tensors.build(description)
+                tensors.shape_of(description)
             except tensors.TensorSpecError as error:
                 fail(str(error),
                      ["expect", "relation", "other", "inputs", name, *_split(error.path)])
@@ -229,7 +229,7 @@ def _check_expectations(raw, arrays, reduction, fail):
     for dtype in raw.get("dtypes", DEFAULT_DTYPES):
         if dtype not in DTYPES:
             fail(f"unknown dtype {dtype!r}", ["dtypes"])
-    if not np.all(np.isfinite(arrays["input"])) or not np.all(np.isfinite(arrays["target"])):
+    if not tensors.finite(raw["inputs"]["input"]) or not tensors.finite(raw["inputs"]["target"]):
         if "nan-propagates" not in raw["claims"]:
             fail("non-finite values belong in probe cases or nan-propagates cases", ["inputs"])
 

@@ -91,23 +91,92 @@ def _scalar(value, where):
     return float(_explicit(value, where))
 
 
-def _construct(description, path):
+def shape_of(description, path=""):
+    """The shape `build` gives `description`, with every error `build` would raise, without
+    computing a constructor's values: a case is checked when it loads and its arrays are
+    built when it runs (a thorough-profile case's million elements, in a default run,
+    never)."""
+    if isinstance(description, dict):
+        name, where = _constructor(description, path)
+        spec = description[name]
+        if name == "one_hot":
+            indices, classes = _one_hot_checked(spec, where)
+            return _checked_shape((len(indices), classes), where)
+        if name in ("seeded_normal", "full"):
+            shape = _checked_shape(spec["shape"], f"{where}.shape")
+            for key in ("scale", "loc", "value"):
+                if key in spec:
+                    _scalar(spec[key], f"{where}.{key}")
+            return shape
+        inner = shape_of(spec, where)
+        if name in ("softmax_of", "log_softmax_of"):
+            _dim_checked(description, len(inner), path)
+        return inner
+    return _explicit(description, path).shape
+
+
+def finite(description):
+    """Whether every value `build` gives `description` is finite: a generated array that its
+    description alone decides is never built."""
+    return _known_finite(description) or bool(np.all(np.isfinite(build(description))))
+
+
+# A standard normal draw is far below this in magnitude, and so is anything of which a
+# (log-)softmax is taken here; a description beyond it is built to find out.
+_MODERATE = 1e6
+
+
+def _known_finite(description):
+    """True where the description alone says its values are finite (and within _MODERATE
+    for the generators); False where only its values can tell."""
+    if not isinstance(description, dict):
+        return False  # explicit data: checking its values costs what reading them cost
+    name, _ = _constructor(description, "")
+    spec = description[name]
+    if name == "one_hot":
+        return True
+    if name == "seeded_normal":
+        return abs(_scalar(spec.get("scale", 1.0), "")) <= _MODERATE \
+            and abs(_scalar(spec.get("loc", 0.0), "")) <= _MODERATE
+    if name in ("softmax_of", "log_softmax_of"):
+        # Of finite logits within _MODERATE: probabilities in [0, 1], or log-probabilities
+        # within twice that plus the log of the row's length.
+        return _known_finite(spec)
+    return False  # log_of, exp_of, full: their values decide
+
+
+def _constructor(description, path):
+    """(its constructor's name, the path inside it)."""
     names = [key for key in description if key in CONSTRUCTORS]
     if len(names) != 1:
         raise TensorSpecError(path, f"expected exactly one constructor of {CONSTRUCTORS}")
     name = names[0]
-    where = f"{path}.{name}" if path else name
+    return name, f"{path}.{name}" if path else name
+
+
+def _one_hot_checked(spec, where):
+    classes = int(spec["classes"])
+    # Checked on the Python ints, before numpy, which would overflow on a huge index.
+    for position, index in enumerate(spec["indices"]):
+        if not 0 <= index < classes:
+            raise TensorSpecError(f"{where}.indices[{position}]",
+                                  f"index {index} out of range for {classes} classes")
+    _checked_shape((len(spec["indices"]), classes), where)
+    return spec["indices"], classes
+
+
+def _dim_checked(description, ndim, path):
+    dim = description.get("dim", -1)
+    if ndim == 0 or not -ndim <= dim < ndim:
+        raise TensorSpecError(f"{path}.dim", f"dim {dim} out of range for {ndim}-d data")
+    return dim
+
+
+def _construct(description, path):
+    name, where = _constructor(description, path)
     if name == "one_hot":
-        spec = description["one_hot"]
-        classes = int(spec["classes"])
-        # Checked on the Python ints, before numpy, which would overflow on a huge index.
-        for position, index in enumerate(spec["indices"]):
-            if not 0 <= index < classes:
-                raise TensorSpecError(f"{where}.indices[{position}]",
-                                      f"index {index} out of range for {classes} classes")
-        _checked_shape((len(spec["indices"]), classes), where)
-        indices = np.asarray(spec["indices"], dtype=np.int64)
-        return np.eye(classes, dtype=np.float64)[indices]
+        indices, classes = _one_hot_checked(description["one_hot"], where)
+        return np.eye(classes, dtype=np.float64)[np.asarray(indices, dtype=np.int64)]
     if name == "seeded_normal":
         # Large data without megabytes of YAML: numpy's PCG64 stream is specified and stable
         # across numpy versions, so the values are reproducible wherever numpy runs.
@@ -127,10 +196,7 @@ def _construct(description, path):
             return np.log(inner)
     if name == "exp_of":
         return np.exp(inner)
-    dim = description.get("dim", -1)
-    if inner.ndim == 0 or not -inner.ndim <= dim < inner.ndim:
-        raise TensorSpecError(f"{path}.dim", f"dim {dim} out of range for {inner.ndim}-d data")
-    log_probs = _log_softmax(inner, dim)
+    log_probs = _log_softmax(inner, _dim_checked(description, inner.ndim, path))
     return log_probs if name == "log_softmax_of" else np.exp(log_probs)
 
 
