@@ -15,8 +15,11 @@ import re
 from importlib.metadata import entry_points
 
 from klconform.adapters.base import Adapter, Call, Capabilities, Observation
-from klconform.adapters.registry import adapter_from_record, builtin_records
 from klconform.errors import ImplementationLoadError
+
+# klconform.adapters.registry (the records, hence the YAML loader and the JSON schemas) is
+# imported where a record is needed: importing klconform.adapters.base, as the run does
+# before it starts its call worker, then costs no more than numpy.
 
 ENTRY_POINT_GROUP = "klconform.adapters"
 MODULE_ATTRIBUTE = "KLCONFORM_ADAPTER"
@@ -37,6 +40,8 @@ def _resolve(spec: str, convention=None, describe_only=False) -> Adapter:
         raise ImplementationLoadError("--impl is empty")
     if convention is not None:
         return _with_convention(spec, convention)
+    from klconform.adapters.registry import adapter_from_record, builtin_records
+
     records = builtin_records()
     if spec in records:
         try:
@@ -100,6 +105,8 @@ def _with_convention(spec, convention_path):
         if is_class:
             record = load_record(convention_path, injected_loss_class=spec)
         record = dataclasses.replace(record, name=spec)
+    from klconform.adapters.registry import adapter_from_record
+
     return adapter_from_record(record)
 
 
@@ -154,6 +161,8 @@ def _import(module_name, spec, unknown_if_missing=False):
 
 
 def _unknown(spec):
+    from klconform.adapters.registry import builtin_records
+
     known = sorted(builtin_records()) + sorted(
         ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
     return (f"--impl {spec}: unknown implementation: not a built-in or entry point "

@@ -188,7 +188,7 @@ def run_suites(args):
     import tempfile
 
     from klconform.harness.child_runner import run_surviving_crashes
-    from klconform.harness.session import default_report_dir
+    from klconform.harness.options import default_report_dir
 
     extra = list(args.pytest_args)
     if extra and extra[0] == "--":

@@ -8,6 +8,7 @@ the pytest spelling for the child pytest it starts (`pytest_arguments`).
 
 import argparse
 import os
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -167,3 +168,9 @@ def replay_command(test, settings):
     """A command that runs this one conformance test again, from any directory: `test` is
     named relative to the bundled suites (resolved there by --kl-only)."""
     return f"{replay_prefix(settings)} {shlex.quote(test)}"
+
+
+def default_report_dir(base_dir, impl):
+    """reports/<impl>/ under base_dir: runs against several implementations sit side by side."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", impl).strip("_") or "impl"
+    return os.path.join(str(base_dir), "reports", slug)

@@ -21,6 +21,7 @@ from klconform.harness.options import (
     DEFAULT_IMPL,
     IMPL_ENV,
     add_pytest_options,
+    default_report_dir,
     replay_command,
     replay_prefix,
 )
@@ -30,7 +31,6 @@ from klconform.harness.session import (
     STATE_KEY,
     RunSettings,
     choose_seed,
-    default_report_dir,
     run_settings,
     run_state,
 )

@@ -7,8 +7,6 @@ deviations, and the results. The collector (harness.collector) owns the state; t
 hooks and fixtures read it through `run_state(config)`.
 """
 
-import os
-import re
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -99,16 +97,22 @@ class RunState:
     def load_implementation(self, makes_calls=True):
         """The adapter for --impl: its calls made in the call worker, under the timeout. An
         xdist controller (`makes_calls` false) only describes it: no worker is started."""
-        from klconform.adapters import load_adapter
-        from klconform.engine.isolation import isolated
         from klconform.engine.worker_protocol import implementation_spec
 
         settings = self.settings
         spec = implementation_spec(settings.impl, settings.convention, settings.timeout)
         try:
-            self.adapter = (isolated(spec) if makes_calls
-                            else load_adapter(spec.impl, convention=spec.convention,
-                                              describe_only=True))
+            if makes_calls:
+                # Nothing else first: the worker's import of the library is what the first
+                # call waits for.
+                from klconform.engine.isolation import isolated
+
+                self.adapter = isolated(spec)
+            else:
+                from klconform.adapters import load_adapter
+
+                self.adapter = load_adapter(spec.impl, convention=spec.convention,
+                                            describe_only=True)
         except KLConformError as error:
             raise pytest.UsageError(str(error)) from None
         return self.adapter
@@ -155,7 +159,3 @@ def run_state(config) -> RunState:
     return config.stash[STATE_KEY]
 
 
-def default_report_dir(base_dir, impl):
-    """reports/<impl>/ under base_dir: runs against several implementations sit side by side."""
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", impl).strip("_") or "impl"
-    return os.path.join(str(base_dir), "reports", slug)
