@@ -301,3 +301,21 @@ def test_every_expectation_key_of_the_case_schema_has_one_check():
     keys = set(schema["$defs"]["expect"]["properties"])
     assert keys == set(EXPECTATION_CHECKS) | set(NOT_VALUE_CHECKS)
     assert not set(EXPECTATION_CHECKS) & set(NOT_VALUE_CHECKS)
+
+
+@pytest.mark.parametrize(("module", "kept_out"), [
+    # Loaded by pytest in every run of every project where klconform is installed.
+    ("klconform.harness.plugin", ("numpy", "jsonschema", "yaml", "hypothesis",
+                                  "klconform.adapters")),
+    # Runs before it starts pytest: the run waits for nothing it imports.
+    ("klconform.cli.main", ("numpy", "pytest", "jsonschema", "klconform.adapters")),
+    # What the run imports before it starts the call worker.
+    ("klconform.engine.isolation", ("jsonschema", "yaml", "klconform.spec",
+                                    "klconform.adapters.registry")),
+])
+def test_entry_points_import_nothing_they_do_not_need(module, kept_out):
+    code = (f"import sys\nimport {module}\n"
+            f"print(sorted(name for name in {kept_out!r} if name in sys.modules))")
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
