@@ -228,9 +228,9 @@ def run_suites(args):
 
 # Examples per property from which the run is split over pytest-xdist workers. Each worker
 # starts its own interpreter, library and call worker: at the thorough profile's 400 that
-# pays (1.61x serial on 2 cores, benchmarks/RESULTS.md (c)); at the default 25, -n 2 is
-# 1.1x serial for 1.4x the CPU and two libraries in memory (RESULTS.md, stop 28), which a
-# run that is itself one of several jobs (tox -p, a CI matrix) does not repay.
+# pays (1.61x serial on 2 cores, benchmarks/RESULTS.md (c)); at the default 25, whose
+# examples are replayed rather than drawn, -n 2 is no faster than serial (0.92x, RESULTS.md,
+# stop 29) and holds the library twice.
 PARALLEL_EXAMPLES = 100
 MAX_WORKERS = 4
 
@@ -247,8 +247,8 @@ def parallelism(args, extra):
     examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
     cores = usable_cores()
     if examples < PARALLEL_EXAMPLES:
-        return 0, (f"serial: at {examples} examples per property, workers would save little time "
-                   f"for their CPU and memory (pass -- -n N to split it)")
+        return 0, (f"serial: at {examples} examples per property, workers would be no faster "
+                   f"and cost CPU and memory (pass -- -n N to split it)")
     if cores < 2:
         return 0, f"serial: {examples} examples per property, but one core"
     if find_spec("xdist") is None:
