@@ -672,11 +672,11 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
         except PropertyViolation as violation:
             stored_failure, searched = violation, False
         except ExampleReplaced:
-            # Hypothesis draws the replacement; its search starts again from the first example
-            # and counts again what it could not run.
-            searched = False
-            not_run[0] = 0
+            searched = False  # Hypothesis draws the replacement
         if not searched:
+            # Its search starts again from the first example and counts again what it could
+            # not run.
+            not_run[0] = 0
             with without_local_constants():
                 _hypothesis_test(prop.id, dtype, seed, drawing.strategy(dtype), drawn_search)()
             if stored_failure is not None:
