@@ -4,9 +4,9 @@ At the default profile every property's search is derandomized: it draws the sam
 every run, and drawing them through Hypothesis took most of the property layer's time
 (benchmarks/RESULTS.md). So the draws of each example (shape, reduction, log_target, kinds,
 scale, generator seed: Example.draws) are stored in stored_examples.json beside this module,
-per property, dtype and Drawing,
-with the Hypothesis version that drew them; klconform.engine.properties makes the examples
-again from their draws and checks them in the same order.
+per property, dtype and Drawing, with the Hypothesis version that drew them;
+klconform.engine.properties makes the examples again from their draws and checks them in the
+same order.
 
 Where Hypothesis would have done anything but run them one after another (an example fails
 and must be shrunk, or cannot be asked and must be replaced) it searches as before. A
