@@ -35,6 +35,7 @@ def pytest_configure(config):
         import torch  # noqa: F401
         import torch.nn.functional  # noqa: F401
 
+
 def _threads_shared_among_workers(config):
     """Under `-n N`, each worker, and every run and call worker it starts, gets its share of
     the cores for OpenMP. Left to itself torch gives every process all of them, and its

@@ -42,7 +42,7 @@ def _same_example(first, second):
 
 
 def test_every_builtin_drawing_is_stored_and_nothing_else(default_profile):
-    wanted = {key for _, _, key in _tool().drawings()}
+    wanted = set(_tool().drawings())
     _, examples, entries = stored_examples._store()
     assert examples == DEFAULT_EXAMPLES
     assert wanted == set(entries), (
@@ -200,3 +200,12 @@ def test_every_dtype_of_the_numpy_record_replays(default_profile):
                 continue
             assert properties._stored_examples(prop, prop.drawing(adapter, dtype, "cpu"),
                                                dtype, None) is not None, (prop.id, dtype)
+
+
+def test_listing_the_builtin_drawings_leaves_this_process_as_it_was():
+    from klconform.adapters import convention
+
+    check_installed, environment = convention._check_installed, dict(os.environ)
+    _tool().drawings()
+    assert convention._check_installed is check_installed
+    assert dict(os.environ) == environment

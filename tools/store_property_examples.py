@@ -26,29 +26,37 @@ from klconform.spec.claims import load_spec
 
 
 def drawings():
-    """{(property id, dtype, drawing data): (property, drawing)} over the built-in records."""
+    """{stored_examples.entry_key: (property, dtype, drawing)} over the built-in records."""
     spec = load_spec()
+    found = {}
+    environment = dict(os.environ)
+    check_installed = convention._check_installed
     # A record's capabilities and plans are read from the record alone (describe_only), so
     # whether its library is installed here changes nothing they say.
     convention._check_installed = lambda record, array_bridge: None
-    found = {}
-    environment = dict(os.environ)
-    for record in builtin_records().values():
-        # Each record sets the environment its library needs (KERAS_BACKEND): one at a time.
+    try:
+        for record in builtin_records().values():
+            # Each record sets the environment its library needs (KERAS_BACKEND): one at a
+            # time, and the caller's environment back at the end.
+            os.environ.clear()
+            os.environ.update(environment)
+            adapter = adapter_from_record(record, describe_only=True)
+            for device in adapter.capabilities.devices:
+                for prop in PROPERTIES:
+                    for dtype in DTYPES:
+                        if prop.unsupported(adapter, dtype, device):
+                            continue
+                        cannot = prop.unsupported_claims(adapter, dtype, device, spec)
+                        if all(claim in cannot for claim in prop.claims):
+                            continue
+                        drawing = prop.drawing(adapter, dtype, device)
+                        found.setdefault(
+                            stored_examples.entry_key(prop.id, dtype, drawing.as_data()),
+                            (prop, dtype, drawing))
+    finally:
+        convention._check_installed = check_installed
         os.environ.clear()
         os.environ.update(environment)
-        adapter = adapter_from_record(record, describe_only=True)
-        for device in adapter.capabilities.devices:
-            for prop in PROPERTIES:
-                for dtype in DTYPES:
-                    if prop.unsupported(adapter, dtype, device):
-                        continue
-                    cannot = prop.unsupported_claims(adapter, dtype, device, spec)
-                    if all(claim in cannot for claim in prop.claims):
-                        continue
-                    drawing = prop.drawing(adapter, dtype, device)
-                    found.setdefault((prop.id, dtype, stored_examples.entry_key(
-                        prop.id, dtype, drawing.as_data())), (prop, dtype, drawing))
     return found
 
 
