@@ -295,3 +295,39 @@ def test_an_adapter_loaded_only_to_describe_refuses_to_make_a_call(impl):
     with pytest.raises(RuntimeError, match="loaded only to describe it"):
         described.run(Call(np.log([[0.5, 0.5]]), [[0.25, 0.75]], dtype="float64",
                            reduction="sum"))
+
+
+def _install_distribution(site, name, version, files):
+    info = site / f"{name}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "RECORD").write_text("".join(f"{file},,\n" for file in files))
+
+
+@pytest.mark.parametrize(("files", "found"), [
+    (["klshaped/__init__.py"], "1.5"),
+    (["klshaped.py"], "1.5"),
+    # Named like the module but installing others: the version is the installer's.
+    (["klshaped_helpers/__init__.py", "klshapedx.py"], "2.0"),
+])
+def test_the_version_is_the_distribution_that_installs_the_module(tmp_path, monkeypatch, files,
+                                                                  found):
+    from klconform.adapters import base
+
+    _install_distribution(tmp_path, "klshaped", "1.5", files)
+    if found == "2.0":
+        _install_distribution(tmp_path, "klshapedtools", "2.0", ["klshaped/functional.py"])
+    monkeypatch.syspath_prepend(str(tmp_path))
+    base._distributions_by_package.cache_clear()
+    assert base.distribution_version("klshaped.functional") == found
+    base._distributions_by_package.cache_clear()
+
+
+def test_the_version_of_a_module_from_a_distribution_named_otherwise():
+    from importlib import metadata
+
+    from klconform.adapters.base import distribution_version
+
+    assert distribution_version("yaml.loader") == metadata.version("PyYAML")
+    assert distribution_version("numpy") == metadata.version("numpy")
+    assert distribution_version("no_such_module_here") is None

@@ -6,7 +6,9 @@ import textwrap
 import numpy as np
 import pytest
 
+from klconform.engine import gradients
 from klconform.errors import SpecError
+from klconform.harness.identity import identities
 from klconform.spec import tensors
 from klconform.spec.cases import _split, load_cases
 from klconform.spec.claims import load_spec
@@ -212,9 +214,21 @@ def test_a_generated_array_is_not_built_to_check_or_load_it(monkeypatch):
         assert tensors.shape_of(large) == (32, 128000)
         assert tensors.finite(large)
         cases = load_cases()
+        identities(cases)  # what collection asks of every case: gradient eligibility too
     assert not any("arrays" in case.__dict__ for case in cases)
     thorough = next(case for case in cases if case.profile == "thorough")
     assert thorough.arrays[0].shape == tensors.shape_of(thorough.inputs["input"])
+
+
+def test_gradient_eligibility_is_what_the_built_arrays_say():
+    for case in load_cases():
+        if case.kind != "value":
+            assert not gradients.eligible(case), case.id
+            continue
+        prediction, target = case.arrays
+        built = bool(prediction.size and np.all(np.isfinite(prediction))
+                     and np.all(np.isfinite(target)))
+        assert gradients.eligible(case) is built, case.id
 
 
 @pytest.mark.parametrize(("text", "parts"), [

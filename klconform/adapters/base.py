@@ -30,6 +30,9 @@ def distribution_version(module_name):
     an installed distribution (a file on sys.path) has none.
     """
     top = (module_name or "").split(".")[0]
+    own = _distribution_named_for(top)
+    if own is not None:
+        return own.version
     names = list(_distributions_by_package().get(top, ()))
     # An editable install maps no top-level name to its distribution (only a .pth file):
     # try the distribution of the same name, then the one whose project folder holds it.
@@ -37,8 +40,23 @@ def distribution_version(module_name):
     for distribution in names:
         try:
             return metadata.version(distribution)
-        except metadata.PackageNotFoundError:
+        except (metadata.PackageNotFoundError, ValueError):
             continue
+    return None
+
+
+def _distribution_named_for(top):
+    """The distribution named like the package that installs it (torch, jax): found without
+    reading every installed distribution's file list, which costs a default run's header
+    0.2 s."""
+    try:
+        distribution = metadata.distribution(top)
+    except (metadata.PackageNotFoundError, ValueError):
+        return None
+    # RECORD read as text: torch's lists 17,000 files, which `files` would make into paths.
+    record = "\n" + (distribution.read_text("RECORD") or "")
+    if f"\n{top}/" in record or f"\n{top}.py," in record:
+        return distribution
     return None
 
 
