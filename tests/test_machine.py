@@ -25,13 +25,15 @@ def test_openmp_threads_read_like_openmp(four_cores, monkeypatch, value, threads
 
 
 def test_a_call_worker_under_xdist_gets_its_share_of_the_cores(four_cores, monkeypatch):
-    assert isolation._worker_environment() is None  # serial: left as it is
+    monkeypatch.delenv(machine.THREADS_VARIABLE, raising=False)
+    # serial: left as it is
+    assert machine.THREADS_VARIABLE not in isolation._worker_environment()
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
     assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "2"
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "8")
     assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "1"
     monkeypatch.setenv(machine.THREADS_VARIABLE, "3")  # the user's choice stands
-    assert isolation._worker_environment() is None
+    assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "3"
 
 
 def test_the_call_worker_starts_with_that_environment(four_cores, monkeypatch):

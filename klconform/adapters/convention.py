@@ -16,7 +16,7 @@ from importlib import metadata
 
 import numpy as np
 
-from klconform.adapters.arrays import bridge
+from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE, bridge
 from klconform.adapters.base import (
     PADDED_ROWS,
     Adapter,
@@ -88,7 +88,17 @@ def prepare_libraries(record):
     except ImportError as error:
         raise ImplementationLoadError(
             f"--impl {record.name}: {record.arrays} does not import ({error})") from None
+    compiled_ahead = os.environ.get(COMPILED_AHEAD_VARIABLE)
+    if compiled_ahead and compiles_ahead(record, array_bridge):
+        array_bridge.share_compilations(compiled_ahead, writes=False)
     return array_bridge
+
+
+def compiles_ahead(record, array_bridge):
+    """Whether a run compiles the programs of `record`'s calls ahead of them, in another
+    process: its library compiles each new shape, and the bridge can share what it compiled."""
+    return bool(record.jit and record.compiles_per_shape) \
+        and array_bridge.can_share_compilations()
 
 
 def _normalised(values, log_space, dtype):

@@ -18,8 +18,8 @@ from klconform.engine import wire
 from klconform.engine import worker_protocol as protocol
 
 
-def _die_with_parent(parent_pid):
-    """No call worker may outlive the run, even a busy-looping one whose parent was killed."""
+def die_with_parent(parent_pid):
+    """No child of a run may outlive it, even a busy-looping one whose parent was killed."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -81,7 +81,7 @@ def serve(inbox: Connection, outbox: Connection, run_pid):
 
 def main(argv):
     read_fd, write_fd, parent_pid = (int(value) for value in argv[:3])
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), parent_pid)
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from klconform.adapters.base import Adapter
-from klconform.engine import wire
+from klconform.engine import compile_ahead, wire
 from klconform.engine import worker_protocol as protocol
 from klconform.engine.worker_protocol import ImplementationSpec, ProtocolError
 from klconform.errors import KLConformError
@@ -97,16 +97,18 @@ def _describe_exit(returncode):
 
 
 def _worker_environment():
-    """Under pytest-xdist's N workers, each call worker gets a 1/N share of the cores for
+    """This process's environment, with where programs compiled ahead are found
+    (engine.compile_ahead) and, under pytest-xdist's N workers, a 1/N share of the cores for
     OpenMP (unless the user chose): left with all of them, N libraries' spinning threads take
-    each other's cores (benchmarks/RESULTS.md). None: this process's environment as it is."""
+    each other's cores (benchmarks/RESULTS.md)."""
+    environment = compile_ahead.worker_environment(os.environ)
     try:
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     except ValueError:
-        return None
-    if workers < 2 or THREADS_VARIABLE in os.environ:
-        return None
-    return {**os.environ, THREADS_VARIABLE: str(threads_per_process(workers))}
+        return environment
+    if workers >= 2 and THREADS_VARIABLE not in os.environ:
+        environment[THREADS_VARIABLE] = str(threads_per_process(workers))
+    return environment
 
 
 class CallWorker:
@@ -337,8 +339,10 @@ atexit.register(_pool.shutdown)
 
 
 def shutdown(now=False):
-    """End the call worker (`now`: kill it, before a fast exit that skips atexit handlers)."""
+    """End the call worker (`now`: kill it, before a fast exit that skips atexit handlers)
+    and the compiling ahead of its calls."""
     _pool.shutdown(now)
+    compile_ahead.stop()
 
 
 def prepare(spec):

@@ -87,6 +87,11 @@ OPTIONS = (
            "applicable ones (N%%); a claim is checked where a returned value was judged. "
            "Without it a run must still check one claim",
            type=parse_min_coverage, replay=False),
+    Option("kl_compile_ahead", "--kl-compile-ahead", "--compile-ahead",
+           "for a record that compiles each new shape (jax, optax, keras on jax): 'auto' "
+           "compiles its calls' programs ahead of them in a second process (more CPU, less "
+           "waiting); 'off' leaves every compilation to the call that needs it",
+           default="auto", choices=("auto", "off"), replay=False),
     Option("kl_only", "--kl-only", None,
            "run only the bundled conformance suites, not this project's tests; test ids "
            "relative to the suites (test_cases.py::test_case[ID]) select from them",

@@ -90,6 +90,7 @@ def settings_from(config):
         cases_dir=option.kl_only_cases, extra_cases_dir=option.kl_cases,
         xfails_path=option.kl_xfails, convention=option.kl_convention,
         min_coverage=option.kl_min_coverage, journal_append=option.kl_journal_append,
+        compile_ahead=option.kl_compile_ahead,
         options=tuple({name: getattr(option, name) for name in BY_NAME}.items())
         + (("impl", impl),))
 
@@ -273,6 +274,52 @@ def pytest_collection_finish(session):
             + ("collected" if not counts["available"] else
                f"selected ({'; '.join(state.partial)})")
             + "; a conformance run that checks nothing cannot pass")
+    if counts["selected"] and not config.option.collectonly \
+            and state.settings.compile_ahead == "auto":
+        compile_ahead(state, session.items)
+
+
+PLANNED_INDEX = pytest.StashKey[int]()
+
+
+def pytest_runtest_setup(item):
+    index = item.stash.get(PLANNED_INDEX, None)
+    if index is not None:
+        from klconform.engine import compile_ahead
+
+        compile_ahead.reached(index)
+
+
+def compile_ahead(state, items):
+    """Where the implementation's library compiles each new shape, its calls' programs are
+    compiled ahead of them (klconform.engine.compile_ahead), in the order the tests run."""
+    from klconform.adapters.convention import compiles_ahead
+    from klconform.engine.isolation import IsolatedAdapter
+
+    adapter = state.adapter
+    local = getattr(adapter, "local", None)
+    record, bridge = getattr(local, "record", None), getattr(local, "bridge", None)
+    if not isinstance(adapter, IsolatedAdapter) or record is None or bridge is None \
+            or not compiles_ahead(record, bridge):
+        return
+    import os
+
+    from klconform.engine import compile_ahead as ahead
+    from klconform.harness.identity import BY_ARGUMENT
+
+    tests = []
+    for item in items:
+        if not is_conformance(item) or item.get_closest_marker("skip"):
+            continue
+        params = item.callspec.params
+        suite = next(BY_ARGUMENT[name] for name in params if name in BY_ARGUMENT)
+        item.stash[PLANNED_INDEX] = len(tests)
+        tests.append(ahead.planned_test(suite.kind, params[suite.argument],
+                                        params["kl_dtype"]))
+    settings = state.settings
+    stored = settings.profile != "thorough" and settings.seed is None
+    ahead.start(adapter.spec, tests, settings.device,
+                state.hypothesis["max_examples"] if stored else None, os.environ)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -38,6 +38,7 @@ class RunSettings:
     convention: str | None = None        # --kl-convention: the record file for --impl
     min_coverage: str | None = None      # --kl-min-coverage: '20' claims or '80%' of applicable
     journal_append: bool = False
+    compile_ahead: str = "auto"          # --kl-compile-ahead: 'auto' or 'off'
     options: tuple = ()                  # (name, value) of every klconform option, for replays
 
 

@@ -108,3 +108,60 @@ def test_a_function_jax_jit_cannot_trace_errors_naming_the_record_field(tmp_path
     record.write_text(record.read_text().replace("jit: true\n", ""))
     eager = load_adapter(f"{__name__}:untraceable_rel_entr", convention=str(record)).run(call)
     np.testing.assert_allclose(eager.value, canonical_value(RECORD, "sum")[1], rtol=1e-13)
+
+
+# The call worker's side of compiling ahead: every program the case's calls need, loaded.
+_LOADS_COMPILED_AHEAD = """
+import logging, sys
+from klconform.adapters import load_adapter
+from klconform.engine.compile_ahead_worker import calls_of
+from klconform.spec.cases import load_cases
+
+hits = []
+class Hits(logging.Handler):
+    def emit(self, record):
+        if "cache hit" in record.getMessage():
+            hits.append(record.getMessage())
+logging.getLogger("jax").addHandler(Hits())
+logging.getLogger("jax").setLevel(logging.DEBUG)
+adapter = load_adapter("jax")
+case = next(case for case in load_cases() if case.id == sys.argv[1])
+for method, call in calls_of("gradient", case, "float32", adapter, {"device": "cpu"}):
+    getattr(adapter, method)(call)
+print(len(hits))
+"""
+
+
+def test_the_call_worker_loads_what_was_compiled_ahead_instead_of_compiling_it(tmp_path):
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE
+    from klconform.engine import compile_ahead
+    from klconform.engine.worker_protocol import implementation_spec
+    from klconform.spec.cases import load_cases
+
+    case = next(case for case in load_cases() if case.id == "roles-kl-p-given-q")
+    for folder in (compile_ahead.READY, compile_ahead.STAGING):
+        (tmp_path / folder).mkdir()
+    with open(tmp_path / compile_ahead.PLAN, "wb") as handle:
+        pickle.dump({"implementation": implementation_spec("jax").as_data(),
+                     "tests": [("gradient", case, "float32")], "device": "cpu",
+                     "max_examples": None, "sys_path": sys.path}, handle)
+    environment = {key: value for key, value in os.environ.items()
+                   if key not in ("JAX_COMPILATION_CACHE_DIR", COMPILED_AHEAD_VARIABLE)}
+    subprocess.run([sys.executable, "-m", "klconform.engine.compile_ahead_worker",
+                    str(tmp_path), str(os.getpid())], env=environment, check=True, timeout=300)
+    compiled = os.listdir(tmp_path / compile_ahead.READY)
+    assert len(compiled) >= 2   # the value's program and the gradients'
+    assert not os.listdir(tmp_path / compile_ahead.STAGING)
+    loads = subprocess.run(
+        [sys.executable, "-c", _LOADS_COMPILED_AHEAD, case.id], capture_output=True, text=True,
+        env={**environment, COMPILED_AHEAD_VARIABLE: str(tmp_path / compile_ahead.READY)},
+        timeout=300)
+    assert loads.returncode == 0, loads.stderr[-2000:]
+    assert int(loads.stdout.split()[-1]) >= 2
+    # A reader writes nothing: a half-written entry could only come from elsewhere.
+    assert sorted(os.listdir(tmp_path / compile_ahead.READY)) == sorted(compiled)

@@ -22,6 +22,11 @@ BRIDGE_MODULES = {
 }
 
 
+# Set by a run for its call workers: the folder holding the programs compiled ahead of the
+# calls for a record that `compiles_per_shape` (klconform.engine.compile_ahead).
+COMPILED_AHEAD_VARIABLE = "KLCONFORM_COMPILED_AHEAD"
+
+
 class ArrayBridge:
     """One array library, as the convention adapter needs it. Subclasses fill these in."""
 
@@ -30,6 +35,16 @@ class ArrayBridge:
 
     def setup(self, setup: dict):
         """Library-wide switches a record asks for (jax 64-bit mode, ...), before any call."""
+
+    def can_share_compilations(self):
+        """Whether another process can compile this library's programs for this one (a
+        compilation cache both read), asked without importing the library."""
+        return False
+
+    def share_compilations(self, directory, writes):
+        """Before the first compilation: look up compiled programs in `directory` (and, with
+        `writes`, put every one compiled there). Only where can_share_compilations()."""
+        raise NotImplementedError(f"{self.name} arrays share no compilations")
 
     def from_numpy(self, values: np.ndarray, dtype: str, device: str):
         raise NotImplementedError

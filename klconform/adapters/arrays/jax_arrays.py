@@ -5,6 +5,8 @@ float64 must ask for `setup: {jax_enable_x64: true}`, and from_numpy refuses to 
 array whose dtype is not the one asked for rather than let a float32 result pass as float64.
 """
 
+import os
+
 import numpy as np
 
 from klconform.adapters.arrays import ArrayBridge, not_an_array
@@ -25,6 +27,22 @@ class JaxBridge(ArrayBridge):
         if "jax_enable_x64" in setup:
             # Must precede the first array: jax fixes its default dtypes on first use.
             jax.config.update("jax_enable_x64", bool(setup["jax_enable_x64"]))
+
+    def can_share_compilations(self):
+        # The user's own persistent cache is left as they set it up.
+        return "JAX_COMPILATION_CACHE_DIR" not in os.environ
+
+    def share_compilations(self, directory, writes):
+        import jax
+
+        jax.config.update("jax_compilation_cache_dir", str(directory))
+        # Without this, jax puts the folder's name into the compile options that key its
+        # entries, and no process could find what another compiled into another folder.
+        jax.config.update("jax_persistent_cache_enable_xla_caches", "none")
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+        # A reader never writes: an entry is whole when it appears (moved in, not written).
+        jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                          0.0 if writes else float("inf"))
 
     def from_numpy(self, values, dtype, device):
         import jax
