@@ -4,10 +4,11 @@ A library that compiles each new shape (a record with `compiles_per_shape` and `
 optax, keras on jax) spends most of a run compiling, one program at a time, while the run
 waits on the call that needs it. Where the record's array bridge can share compiled
 programs between processes, the run starts a second child beside its call worker
-(klconform.engine.compile_ahead_worker): it makes the calls the run's tests will make, in
-their order, on its own, and every program it compiles is moved into a folder the call
-worker looks up before compiling. The call worker then loads a program instead of
-compiling it, where the second child got there first.
+(klconform.engine.compile_ahead_worker): it makes the calls the run's tests will make, on
+its own, from the last test back (the call worker compiles the first ones' meanwhile), and
+every program it compiles is moved into a folder the call worker looks up before
+compiling. The call worker then loads a program instead of compiling it, where the second
+child got there first; the child stops where it meets the run.
 
 Nothing the second child does reaches a result: its calls' results and errors are thrown
 away, it is killed when the run ends, and a program is only ever loaded whole (written
@@ -111,8 +112,8 @@ def start(spec, tests, device, max_examples, environment):
     plan = {"implementation": spec.as_data(), "tests": list(tests), "device": device,
             "max_examples": max_examples, "sys_path": list(sys.path)}
     # Its own library writes what it compiles; it reads no other process's programs.
-    _compiled_ahead.start(plan, {key: value for key, value in worker_environment(
-        environment).items() if key != COMPILED_AHEAD_VARIABLE})
+    _compiled_ahead.start(plan, {key: value for key, value in environment.items()
+                                 if key != COMPILED_AHEAD_VARIABLE})
 
 
 def reached(index):

@@ -3,10 +3,11 @@ what they compile.
 
 Run as `python -m klconform.engine.compile_ahead_worker FOLDER PARENT_PID`. It loads the
 implementation as the call worker does, has its library write every program it compiles
-into FOLDER/staging, and makes the calls of the planned tests in order: a case's call (and
-its relation's second call), a gradient case's gradient calls, a property's calls on each
-of its stored examples, made as its check makes them. After each call, what it compiled is
-moved into FOLDER/ready, whole. Every result and error is thrown away.
+into FOLDER/staging, and makes the calls of the planned tests from the last one back: a
+case's calls (its relation's second call, a probe's gradients), a gradient case's, a
+property's on each of its stored examples as its check makes them. After each call, what
+it compiled is moved into FOLDER/ready, whole. It stops at the test the run has reached
+(FOLDER/progress). Every result and error is thrown away.
 """
 
 import os
@@ -42,9 +43,9 @@ def run_reached(folder):
 
 
 def rehearse(plan, folder):
-    staging, ready = os.path.join(folder, STAGING), os.path.join(folder, READY)
     from klconform.adapters import load_adapter
 
+    staging, ready = os.path.join(folder, STAGING), os.path.join(folder, READY)
     implementation = plan["implementation"]
     adapter = load_adapter(implementation["impl"], convention=implementation["convention"])
     adapter.bridge.share_compilations(staging, writes=True)
@@ -83,8 +84,7 @@ def _signature(call):
     is not an array."""
     return (np.shape(call.input), np.shape(call.target), np.shape(call.mask), call.dtype,
             call.input_dtype, call.target_dtype, call.reduction, call.log_target,
-            repr(call.legacy), call.temperature, call.device,
-            getattr(call, "requires_grad", None))
+            repr(call.legacy), call.temperature, call.device, call.requires_grad)
 
 
 def calls_of(kind, subject, dtype, adapter, plan):

@@ -7,6 +7,7 @@ the pytest spelling for the child pytest it starts (`pytest_arguments`).
 """
 
 import argparse
+import functools
 import os
 import re
 import shlex
@@ -138,15 +139,23 @@ def suite_test_id(path, nodeid):
     """A conformance test's id relative to the bundled suites (`test_cases.py::test_case[ID]`),
     the form pytest --impl resolves from any directory; the nodeid itself for a test that is
     not in the suites. Outside the rootdir pytest names a suite test `::test_case[ID]`."""
+    if "::" not in nodeid:
+        return nodeid
+    relative = _relative_to_suites(str(path))
+    return nodeid if relative is None else f"{relative}::{nodeid.split('::', 1)[1]}"
+
+
+@functools.lru_cache(maxsize=64)
+def _relative_to_suites(path):
+    """A test file's path relative to the bundled suites, or None: asked for every test's
+    start, and resolving a path reads the file system."""
     from pathlib import Path
 
     from klconform import resources
 
     suites = resources.suites_dir().resolve()
-    path = Path(str(path)).resolve()
-    if "::" not in nodeid or suites not in path.parents:
-        return nodeid
-    return f"{path.relative_to(suites).as_posix()}::{nodeid.split('::', 1)[1]}"
+    resolved = Path(path).resolve()
+    return resolved.relative_to(suites).as_posix() if suites in resolved.parents else None
 
 
 def replay_prefix(settings):
