@@ -7,39 +7,12 @@ the implementation until asked, and never touches stdin/stdout of the run: the p
 (engine.worker_protocol) has its own pipes.
 """
 
-import os
 import pickle
 import sys
-import threading
-import time
 from multiprocessing.connection import Connection
 
-from klconform.engine import wire
+from klconform.engine import children, wire
 from klconform.engine import worker_protocol as protocol
-
-
-def die_with_parent(parent_pid):
-    """No child of a run may outlive it, even a busy-looping one whose parent was killed."""
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            import signal
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            pr_set_pdeathsig = 1
-            libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-        except Exception:  # prctl unavailable: the watchdog below still covers it
-            pass
-    if os.getppid() != parent_pid:
-        os._exit(0)
-
-    def watch():
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(0)
-
-    threading.Thread(target=watch, name="klconform-parent-watch", daemon=True).start()
 
 
 def _raised(error, run_pid):
@@ -81,7 +54,7 @@ def serve(inbox: Connection, outbox: Connection, run_pid):
 
 def main(argv):
     read_fd, write_fd, parent_pid = (int(value) for value in argv[:3])
-    die_with_parent(parent_pid)
+    children.die_with_parent(parent_pid)
     serve(Connection(read_fd, writable=False), Connection(write_fd, readable=False), parent_pid)
 
 

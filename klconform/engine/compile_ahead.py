@@ -20,12 +20,12 @@ import atexit
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 
 from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE
+from klconform.engine import children
 
 # What the call worker reads; the second child writes into STAGING and moves what it wrote.
 READY, STAGING = "ready", "staging"
@@ -78,14 +78,7 @@ class _CompiledAhead:
             os.close(self.progress)
             self.progress = None
         if self.process is not None:
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
+            children.kill_group(self.process)
             self.process = None
 
 

@@ -23,7 +23,7 @@ from klconform.engine.properties import ExampleReplaced, ExampleRun
 
 
 def main(argv):
-    from klconform.engine.call_worker import die_with_parent
+    from klconform.engine.children import die_with_parent
 
     folder, parent_pid = argv[0], int(argv[1])
     die_with_parent(parent_pid)

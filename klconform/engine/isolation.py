@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from klconform.adapters.base import Adapter
-from klconform.engine import compile_ahead, wire
+from klconform.engine import children, compile_ahead, wire
 from klconform.engine import worker_protocol as protocol
 from klconform.engine.worker_protocol import ImplementationSpec, ProtocolError
 from klconform.errors import KLConformError
@@ -195,14 +195,7 @@ class CallWorker:
         return False, _error_of(reply)
 
     def kill(self):
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
+        children.kill_group(self.process)
         for connection in (self.inbox, self.outbox):
             try:
                 connection.close()
