@@ -82,7 +82,12 @@ def test_a_searching_profile_rehearses_no_property():
 def test_the_second_child_is_killed_and_its_folder_removed_when_the_run_ends():
     spec = implementation_spec("numpy")
     ready = compile_ahead.worker_environment({})[compile_ahead.COMPILED_AHEAD_VARIABLE]
+    assert not os.path.exists(ready)   # named for the call worker, made only to compile ahead
+    ended = os.path.join(compile_ahead._root(), "999999999-0")   # no such process
+    os.makedirs(ended, exist_ok=True)
     compile_ahead.start(spec, [], "cpu", None, dict(os.environ))
+    assert os.path.isdir(ready)
+    assert not os.path.exists(ended)   # a run killed outright: its folder goes at the next
     child = compile_ahead._compiled_ahead.process
     compile_ahead.reached(3)
     with open(os.path.join(os.path.dirname(ready), compile_ahead.PROGRESS), "rb") as handle:

@@ -17,8 +17,10 @@ worker as it would without it.
 """
 
 import atexit
+import getpass
 import os
 import pickle
+import secrets
 import shutil
 import subprocess
 import sys
@@ -44,14 +46,17 @@ class _CompiledAhead:
         self.progress = None   # the progress file, open for writing
 
     def ready_folder(self):
+        """Named, not made: the call worker is started before anyone knows whether its
+        record compiles ahead, and a run that does not (torch's) makes no folder at all."""
         if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="klconform-compiled-")
-            os.mkdir(os.path.join(self.folder, READY))
-            os.mkdir(os.path.join(self.folder, STAGING))
+            self.folder = os.path.join(_root(), f"{os.getpid()}-{secrets.token_hex(4)}")
         return os.path.join(self.folder, READY)
 
     def start(self, plan, environment):
+        _remove_folders_of_ended_runs()
         self.ready_folder()
+        for name in (READY, STAGING):
+            os.makedirs(os.path.join(self.folder, name), mode=0o700, exist_ok=True)
         path = os.path.join(self.folder, PLAN)
         with open(path, "wb") as handle:
             pickle.dump(plan, handle, protocol=pickle.HIGHEST_PROTOCOL)
@@ -80,6 +85,33 @@ class _CompiledAhead:
         if self.process is not None:
             children.kill_group(self.process)
             self.process = None
+
+
+def _root():
+    """One folder per user for every run's programs (a run killed outright leaves its own
+    behind, removed by the next run that compiles ahead)."""
+    return os.path.join(tempfile.gettempdir(), f"klconform-compiled-{getpass.getuser()}")
+
+
+def _remove_folders_of_ended_runs():
+    try:
+        names = os.listdir(_root())
+    except OSError:
+        return
+    for name in names:
+        pid = name.split("-")[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
+            shutil.rmtree(os.path.join(_root(), name), ignore_errors=True)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
 
 
 _compiled_ahead = _CompiledAhead()
