@@ -276,7 +276,7 @@ def pytest_collection_finish(session):
             + "; a conformance run that checks nothing cannot pass")
     if counts["selected"] and not config.option.collectonly \
             and state.settings.compile_ahead == "auto":
-        compile_ahead(state, session.items)
+        start_compiling_ahead(state, session.items)
 
 
 PLANNED_INDEX = pytest.StashKey[int]()
@@ -290,9 +290,10 @@ def pytest_runtest_setup(item):
         compile_ahead.reached(index)
 
 
-def compile_ahead(state, items):
+def start_compiling_ahead(state, items):
     """Where the implementation's library compiles each new shape, its calls' programs are
-    compiled ahead of them (klconform.engine.compile_ahead), in the order the tests run."""
+    compiled ahead of them (klconform.engine.compile_ahead): the plan is the selected tests
+    in the order they run, and each test's setup tells the compiling child where the run is."""
     from klconform.adapters.convention import compiles_ahead
     from klconform.engine.isolation import IsolatedAdapter
 
@@ -302,8 +303,6 @@ def compile_ahead(state, items):
     if not isinstance(adapter, IsolatedAdapter) or record is None or bridge is None \
             or not compiles_ahead(record, bridge):
         return
-    import os
-
     from klconform.engine import compile_ahead as ahead
     from klconform.harness.identity import BY_ARGUMENT
 
