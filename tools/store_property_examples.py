@@ -44,10 +44,7 @@ def drawings():
             for device in adapter.capabilities.devices:
                 for prop in PROPERTIES:
                     for dtype in DTYPES:
-                        if prop.unsupported(adapter, dtype, device):
-                            continue
-                        cannot = prop.unsupported_claims(adapter, dtype, device, spec)
-                        if all(claim in cannot for claim in prop.claims):
+                        if not prop.makes_calls(adapter, dtype, device, spec):
                             continue
                         drawing = prop.drawing(adapter, dtype, device)
                         found.setdefault(

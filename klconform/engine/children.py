@@ -14,7 +14,6 @@ def die_with_parent(parent_pid):
     if sys.platform.startswith("linux"):
         try:
             import ctypes
-            import signal
 
             libc = ctypes.CDLL(None, use_errno=True)
             pr_set_pdeathsig = 1

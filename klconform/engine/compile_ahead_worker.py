@@ -126,18 +126,16 @@ def calls_of(kind, subject, dtype, adapter, plan):
 
 
 def _property_calls(property_id, dtype, adapter, plan):
-    from klconform.engine import stored_examples
-    from klconform.engine.properties import BY_ID
+    from klconform.engine.properties import BY_ID, replayed_examples
+    from klconform.spec.claims import load_spec
 
     prop = BY_ID.get(property_id)
     device = plan["device"]
-    if prop is None or plan["max_examples"] is None or prop.unsupported(adapter, dtype, device):
+    if prop is None or plan["max_examples"] is None \
+            or not prop.makes_calls(adapter, dtype, device, load_spec()):
         return
     drawing = prop.drawing(adapter, dtype, device)
-    draws = stored_examples.stored_draws(prop.id, dtype, drawing.as_data(),
-                                         plan["max_examples"])
-    for each in draws or ():
-        example = drawing.example(dtype, each)
+    for example in replayed_examples(prop, drawing, dtype, plan["max_examples"]) or ():
         rehearsal = Rehearsal(adapter, example, device)
         try:
             prop.check(rehearsal, example)

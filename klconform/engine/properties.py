@@ -456,6 +456,14 @@ class Property:
                                                       spec))
         return reasons
 
+    def makes_calls(self, adapter, dtype, device, spec):
+        """Whether run_property calls the implementation at all: the property applies, and
+        some claim of it can be judged."""
+        if self.unsupported(adapter, dtype, device):
+            return False
+        cannot = self.unsupported_claims(adapter, dtype, device, spec)
+        return not all(claim in cannot for claim in self.claims)
+
     def options_for(self, adapter):
         """The property's options narrowed to the ranks the adapter takes; None if none fit."""
         low, high = adapter.capabilities.ranks
@@ -737,8 +745,13 @@ def _stored_examples(prop, drawing, dtype, seed):
     current = settings.default
     if seed is not None or not current.derandomize or Phase.generate not in current.phases:
         return None
-    draws = stored_examples.stored_draws(prop.id, dtype, drawing.as_data(),
-                                         current.max_examples)
+    return replayed_examples(prop, drawing, dtype, current.max_examples)
+
+
+def replayed_examples(prop, drawing, dtype, max_examples):
+    """The default profile's examples of `prop` at `max_examples`, made again from their
+    stored draws, in order (lazily); None where they are not stored."""
+    draws = stored_examples.stored_draws(prop.id, dtype, drawing.as_data(), max_examples)
     return None if draws is None else (drawing.example(dtype, each) for each in draws)
 
 
