@@ -34,6 +34,28 @@ def load_adapter(spec: str, convention=None, describe_only=False) -> Adapter:
     return _resolve(spec, convention, describe_only)
 
 
+def described_by_its_importer(spec: str, convention=None) -> bool:
+    """Whether --impl names the user's own code (MODULE:ATTR, MODULE, a --kl-convention
+    record's function) that a process importing it can describe to one that does not
+    (klconform.adapters.described): not a built-in or an entry point, and, without a record,
+    a module that exists (a misspelt one is refused where it is named, importing nothing)."""
+    import importlib.util
+
+    spec = spec.strip()
+    if convention is not None:
+        return True
+    from klconform.adapters.registry import builtin_records
+
+    if not spec or spec in builtin_records() or not _MODULE_PATH.match(spec.split(":")[0]):
+        return False
+    if any(entry_point.name == spec for entry_point in entry_points(group=ENTRY_POINT_GROUP)):
+        return False
+    try:
+        return importlib.util.find_spec(spec.split(":")[0].split(".")[0]) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def _resolve(spec: str, convention=None, describe_only=False) -> Adapter:
     spec = spec.strip()
     if not spec:
@@ -200,4 +222,4 @@ def _near_modules(missing, module_name, spec):
 
 
 __all__ = ["Adapter", "Call", "Capabilities", "Observation", "load_adapter", "as_adapter",
-           "ENTRY_POINT_GROUP", "MODULE_ATTRIBUTE"]
+           "described_by_its_importer", "ENTRY_POINT_GROUP", "MODULE_ATTRIBUTE"]

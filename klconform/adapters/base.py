@@ -22,12 +22,13 @@ def _distributions_by_package():
     return metadata.packages_distributions()
 
 
-def distribution_version(module_name):
+def distribution_version(module_name, module_file=None):
     """The version of the installed distribution providing module_name, or None.
 
     The report's header names the implementation's own package, not torch: a plain
     callable from another library is that library's version. A module that is not from
-    an installed distribution (a file on sys.path) has none.
+    an installed distribution (a file on sys.path) has none. `module_file`: where the module
+    is, when this process has not imported it.
     """
     top = (module_name or "").split(".")[0]
     own = _distribution_named_for(top)
@@ -36,7 +37,7 @@ def distribution_version(module_name):
     names = list(_distributions_by_package().get(top, ()))
     # An editable install maps no top-level name to its distribution (only a .pth file):
     # try the distribution of the same name, then the one whose project folder holds it.
-    names += [top] + _editable_distributions_holding(module_name)
+    names += [top] + _editable_distributions_holding(module_name, module_file)
     for distribution in names:
         try:
             return metadata.version(distribution)
@@ -60,13 +61,13 @@ def _distribution_named_for(top):
     return None
 
 
-def _editable_distributions_holding(module_name):
+def _editable_distributions_holding(module_name, module_file=None):
     import json
     import sys
     from pathlib import Path
     from urllib.parse import unquote, urlparse
 
-    source = getattr(sys.modules.get(module_name), "__file__", None)
+    source = module_file or getattr(sys.modules.get(module_name), "__file__", None)
     if not source:
         return []
     source = Path(source).resolve()

@@ -132,24 +132,29 @@ def _check_installed(record, array_bridge):
 
 
 class ConventionAdapter(Adapter):
-    def __init__(self, record, function=None, describe_only=False):
+    def __init__(self, record, function=None, describe_only=False, described=None):
         """`describe_only` (where describes_without_importing(record)): an adapter that is
         only asked what it can do, its calls made by another process, imports nothing of
-        the library (jax 1.6 s, keras 2.8 s, tensorflow more, each run)."""
+        the library (jax 1.6 s, keras 2.8 s, tensorflow more, each run). `described`: the
+        same, from what the process that imported it said (adapters.described)."""
         self.record = record
         self.name = record.name
         self.function = function
         self.loss_class = None
         self.log_target_function = None
         self._callers = {}
-        self.describe_only = describe_only
+        self.describe_only = describe_only or described is not None
         # A GPU-only library is expected not to import on a machine without its GPU stack:
         # every call is then unsupported, with the reason, instead of the run failing.
         self.unavailable = None
-        if describe_only:
+        self._function_module = None
+        if self.describe_only:
             apply_environment(record)
             self.bridge = bridge(record.arrays)
-            _check_installed(record, self.bridge)
+            if described is None:
+                _check_installed(record, self.bridge)
+            else:   # the process that described it has imported it
+                self._function_module = described["function_module"]
         else:
             self.bridge = prepare_libraries(record)
             try:
@@ -215,7 +220,8 @@ class ConventionAdapter(Adapter):
             except metadata.PackageNotFoundError:
                 return "not installed"
         function = self.function or self.loss_class
-        top = (getattr(function, "__module__", None) or "").split(".")[0]
+        module = getattr(function, "__module__", None) or self._function_module
+        top = (module or "").split(".")[0]
         for name in metadata.packages_distributions().get(top, []) if top else []:
             try:
                 return metadata.version(name)

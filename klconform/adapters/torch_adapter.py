@@ -86,19 +86,27 @@ def _check_torch_installed():
 
 
 class TorchCallableAdapter(Adapter):
-    def __init__(self, function, name, capabilities=None, description=None, source=None):
+    def __init__(self, function, name, capabilities=None, description=None, source=None,
+                 module_file=None):
         """`function` None: an adapter that only describes the implementation (its calls are
         made by the call worker); `source` (module, name) then says how a snippet imports
-        it."""
+        it, and `module_file` where that module is (an editable install's version is found
+        by it)."""
         self.function = function
         self.name = name
         self.capabilities = capabilities or capabilities_from_signature(function)
         self._description = description
         self._source = source
+        self._module_file = module_file
+
+    def source(self):
+        """(module, qualified name) of the callable, either possibly None."""
+        return self._source or (getattr(self.function, "__module__", None),
+                                getattr(self.function, "__qualname__", None))
 
     def version(self):
-        module = getattr(self.function, "__module__", None) or "torch"
-        return distribution_version(module) or "unknown"
+        module = self.source()[0] or "torch"
+        return distribution_version(module, self._module_file) or "unknown"
 
     def describe(self):
         if self._description:
@@ -159,8 +167,7 @@ class TorchCallableAdapter(Adapter):
         return "\n".join(head + self.call_source(kwargs)) + "\n"
 
     def call_source(self, kwargs):
-        module, name = self._source or (getattr(self.function, "__module__", None),
-                                        getattr(self.function, "__qualname__", None))
+        module, name = self.source()
         if module and name and "<" not in name:
             return [f"from {module} import {name.split('.')[0]}",
                     f"print({name}(input, target{', ' if kwargs else ''}{kwargs}))"]

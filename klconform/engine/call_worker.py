@@ -2,9 +2,10 @@
 
 Started as `python -m klconform.engine.call_worker READ_FD WRITE_FD PARENT_PID`. It loads
 adapters from the ImplementationSpec each message carries (klconform.adapters.load_adapter),
-runs the calls the parent sends and returns what they gave or raised. It imports nothing of
-the implementation until asked, and never touches stdin/stdout of the run: the protocol
-(engine.worker_protocol) has its own pipes.
+runs the calls the parent sends and returns what they gave or raised; a load is answered with
+what the parent needs to describe the implementation without importing it
+(adapters.described). It imports nothing of the implementation until asked, and never
+touches stdin/stdout of the run: the protocol (engine.worker_protocol) has its own pipes.
 """
 
 import pickle
@@ -43,9 +44,12 @@ def serve(inbox: Connection, outbox: Connection, run_pid):
             adapter = adapters.get(key)
             if adapter is None:
                 adapter = adapters[key] = load_adapter(*key)
-            value = None
             if message["kind"] == "call":
                 value = getattr(adapter, message["method"])(message["call"])
+            else:
+                from klconform.adapters.described import description_of
+
+                value = description_of(adapter)
             reply = wire.encode(protocol.returned(value), run_pid)
         except BaseException as error:  # KeyboardInterrupt too: the parent re-raises it
             reply = _raised(error, run_pid)

@@ -182,6 +182,7 @@ class CallWorker:
             raise WorkerLoadError(f"the call worker could not load --impl {spec.impl}: "
                                   f"{type(error).__name__}: {error}", error)
         self.loaded.add(spec.key)
+        _pool.descriptions[spec.key] = reply["value"]
 
     def call(self, spec, method, call):
         """(True, value) or (False, error raised by the call); None when it timed out."""
@@ -309,6 +310,8 @@ class _Pool:
         self.worker = None
         self.breaker = CircuitBreaker()
         self.lock = threading.Lock()
+        # spec key -> what a worker that loaded it said describes it (adapters.described)
+        self.descriptions = {}
 
     def current(self):
         if self.worker is None:
@@ -370,6 +373,27 @@ def load_failure(spec):
     return None
 
 
+def _described(spec):
+    """The adapter describing `spec` in this process: rebuilt from what the call worker said
+    of it where it could (adapters.described), else loaded here. Raises
+    ImplementationLoadError, in one line, where the worker could not load it."""
+    from klconform.adapters import load_adapter
+    from klconform.adapters.described import adapter_from_description
+
+    with _pool.lock:
+        try:
+            _pool.current().load(spec)
+        except WorkerLoadError as error:
+            if isinstance(error.cause, KLConformError):
+                raise error.cause from None
+        except (WorkerCrashed, ProtocolError):
+            pass   # loaded here instead: the same error, or an adapter, as before the worker
+        description = _pool.descriptions.get(spec.key)
+    if description is not None:
+        return adapter_from_description(description)
+    return load_adapter(spec.impl, convention=spec.convention, describe_only=True)
+
+
 def call_in_worker(spec, method, call):
     """The adapter's <method>(call) in the call worker, under the spec's per-call timeout and
     the breaker."""
@@ -402,10 +426,13 @@ def call_in_worker(spec, method, call):
 def isolated(spec: ImplementationSpec):
     """The IsolatedAdapter of `spec`; the worker starts loading it first, so that its imports
     (torch, say) run beside this process's instead of after them. ImplementationLoadError if
-    --impl does not resolve here."""
-    from klconform.adapters import load_adapter
+    --impl does not resolve here. The user's own code is not imported here: the worker
+    describes it once it has (IsolatedAdapter.load_failure waits for that)."""
+    from klconform.adapters import described_by_its_importer, load_adapter
 
     prepare(spec)
+    if described_by_its_importer(spec.impl, spec.convention):
+        return IsolatedAdapter(spec)
     try:
         local = load_adapter(spec.impl, convention=spec.convention, describe_only=True)
     except BaseException:
@@ -416,15 +443,48 @@ def isolated(spec: ImplementationSpec):
 
 class IsolatedAdapter(Adapter):
     """The implementation of an ImplementationSpec: what it can be asked (capabilities, plans,
-    snippets) from its adapter loaded in this process (a built-in record's without importing
-    its library), its calls made in the call worker."""
+    snippets) from its adapter in this process (a built-in record's loaded without importing
+    its library, the user's code as the call worker described it), its calls made in the call
+    worker."""
 
-    def __init__(self, spec: ImplementationSpec, local: Adapter):
+    def __init__(self, spec: ImplementationSpec, local: Adapter | None = None):
         self.spec = spec
-        self.local = local
-        self.name = local.name
-        self.capabilities = local.capabilities
-        self.record = getattr(local, "record", None)   # a declarative record, if it has one
+        self._local = local
+
+    @property
+    def local(self):
+        """The describing adapter; ImplementationLoadError where the worker cannot load it
+        (load_failure says so in one line first)."""
+        if self._local is None:
+            self._local = _described(self.spec)
+        return self._local
+
+    def load_failure(self):
+        """Why the implementation cannot be loaded, in one line, or None."""
+        message = load_failure(self.spec)
+        if message is None:
+            try:
+                _ = self.local
+            except KLConformError as error:
+                return str(error)
+        return message
+
+    def resolution_failure(self):
+        """load_failure() where only the call worker has resolved --impl, else None at once."""
+        return self.load_failure() if self._local is None else None
+
+    @property
+    def name(self):
+        return self.local.name
+
+    @property
+    def capabilities(self):
+        return self.local.capabilities
+
+    @property
+    def record(self):
+        """The declarative record, if it has one."""
+        return getattr(self.local, "record", None)
 
     def version(self):
         return self.local.version()

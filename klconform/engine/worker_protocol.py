@@ -12,6 +12,8 @@ Python objects: a Call, an Observation or gradients, an exception.
                     raised  {error} | {error_type, error_text} (an error that does not pickle)
 
 `implementation` is the ImplementationSpec as data: the worker keeps one adapter per spec.
+The value returned to a load describes the loaded implementation (adapters.described), or is
+None where only its own adapter, loaded in the run too, can describe it.
 `sys_path` is the run's sys.path when it changed since the last message, else None: modules
 named by --impl are found where the run finds them, and tests and conftest files change it.
 """

@@ -232,19 +232,30 @@ def refuse_an_implementation_that_does_not_load(config, state, items, kl_items):
     process only describes it, the worker's import is the first (a library installed but
     broken). Otherwise every case would error on it, and a case expecting an error would
     find one."""
-    from klconform.engine.isolation import load_failure
+    from klconform.engine.isolation import IsolatedAdapter
 
-    spec = getattr(state.adapter, "spec", None)
-    message = None if spec is None else load_failure(spec)
+    adapter = state.adapter
+    message = adapter.load_failure() if isinstance(adapter, IsolatedAdapter) else None
     if message is None:
         return
+    state.load_error = message
     if not hasattr(config, "workerinput"):
         raise pytest.UsageError(message)
     # xdist turns a usage error in a worker into an internal error of the controller: the
     # worker runs no conformance test and tells the controller, which ends the run with it.
-    state.load_error = message
     items[:] = [item for item in items if not is_conformance(item)]
     config.hook.pytest_deselected(items=kl_items)
+
+
+def refuse_an_unresolved_implementation(state):
+    """The one-line usage error of an --impl naming the user's code that does not resolve
+    (a misspelt attribute), which only the call worker has tried (engine.isolation)."""
+    from klconform.engine.isolation import IsolatedAdapter
+
+    adapter = state.adapter
+    message = adapter.resolution_failure() if isinstance(adapter, IsolatedAdapter) else None
+    if message is not None:
+        raise pytest.UsageError(message)
 
 
 def pytest_deselected(items):
@@ -268,7 +279,10 @@ def pytest_collection_finish(session):
                                             "partial": list(state.partial),
                                             "load_error": state.load_error}
         return
+    if state.load_error:
+        return   # pytest_collection_modifyitems raised it, and pytest still calls this hook
     if state.settings.requested and not counts["selected"]:
+        refuse_an_unresolved_implementation(state)
         raise pytest.UsageError(
             f"klconform: --impl {state.settings.impl}: no conformance test was "
             + ("collected" if not counts["available"] else
@@ -477,9 +491,9 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller writes the one stream and report
     state = run_state(config)
-    if state.load_error:
+    if state.load_error and int(exitstatus) != int(pytest.ExitCode.USAGE_ERROR):
         # The workers' usage error (refuse_an_implementation_that_does_not_load), as pytest
-        # writes its own.
+        # writes its own (a serial run's it has written).
         session.exitstatus = exitstatus = pytest.ExitCode.USAGE_ERROR
         sys.stderr.write(f"ERROR: {state.load_error}\n")
     if int(exitstatus) == int(pytest.ExitCode.USAGE_ERROR) or config.option.collectonly:
