@@ -142,13 +142,13 @@ def test_a_run_imports_the_users_module_in_the_call_worker_only(tmp_path, conven
 
 
 def test_a_misspelt_function_is_named_when_nothing_is_selected_either(tmp_path):
-    (tmp_path / "userlosses.py").write_text(textwrap.dedent(LOSSES))
+    # Only the call worker imports the module, and the run waits for it to say why not.
+    (tmp_path / "userlosses.py").write_text("def kl_div(input, target):\n    pass\n")
     (tmp_path / "test_own.py").write_text("def test_own():\n    pass\n")
     completed = subprocess.run(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--impl=userlosses:kl_dv",
          "-k", "test_own", "test_own.py"], cwd=tmp_path, capture_output=True, text=True,
-        timeout=300, env={**os.environ, "IMPORTED_BY": os.devnull,
-                          "PYTHONPATH": str(tmp_path)})
+        timeout=300, env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert completed.returncode == 4, completed.stdout[-3000:] + completed.stderr[-2000:]
     assert completed.stderr.strip().splitlines()[-1] == (
         "ERROR: --impl userlosses:kl_dv: module 'userlosses' has no attribute 'kl_dv'; "
