@@ -130,6 +130,8 @@ class CallWorker:
         self.inbox = Connection(parent_reads, writable=False)
         self.ready = False
         self.loaded = set()     # the keys of the specs this worker has loaded
+        # spec key -> what the worker said describes it (adapters.described), or None
+        self.descriptions = {}
         self.sent_path = None
 
     def _receive(self, timeout, kinds=("returned", "raised")):
@@ -182,7 +184,7 @@ class CallWorker:
             raise WorkerLoadError(f"the call worker could not load --impl {spec.impl}: "
                                   f"{type(error).__name__}: {error}", error)
         self.loaded.add(spec.key)
-        _pool.descriptions[spec.key] = reply["value"]
+        self.descriptions[spec.key] = reply["value"]
 
     def call(self, spec, method, call):
         """(True, value) or (False, error raised by the call); None when it timed out."""
@@ -310,8 +312,6 @@ class _Pool:
         self.worker = None
         self.breaker = CircuitBreaker()
         self.lock = threading.Lock()
-        # spec key -> what a worker that loaded it said describes it (adapters.described)
-        self.descriptions = {}
 
     def current(self):
         if self.worker is None:
@@ -355,10 +355,10 @@ def _preload(worker, spec):
         try:
             worker.load(spec)
         except (WorkerLoadError, WorkerCrashed, ProtocolError):
-            pass  # load_failure() or the first real call meets the same error
+            pass  # _load_failure() or the first real call meets the same error
 
 
-def load_failure(spec):
+def _load_failure(spec):
     """Why the call worker cannot load `spec` (once prepare()'s load has ended), in one
     line, or None. Where this process only describes the implementation, the worker's import
     of its library is the first one: a library installed but not importing fails here."""
@@ -381,14 +381,15 @@ def _described(spec):
     from klconform.adapters.described import adapter_from_description
 
     with _pool.lock:
+        worker = _pool.current()
         try:
-            _pool.current().load(spec)
+            worker.load(spec)
         except WorkerLoadError as error:
             if isinstance(error.cause, KLConformError):
                 raise error.cause from None
         except (WorkerCrashed, ProtocolError):
             pass   # loaded here instead: the same error, or an adapter, as before the worker
-        description = _pool.descriptions.get(spec.key)
+        description = worker.descriptions.get(spec.key)
     if description is not None:
         return adapter_from_description(description)
     return load_adapter(spec.impl, convention=spec.convention, describe_only=True)
@@ -461,7 +462,7 @@ class IsolatedAdapter(Adapter):
 
     def load_failure(self):
         """Why the implementation cannot be loaded, in one line, or None."""
-        message = load_failure(self.spec)
+        message = _load_failure(self.spec)
         if message is None:
             try:
                 _ = self.local
