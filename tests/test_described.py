@@ -74,6 +74,20 @@ def test_a_description_is_of_its_own_function():
     assert said_by(adapter_from_description(description_of(rows))) != said_by(torch_like)
 
 
+def test_the_version_of_an_editable_install_is_found_by_the_described_modules_file(
+        monkeypatch):
+    # tests.mutants belongs to klconform's own editable install, which maps no top-level
+    # name to it: only the module's file says whose it is, and the run has not imported it.
+    from klconform.adapters.base import distribution_version
+
+    loaded = load_adapter("tests.mutants:terms_clamped")
+    description, version = description_of(loaded), loaded.version()
+    assert version != "unknown"
+    monkeypatch.delitem(sys.modules, "tests.mutants")
+    assert distribution_version("tests.mutants") is None
+    assert adapter_from_description(description).version() == version
+
+
 def test_an_adapter_of_the_users_own_class_is_not_described():
     # Its plans and snippets are its own code: the run loads it as well.
     assert description_of(load_adapter("tests.test_stored_examples:_WrongOnSomeSums")) is None
