@@ -168,3 +168,19 @@ def test_a_misspelt_function_is_named_when_nothing_is_selected_either(tmp_path):
         "ERROR: --impl userlosses:kl_dv: module 'userlosses' has no attribute 'kl_dv'; "
         "did you mean 'userlosses:kl_div'?")
     assert "Traceback" not in completed.stdout + completed.stderr
+
+
+def test_the_worker_describes_only_the_users_code_and_only_what_travels(monkeypatch):
+    from klconform.adapters import described
+    from klconform.engine import call_worker
+
+    def told(key):
+        adapter = load_adapter(*key)
+        return wire.decode(call_worker._load_reply(key, adapter, os.getpid()))["value"]
+
+    # A built-in is described by the run itself, from its record.
+    assert told(("torch", None)) is None
+    assert told(("tests.mutants:terms_clamped", None))["form"] == described.CALLABLE
+    # A description that cannot be pickled: the run is told nothing, and loads it itself.
+    monkeypatch.setattr(described, "description_of", lambda adapter: {"form": lambda: None})
+    assert told(("tests.mutants:terms_clamped", None)) is None

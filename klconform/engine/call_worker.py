@@ -25,6 +25,21 @@ def _raised(error, run_pid):
         return wire.encode(protocol.raised_text(error), run_pid)
 
 
+def _load_reply(key, adapter, run_pid):
+    """What the run is told of a loaded implementation: its description where the run does
+    not import it (the user's own code, adapters.described), else None; None too for a
+    description that does not travel (the run then loads the implementation itself)."""
+    from klconform.adapters import described_by_its_importer
+    from klconform.adapters.described import description_of
+
+    if described_by_its_importer(*key):
+        try:
+            return wire.encode(protocol.returned(description_of(adapter)), run_pid)
+        except Exception:
+            pass
+    return wire.encode(protocol.returned(None), run_pid)
+
+
 def serve(inbox: Connection, outbox: Connection, run_pid):
     from klconform.adapters import load_adapter
 
@@ -46,11 +61,9 @@ def serve(inbox: Connection, outbox: Connection, run_pid):
                 adapter = adapters[key] = load_adapter(*key)
             if message["kind"] == "call":
                 value = getattr(adapter, message["method"])(message["call"])
+                reply = wire.encode(protocol.returned(value), run_pid)
             else:
-                from klconform.adapters.described import description_of
-
-                value = description_of(adapter)
-            reply = wire.encode(protocol.returned(value), run_pid)
+                reply = _load_reply(key, adapter, run_pid)
         except BaseException as error:  # KeyboardInterrupt too: the parent re-raises it
             reply = _raised(error, run_pid)
         outbox.send_bytes(reply)
