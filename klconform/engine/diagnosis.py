@@ -230,6 +230,12 @@ def explain_mismatch(call, actual, expected):
 def _close(a, b, tolerance, relative):
     """a matches b: NaN where b is NaN, equal where b is infinite, within tolerance elsewhere."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape == b.shape and np.isfinite(b).all():
+        # The usual case, asked some 50,000 times per mutant sweep of the self-test: a NaN in
+        # `a` fails the comparison below as the NaN check would, so only it is needed.
+        allowed = np.broadcast_to(tolerance + relative * np.abs(b), b.shape)
+        with np.errstate(invalid="ignore"):
+            return bool(np.all(np.abs(a - b) <= allowed))
     if not np.array_equal(np.isnan(a), np.isnan(b)):
         return False
     finite = np.isfinite(b)
