@@ -242,3 +242,17 @@ def liger_jsd(log_q, log_p, shift_labels=None, beta=0.5, ignore_index=IGNORE_IND
     else:
         n_non_ignore = BT
     return loss.sum() / n_non_ignore
+
+
+# 14. Token KD at a temperature, T**2 restored, mean over kept tokens --------------------------
+
+
+def token_kd_temperature(student_logits, teacher_logits, labels, temperature=2.0,
+                         ignore_index=IGNORE_INDEX):
+    """KL(teacher || student) per token of softened distributions, times T**2 so that the
+    gradients keep their size, averaged over the tokens whose label is kept."""
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+    kept = (labels != ignore_index).to(per_token.dtype)
+    return (per_token * kept).sum() / kept.sum().clamp(min=1) * temperature ** 2

@@ -49,6 +49,7 @@ def record_path(name):
 
 CORRECT: dict[str, Callable] = {
     "token-kd-labels": losses.token_kd_labels,
+    "token-kd-temperature": losses.token_kd_temperature,
     "pixel-kd-nchw": losses.pixel_kd_nchw,
     "hinton-kd": losses.hinton_kd,
     "soft-target-kl": losses.soft_target_kl,
@@ -167,6 +168,17 @@ def pixel_kd_nchw_missing_t2(student_logits, teacher_logits, temperature=1.0):
     log_student = F.log_softmax(student_logits / temperature, dim=1)
     soft_teacher = F.softmax(teacher_logits.detach() / temperature, dim=1)
     return F.kl_div(log_student, soft_teacher, reduction="sum") / student_logits.shape[0]
+
+
+@wrong("token-kd-temperature", "temperature-scaling",
+       note="the T**2 factor its record declares is missing, on a mean over kept tokens")
+def token_kd_temperature_missing_t2(student_logits, teacher_logits, labels, temperature=2.0,
+                                    ignore_index=-100):
+    log_q = F.log_softmax(student_logits / temperature, dim=-1)
+    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
+    per_token = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
+    kept = (labels != ignore_index).to(per_token.dtype)
+    return (per_token * kept).sum() / kept.sum().clamp(min=1)
 
 
 @wrong("soft-target-kl", "temperature-scaling",

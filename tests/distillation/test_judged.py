@@ -103,6 +103,15 @@ def test_mutant_is_killed_on_the_claim_of_its_bug(name):
                        f"{sorted(killed)}"
 
 
+def test_a_missing_t2_is_not_read_as_a_mean_over_rows_left_undivided():
+    # At T = 0.5 a missing T**2 multiplies the value by 4: on a case of four rows, what a loss
+    # averaging over its rows gives when it leaves the total undivided, and the run blamed
+    # token-mean-divisor as well (the case has five rows since).
+    mutant = WRONG["token_kd_temperature_missing_t2"]
+    assert failing_must(judged(mutant.impl, mutant.record_path, MUTANT_DTYPES)) == {
+        "temperature-scaling"}
+
+
 def test_every_distillation_claim_has_a_mutant():
     """The kill table of tests/test_mutation.py leaves these claims to the losses here."""
     named = {claim for mutant in WRONG.values() for claim in mutant.breaks}
