@@ -456,13 +456,21 @@ class Property:
                                                       spec))
         return reasons
 
-    def makes_calls(self, adapter, dtype, device, spec):
-        """Whether run_property calls the implementation at all: the property applies, and
-        some claim of it can be judged."""
-        if self.unsupported(adapter, dtype, device):
-            return False
+    def refusal(self, adapter, dtype, device, spec):
+        """(why run_property calls nothing, or None where it calls the implementation: the
+        property applies and some claim of it can be judged; claim -> why it cannot be
+        judged)."""
+        reason = self.unsupported(adapter, dtype, device)
+        if reason:
+            return f"{adapter.name} does not support {reason}", {}
         cannot = self.unsupported_claims(adapter, dtype, device, spec)
-        return not all(claim in cannot for claim in self.claims)
+        if all(claim in cannot for claim in self.claims):
+            return f"{adapter.name}: {'; '.join(sorted(set(cannot.values())))}", cannot
+        return None, cannot
+
+    def makes_calls(self, adapter, dtype, device, spec):
+        """Whether run_property calls the implementation at all (`refusal`)."""
+        return self.refusal(adapter, dtype, device, spec)[0] is None
 
     def options_for(self, adapter):
         """The property's options narrowed to the ranks the adapter takes; None if none fit."""
@@ -638,13 +646,9 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
     spec = load_spec()
     outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{prop.id}", dtype, prop.claims,
                       strictest(spec.claims[claim].level for claim in prop.claims))
-    reason = prop.unsupported(adapter, dtype, device)
-    if reason:
-        return unsupported(outcome, f"{adapter.name} does not support {reason}", prop.claims)
-    cannot = prop.unsupported_claims(adapter, dtype, device, spec)
-    if all(claim in cannot for claim in prop.claims):
-        return unsupported(outcome, f"{adapter.name}: {'; '.join(sorted(set(cannot.values())))}",
-                           prop.claims, cannot)
+    refusal, cannot = prop.refusal(adapter, dtype, device, spec)
+    if refusal:
+        return unsupported(outcome, refusal, prop.claims, cannot)
     judged = [claim for claim in prop.claims if claim not in cannot]
     not_run = [0]
 

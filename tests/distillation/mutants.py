@@ -174,11 +174,8 @@ def pixel_kd_nchw_missing_t2(student_logits, teacher_logits, temperature=1.0):
        note="the T**2 factor its record declares is missing, on a mean over kept tokens")
 def token_kd_temperature_missing_t2(student_logits, teacher_logits, labels, temperature=2.0,
                                     ignore_index=-100):
-    log_q = F.log_softmax(student_logits / temperature, dim=-1)
-    log_p = F.log_softmax(teacher_logits / temperature, dim=-1)
-    per_token = (log_p.exp() * (log_p - log_q)).sum(dim=-1)
-    kept = (labels != ignore_index).to(per_token.dtype)
-    return (per_token * kept).sum() / kept.sum().clamp(min=1)
+    return losses.token_kd_temperature(student_logits, teacher_logits, labels, temperature,
+                                       ignore_index) / temperature ** 2
 
 
 @wrong("soft-target-kl", "temperature-scaling",
