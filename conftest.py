@@ -30,6 +30,12 @@ def pytest_configure(config):
     import hypothesis.strategies  # noqa: F401
     import yaml  # noqa: F401
 
+    # The engine too: a test that meets the engine's exception classes after an in-process run
+    # had imported them first would otherwise hold another copy of each, which the engine's
+    # own `except` clauses do not catch.
+    import klconform.engine.evaluate  # noqa: F401
+    import klconform.engine.properties  # noqa: F401
+
     # torch is optional: library environments (mlx, jax, ...) run the suites without it.
     with contextlib.suppress(ImportError):
         import torch  # noqa: F401

@@ -48,3 +48,19 @@ def rejects_sum(input, target, reduction="mean", log_target=False):
     if reduction == "sum":
         raise ValueError("this loss has no 'sum'")
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
+def starts_a_process_and_hangs(input, target, reduction="mean", log_target=False):
+    if input.dim() == 3:
+        import os
+        import subprocess
+        import sys
+        import tempfile
+
+        process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        # Where tests/test_forked_calls.py looks for it: named after the process it started.
+        with open(os.path.join(tempfile.gettempdir(),
+                               f"klconform-started-by-{os.getpid()}"), "w") as file:
+            file.write(str(process.pid))
+        time.sleep(3600)
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)

@@ -4,12 +4,14 @@ An IsolatedAdapter is the Adapter the engine is given for an --impl: its calls r
 long-lived child process (klconform.engine.call_worker, one per pytest process, so one per
 xdist worker) that re-creates the adapter from an ImplementationSpec. The
 caller waits at most the per-call timeout; a call that hangs gets its process killed (a
-thread could only be abandoned, still running and still burning CPU), and a fresh worker
-is started at once so its start-up overlaps the rest of the run. A call that crashes the
-worker (segfault, os._exit) errors its case and the run goes on.
+thread could only be abandoned, still running and still burning CPU). A call that crashes
+the worker (segfault, os._exit) errors its case and the run goes on. Where the worker can
+fork (engine.call_worker), the process making the calls is a fork of it, which alone is
+killed, and the next call gets a new fork; else a fresh worker is started at once so that
+its imports overlap the rest of the run.
 
 A circuit breaker keeps a hanging or crashing implementation from costing one timeout (or
-one restarted worker, which imports the library again) per case: after HANG_LIMIT timeouts
+one restarted worker) per case: after HANG_LIMIT timeouts
 or crashes in a row on one kind of input (the input's number of dimensions, and that with
 the dtype), calls of that kind are not made any more; they raise CallNotRun, which names
 the calls that hung or crashed. And a function that has never returned a value in this
@@ -24,6 +26,7 @@ Any other Adapter the engine is given is called in this process, without a time 
 import atexit
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -40,6 +43,8 @@ from klconform.machine import THREADS_VARIABLE, threads_per_process
 
 # Loading the adapter in the worker (importing torch, say) is not the call under test.
 LOAD_TIMEOUT_S = 300.0
+# A fork, or reaping a child that ended (killed if it takes longer than 5 s).
+SPAWN_TIMEOUT_S = 60.0
 HANG_LIMIT = 2
 # A correct function raises on some inputs too (an invalid reduction, a probability row its
 # validation rejects), but it returns a value on some call among its first few: only one
@@ -47,6 +52,10 @@ HANG_LIMIT = 2
 # REPEAT_KINDS different shapes or reductions, is taken to raise it on every such call.
 REPEAT_LIMIT = 8
 REPEAT_KINDS = 3
+
+
+# A template worker forking the children that serve the calls (engine.call_worker).
+_CAN_FORK = hasattr(os, "fork") and hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
 
 
 class CallTimeout(Exception):
@@ -111,21 +120,39 @@ def _worker_environment():
     return environment
 
 
+class _Child:
+    """A child the worker forked to serve the calls, and the socket to it."""
+
+    def __init__(self, pid, connection):
+        self.pid = pid
+        self.connection = connection
+
+
 class CallWorker:
-    """One child process and the two pipes to it."""
+    """One child process and the two pipes to it; where it can fork (engine.call_worker), the
+    child it forked to serve the calls too, which alone is replaced after a crash or a hang."""
 
     def __init__(self):
         child_reads, parent_writes = os.pipe()
         parent_reads, child_writes = os.pipe()
+        passed = [child_reads, child_writes]
+        arguments = [str(child_reads), str(child_writes), str(os.getpid())]
+        self.spawner = None
+        if _CAN_FORK:
+            # Datagrams: each request and reply is one message, a socket passed along with it.
+            self.spawner, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            passed.append(worker_end.fileno())
+            arguments.append(str(worker_end.fileno()))
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "klconform.engine.call_worker", str(child_reads),
-             str(child_writes), str(os.getpid())],
-            pass_fds=(child_reads, child_writes), stdin=subprocess.DEVNULL,
+            [sys.executable, "-m", "klconform.engine.call_worker", *arguments],
+            pass_fds=passed, stdin=subprocess.DEVNULL,
             stdout=sys.__stderr__.fileno() if sys.__stderr__ else subprocess.DEVNULL,
             # Its own process group: a kill reaches whatever the implementation started too.
             start_new_session=True, close_fds=True, env=_worker_environment())
         os.close(child_reads)
         os.close(child_writes)
+        if self.spawner is not None:
+            worker_end.close()
         self.outbox = Connection(parent_writes, readable=False)
         self.inbox = Connection(parent_reads, writable=False)
         self.ready = False
@@ -133,36 +160,49 @@ class CallWorker:
         # spec key -> what the worker said describes it (adapters.described), or None
         self.descriptions = {}
         self.sent_path = None
+        self.child = None       # the _Child serving the calls, where the worker forks
+        self.child_sent_path = None
+        # Why the worker serves the calls itself (it cannot fork safely), once it said so.
+        self.refusal = None if self.spawner is not None else "fork is unavailable here"
 
-    def _receive(self, timeout, kinds=("returned", "raised")):
+    def _receive(self, timeout, kinds=("returned", "raised"), connection=None):
         """The next message, or None after `timeout` seconds (None: wait forever)."""
+        connection = connection or self.inbox
         try:
-            if timeout is not None and not self.inbox.poll(timeout):
+            if timeout is not None and not connection.poll(timeout):
                 return None
-            message = wire.decode(self.inbox.recv_bytes())
+            message = wire.decode(connection.recv_bytes())
         except (EOFError, OSError):
-            raise WorkerCrashed(self._crash_text()) from None
+            raise WorkerCrashed(self._crash_text(connection)) from None
         return protocol.checked(message, kinds)
 
-    def _crash_text(self):
-        try:
-            returncode = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            returncode = None
+    def _crash_text(self, connection=None):
+        if connection is not None and self.child is not None \
+                and connection is self.child.connection:
+            returncode = self._reaped(self.child.pid)
+        else:
+            try:
+                returncode = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                returncode = None
         return f"the implementation crashed the call worker process ({_describe_exit(returncode)})"
 
-    def _sys_path(self):
+    def _sys_path(self, to_child=False):
         """The run's sys.path if it changed since the last message (see worker_protocol)."""
         path = list(sys.path)
-        carried = path if path != self.sent_path else None
-        self.sent_path = path
+        sent = self.child_sent_path if to_child else self.sent_path
+        carried = path if path != sent else None
+        if to_child:
+            self.child_sent_path = path
+        else:
+            self.sent_path = path
         return carried
 
-    def _send(self, message):
+    def _send(self, message, connection=None):
         try:
-            self.outbox.send_bytes(wire.encode(message, os.getpid()))
+            (connection or self.outbox).send_bytes(wire.encode(message, os.getpid()))
         except (BrokenPipeError, OSError):
-            raise WorkerCrashed(self._crash_text()) from None
+            raise WorkerCrashed(self._crash_text(connection)) from None
 
     def _wait_ready(self):
         if not self.ready:
@@ -186,22 +226,93 @@ class CallWorker:
         self.loaded.add(spec.key)
         self.descriptions[spec.key] = reply["value"]
 
+    def _ask(self, message, passing=None, timeout=SPAWN_TIMEOUT_S):
+        """The worker's reply to a request on the spawner socket, or None where it gave none
+        within `timeout` seconds (it ended, or it is stuck)."""
+        try:
+            encoded = wire.encode(message, os.getpid())
+            if passing is None:
+                self.spawner.send(encoded)
+            else:
+                socket.send_fds(self.spawner, [encoded], [passing.fileno()])
+            self.spawner.settimeout(timeout)
+            data = self.spawner.recv(1 << 16)
+        except OSError:   # a timeout too
+            return None
+        return protocol.checked(wire.decode(data), ("spawned", "refused", "exited")) \
+            if data else None
+
+    def _reaped(self, pid, timeout=SPAWN_TIMEOUT_S):
+        """How the child `pid` ended, once the worker has reaped it; None if it cannot say."""
+        reply = self._ask(protocol.wait(pid), timeout=timeout)
+        return None if reply is None else reply["returncode"]
+
+    def spawn(self):
+        """The connection the calls go to: a child forked by the worker where it can fork,
+        started now if there is none, else the worker itself."""
+        self._wait_ready()
+        if self.refusal is not None:
+            return None
+        if self.child is None:
+            run_end, child_end = socket.socketpair()
+            try:
+                reply = self._ask(protocol.spawn(), passing=child_end)
+            finally:
+                child_end.close()
+            if reply is None:
+                run_end.close()
+                raise WorkerCrashed(self._crash_text())
+            if reply["kind"] == "refused":
+                run_end.close()
+                self.refusal = reply["reason"]
+                return None
+            child = self.child = _Child(reply["pid"], Connection(run_end.detach()))
+            self.child_sent_path = None
+            if self._receive(LOAD_TIMEOUT_S, kinds=("ready",), connection=child.connection) \
+                    is None:
+                raise WorkerLoadError(f"the call worker's child did not start in "
+                                      f"{LOAD_TIMEOUT_S:g} s")
+        return self.child.connection
+
     def call(self, spec, method, call):
         """(True, value) or (False, error raised by the call); None when it timed out."""
         self.load(spec)
-        self._send(protocol.call(spec, method, call, self._sys_path()))
-        reply = self._receive(spec.timeout if spec.timeout and spec.timeout > 0 else None)
+        connection = self.spawn()
+        to_child = connection is not None
+        self._send(protocol.call(spec, method, call, self._sys_path(to_child)), connection)
+        reply = self._receive(spec.timeout if spec.timeout and spec.timeout > 0 else None,
+                              connection=connection)
         if reply is None:
             return None
         if reply["kind"] == "returned":
             return True, reply["value"]
         return False, _error_of(reply)
 
+    def drop_child(self, reap_within=SPAWN_TIMEOUT_S):
+        """Kill the child serving the calls, with whatever it started, and have the worker
+        reap it (its CPU time then counts in the run's): the next call gets a fresh fork.
+        False where the worker serves the calls itself."""
+        child, self.child = self.child, None
+        if child is None:
+            return False
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        child.connection.close()
+        self._reaped(child.pid, timeout=reap_within)
+        wire.remove_leftovers(os.getpid())
+        return True
+
     def kill(self):
+        # Briefly: the worker may be the reason for the kill. A child it does not reap dies
+        # with it (engine.children) and is reaped by the system.
+        self.drop_child(reap_within=2.0)
         children.kill_group(self.process)
-        for connection in (self.inbox, self.outbox):
+        for connection in (self.inbox, self.outbox, self.spawner):
             try:
-                connection.close()
+                if connection is not None:
+                    connection.close()
             except OSError:
                 pass
         wire.remove_leftovers(os.getpid())
@@ -209,6 +320,8 @@ class CallWorker:
     def close(self):
         """Ask nicely (end of input), then make sure."""
         try:
+            if self.child is not None:
+                self.child.connection.close()
             self.outbox.close()
             self.process.wait(timeout=2)
         except (OSError, subprocess.TimeoutExpired):
@@ -319,7 +432,11 @@ class _Pool:
         return self.worker
 
     def replace(self):
+        """After a call crashed or hung: where the worker forked the child that made it, a
+        new fork serves the next call, and the worker stays; else a new worker."""
         if self.worker is not None:
+            if self.worker.drop_child() and self.worker.process.poll() is None:
+                return
             self.worker.kill()
         # Started now, so its imports overlap the rest of the run instead of the next call.
         self.worker = CallWorker()

@@ -11,6 +11,16 @@ Python objects: a Call, an Observation or gradients, an exception.
                     returned {value}
                     raised  {error} | {error_type, error_text} (an error that does not pickle)
 
+Where the worker is a template (engine.call_worker), the run also asks it, on a socket of
+their own, for the children that serve the calls; a child then speaks the protocol above on
+the socket that came with `spawn`, starting with `ready`:
+
+    run -> template spawn   {}  with a socket passed along
+                    wait    {pid}
+    template -> run spawned {pid}
+                    refused {reason}   (it cannot fork safely: calls go to the template)
+                    exited  {pid, returncode}  (returncode negative: the signal; null: unknown)
+
 `implementation` is the ImplementationSpec as data: the worker keeps one adapter per spec.
 The value returned to a load describes the loaded implementation (adapters.described), or is
 None where only its own adapter, loaded in the run too, can describe it.
@@ -87,6 +97,26 @@ def raised(error):
 def raised_text(error):
     return {"protocol": PROTOCOL, "kind": "raised", "error_type": type(error).__name__,
             "error_text": str(error)}
+
+
+def spawn():
+    return {"protocol": PROTOCOL, "kind": "spawn"}
+
+
+def wait(pid):
+    return {"protocol": PROTOCOL, "kind": "wait", "pid": pid}
+
+
+def spawned(pid):
+    return {"protocol": PROTOCOL, "kind": "spawned", "pid": pid}
+
+
+def refused(reason):
+    return {"protocol": PROTOCOL, "kind": "refused", "reason": reason}
+
+
+def exited(pid, returncode):
+    return {"protocol": PROTOCOL, "kind": "exited", "pid": pid, "returncode": returncode}
 
 
 def checked(message, kinds):
