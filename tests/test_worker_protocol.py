@@ -73,3 +73,10 @@ def test_a_spec_is_immutable_and_its_convention_absolute(tmp_path, monkeypatch):
     assert spec.convention == str(tmp_path / "conventions" / "kl.yaml")
     with pytest.raises(AttributeError):
         spec.timeout = 1
+
+
+def test_the_benchmarks_overhead_times_a_call_in_the_worker_and_one_made_here():
+    # The run's own adapter only describes a built-in: the in-process side loads one that calls.
+    adapter = isolation.isolated(implementation_spec("numpy", timeout=60))
+    isolated, direct = isolation.measure_overhead(adapter, _uniform((4, 8), "none"), repeats=3)
+    assert isolated > 0 and direct > 0
