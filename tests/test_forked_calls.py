@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from klconform.adapters.base import Call
-from klconform.engine import isolation
+from klconform.engine import call_errors, isolation
 from klconform.engine.worker_protocol import implementation_spec
 
 
@@ -54,7 +54,7 @@ def test_a_crash_costs_a_fork_of_the_worker_not_a_new_worker(fresh_pool):
     worker = isolation._pool.worker
     first = worker.child.pid
     assert _stat(first)[1] == worker.process.pid   # forked by the worker
-    with pytest.raises(isolation.WorkerCrashed, match=r"crashed the call worker process "
+    with pytest.raises(call_errors.WorkerCrashed, match=r"crashed the call worker process "
                                                       r"\(exit status 3\)"):
         adapter.run(_uniform((2, 3)))
     assert adapter.run(_uniform((3,))).shape == ()
@@ -71,7 +71,7 @@ def test_a_hung_call_is_killed_with_what_it_started_and_the_worker_stays(fresh_p
     hung = worker.child.pid
     marker = Path(tempfile.gettempdir()) / f"klconform-started-by-{hung}"
     try:
-        with pytest.raises(isolation.CallTimeout, match="no result after 1 s"):
+        with pytest.raises(call_errors.CallTimeout, match="no result after 1 s"):
             adapter.run(_uniform((1, 2, 3)))
         started = int(marker.read_text())   # the call had started a process of its own
         assert _gone(hung) and _gone(started)
@@ -88,7 +88,7 @@ def test_a_worker_whose_load_started_a_thread_makes_the_calls_itself(fresh_pool)
     worker = isolation._pool.worker
     assert worker.child is None
     assert "started 1 thread(s)" in worker.refusal
-    with pytest.raises(isolation.WorkerCrashed, match="exit status 3"):
+    with pytest.raises(call_errors.WorkerCrashed, match="exit status 3"):
         adapter.run(_uniform((2, 3)))
     # The worker itself crashed: a new one, which imports the library again.
     assert isolation._pool.worker is not worker

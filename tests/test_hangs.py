@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from klconform.adapters.base import Call
-from klconform.engine import isolation
+from klconform.engine import call_errors, isolation
+from klconform.engine.breaker import HANG_LIMIT, REPEAT_LIMIT
 from klconform.engine.properties import BY_ID, run_property
 from klconform.engine.worker_protocol import implementation_spec
 
@@ -90,7 +91,7 @@ def _assert_report_names_the_hung_cases(report):
     # expanded layout adds a leading axis).
     assert all("3d" in case or case.startswith("layout:") for case, _ in hung), sorted(hung)
     assert any(case.startswith("layout:") and "2d" in case for case, _ in hung), sorted(hung)
-    assert sum("no result after" in text for text in hung.values()) == isolation.HANG_LIMIT
+    assert sum("no result after" in text for text in hung.values()) == HANG_LIMIT
     assert any("not run: the implementation hung" in text for text in hung.values())
     assert report["summary"]["passed"] > 200  # everything else ran
 
@@ -119,14 +120,14 @@ def test_breaker_is_per_kind_of_input_dtype_included():
     t = np.full((2, 3), 1 / 3)
     half = Call(x, t, dtype="float16", reduction="sum")
     single = Call(x, t, dtype="float32", reduction="sum")
-    for _ in range(isolation.HANG_LIMIT):
-        with pytest.raises(isolation.CallTimeout, match="no result after"):
+    for _ in range(HANG_LIMIT):
+        with pytest.raises(call_errors.CallTimeout, match="no result after"):
             timed(adapter, 0.5).run(half)
         # The same number of dimensions in another dtype keeps working, and does not
         # reset the float16 streak.
         assert timed(adapter, 30).run(single).shape == ()
     started = time.monotonic()
-    with pytest.raises(isolation.CallNotRun, match="2-d inputs in float16"):
+    with pytest.raises(call_errors.CallNotRun, match="2-d inputs in float16"):
         timed(adapter, 0.5).run(half)
     assert time.monotonic() - started < 0.4  # refused without calling
     assert timed(adapter, 30).run(single).shape == ()
@@ -169,11 +170,11 @@ def _uniform(shape, dtype="float32", reduction="sum"):
 def test_breaker_counts_crashes_as_it_counts_hangs():
     adapter = load_isolated("tests.hanging:exits_on_2d_sum")
     crashing = _uniform((2, 3))
-    for _ in range(isolation.HANG_LIMIT):
-        with pytest.raises(isolation.WorkerCrashed, match="exit status 3"):
+    for _ in range(HANG_LIMIT):
+        with pytest.raises(call_errors.WorkerCrashed, match="exit status 3"):
             adapter.run(crashing)
     started = time.monotonic()
-    with pytest.raises(isolation.CallNotRun, match="hung or crashed on 2 calls in a row with "
+    with pytest.raises(call_errors.CallNotRun, match="hung or crashed on 2 calls in a row with "
                                                    "2-d inputs.*crashed"):
         adapter.run(crashing)
     assert time.monotonic() - started < 0.4  # refused without starting a worker's imports
@@ -193,7 +194,7 @@ def test_the_same_error_on_every_call_is_raised_again_without_calling():
     adapter = load_isolated("tests.hanging:returns_numpy")
     kinds = [_uniform((2, 3)), _uniform((4,), reduction="mean"), _uniform((2, 2, 3))]
     errors = []
-    for index in range(isolation.REPEAT_LIMIT):
+    for index in range(REPEAT_LIMIT):
         with pytest.raises(Exception) as raised:
             adapter.run(kinds[index % len(kinds)])
         assert not getattr(raised.value, "replayed", None)
@@ -223,7 +224,7 @@ def test_a_function_that_has_returned_is_always_called_again():
     # first call returned: each later call is made and answered by the function itself.
     adapter = load_isolated("tests.hanging:rejects_sum")
     assert adapter.run(_uniform((2, 3), reduction="mean")).shape == ()
-    for index in range(isolation.REPEAT_LIMIT + 2):
+    for index in range(REPEAT_LIMIT + 2):
         with pytest.raises(ValueError, match="no 'sum'") as raised:
             adapter.run(_uniform((2, index + 2)))
         assert not getattr(raised.value, "replayed", None)

@@ -186,12 +186,12 @@ def test_a_case_expecting_an_error_is_not_passed_by_a_call_that_did_not_complete
     # A hang, a call not made, a crashed process or an implementation that never loaded is
     # not the error an invalid reduction asks for: the case errors, it does not pass.
     from klconform.adapters import load_adapter
-    from klconform.engine import isolation
+    from klconform.engine import call_errors
     from klconform.engine.evaluate import evaluate
     from klconform.spec.cases import load_cases
     from klconform.statuses import Status
 
-    error = getattr(isolation, not_completed)("no result")
+    error = getattr(call_errors, not_completed)("no result")
 
     class DidNotComplete(type(load_adapter("numpy"))):
         def run(self, call):

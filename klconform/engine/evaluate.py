@@ -18,6 +18,7 @@ from klconform.engine.attribution import (
     explaining,
     judge_value,
 )
+from klconform.engine.call_errors import CALL_NOT_COMPLETED
 from klconform.engine.diagnosis import DIAGNOSIS_PREFIX, explain_mismatch
 from klconform.engine.expectations import (
     check_cross_entropy,
@@ -30,7 +31,6 @@ from klconform.engine.expectations import (
     oracle_for,
     representation_allowance,
 )
-from klconform.engine.isolation import CALL_NOT_COMPLETED
 from klconform.engine.judging import (
     CALL_CLAIM,
     DTYPE_CLAIM,

@@ -10,15 +10,15 @@ fork (engine.call_worker), the process making the calls is a fork of it, which a
 killed, and the next call gets a new fork; else a fresh worker is started at once so that
 its imports overlap the rest of the run.
 
-A circuit breaker keeps a hanging or crashing implementation from costing one timeout (or
-one restarted worker) per case: after HANG_LIMIT timeouts
-or crashes in a row on one kind of input (the input's number of dimensions, and that with
-the dtype), calls of that kind are not made any more; they raise CallNotRun, which names
-the calls that hung or crashed. And a function that has never returned a value in this
-process and raised the same error on REPEAT_LIMIT calls in a row of one dtype, of several
-kinds of call, is broken for every such call (it returns the wrong array type, it lacks a
-required keyword): later calls raise that error again without being made (`replayed`
-says so).
+A circuit breaker (engine.breaker) keeps a hanging or crashing implementation from costing
+one timeout (or one restarted worker) per case: after HANG_LIMIT timeouts or crashes in a
+row on one kind of input (the input's number of dimensions, and that with the dtype), calls
+of that kind are not made any more; they raise CallNotRun, which names the calls that hung
+or crashed. And a function that has never returned a value in this process and raised the
+same error on REPEAT_LIMIT calls in a row of one dtype, of several kinds of call, is broken
+for every such call (it returns the wrong array type, it lacks a required keyword): later
+calls raise that error again without being made (`replayed` says so). How a call ends
+without returning or raising is engine.call_errors.
 
 Any other Adapter the engine is given is called in this process, without a time limit.
 """
@@ -31,12 +31,18 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from klconform.adapters.base import Adapter
 from klconform.engine import children, compile_ahead, wire
 from klconform.engine import worker_protocol as protocol
+from klconform.engine.breaker import CircuitBreaker
+from klconform.engine.call_errors import (
+    CallTimeout,
+    WorkerCrashed,
+    WorkerLoadError,
+    rebuilt_error,
+)
 from klconform.engine.worker_protocol import ImplementationSpec, ProtocolError
 from klconform.errors import KLConformError
 from klconform.machine import THREADS_VARIABLE, threads_per_process
@@ -45,55 +51,17 @@ from klconform.machine import THREADS_VARIABLE, threads_per_process
 LOAD_TIMEOUT_S = 300.0
 # A fork, or reaping a child that ended (killed if it takes longer than 5 s).
 SPAWN_TIMEOUT_S = 60.0
-HANG_LIMIT = 2
-# A correct function raises on some inputs too (an invalid reduction, a probability row its
-# validation rejects), but it returns a value on some call among its first few: only one
-# that never has, with the same error on this many calls in a row of one dtype, of at least
-# REPEAT_KINDS different shapes or reductions, is taken to raise it on every such call.
-REPEAT_LIMIT = 8
-REPEAT_KINDS = 3
 
 
 # A template worker forking the children that serve the calls (engine.call_worker).
 _CAN_FORK = hasattr(os, "fork") and hasattr(socket, "send_fds") and hasattr(socket, "AF_UNIX")
 
 
-class CallTimeout(Exception):
-    """The implementation did not return within the per-call timeout."""
-
-
-class CallNotRun(CallTimeout):
-    """The circuit breaker is open for this kind of input: the call was not made."""
-
-
-class WorkerCrashed(Exception):
-    """The implementation killed the process running the call (segfault, exit, ...)."""
-
-
-class WorkerLoadError(Exception):
-    """The call worker could not re-create the adapter from its ImplementationSpec."""
-
-    def __init__(self, message, cause=None):
-        super().__init__(message)
-        self.cause = cause   # the worker's own error, where it raised one
-
-
-# A call that ended without the implementation returning or raising: it hung, was not made,
-# took its process down, or the implementation never loaded. None of them is the error a
-# case expecting one (an invalid reduction) asks for.
-CALL_NOT_COMPLETED = (CallTimeout, WorkerCrashed, WorkerLoadError)
-
-
 def _error_of(reply):
     """The exception a `raised` reply carries, rebuilt by name if it did not pickle."""
     if "error" in reply:
         return reply["error"]
-    return _rebuilt_error(reply["error_type"], reply["error_text"])
-
-
-def _rebuilt_error(type_name, text):
-    # An exception class that does not pickle still reaches the case under its own name.
-    return type(type_name, (Exception,), {})(text)
+    return rebuilt_error(reply["error_type"], reply["error_text"])
 
 
 def _describe_exit(returncode):
@@ -327,90 +295,6 @@ class CallWorker:
         except (OSError, subprocess.TimeoutExpired):
             pass
         self.kill()
-
-
-@dataclass
-class _Repeated:
-    """One error a function that never returned has raised in a row, in one dtype."""
-
-    type_name: str
-    text: str
-    count: int = 1
-    kinds: set = field(default_factory=set)   # (shape, reduction) of the calls
-
-
-class CircuitBreaker:
-    """Counts timeouts and crashes in a row per kind of input (a kind that hangs or crashes
-    HANG_LIMIT times is off), and the same error in a row from a function that never
-    returned (REPEAT_LIMIT of them, and every later call raises it again)."""
-
-    def __init__(self, limit=HANG_LIMIT, repeat_limit=REPEAT_LIMIT):
-        self.limit = limit
-        self.repeat_limit = repeat_limit
-        self.streaks = {}      # kind -> timeouts or crashes since a call of that kind returned
-        self.hung = {}         # kind -> descriptions of the calls that timed out or crashed
-        self.returned_once = set()  # implementations that have returned a value
-        self.repeats = {}      # (implementation, dtype) -> _Repeated
-
-    @staticmethod
-    def kinds(implementation, call):
-        ndim = getattr(getattr(call, "input", None), "ndim", None)
-        dtype = getattr(call, "dtype", None)
-        return ((implementation, ndim), (implementation, ndim, dtype))
-
-    @staticmethod
-    def describe(kind):
-        ndim = kind[1]
-        text = f"{ndim}-d inputs" if ndim is not None else "these inputs"
-        return text + (f" in {kind[2]}" if len(kind) > 2 else "")
-
-    def refuse(self, implementation, call):
-        """The exception to raise instead of making the call, or None: CallNotRun for a kind
-        that hangs or crashes, the repeated error of a function broken for every call."""
-        for kind in self.kinds(implementation, call):
-            if self.streaks.get(kind, 0) >= self.limit:
-                return CallNotRun(
-                    f"not run: the implementation hung or crashed on {self.limit} calls in a "
-                    f"row with {self.describe(kind)} "
-                    f"({'; '.join(self.hung[kind][-self.limit:])}), so klconform stopped "
-                    f"calling it with such inputs (--kl-timeout)")
-        repeated = self.repeats.get((implementation, getattr(call, "dtype", None)))
-        if repeated and repeated.count >= self.repeat_limit \
-                and len(repeated.kinds) >= REPEAT_KINDS:
-            # The same type name and text: the report groups it with the calls made.
-            error = _rebuilt_error(repeated.type_name, repeated.text)
-            error.replayed = (f"not called: the implementation raised this on each of its "
-                              f"first {repeated.count} calls and never returned a value")
-            return error
-        return None
-
-    def returned(self, implementation, call):
-        self.returned_once.add(implementation)
-        self.repeats = {key: value for key, value in self.repeats.items()
-                        if key[0] != implementation}
-        for kind in self.kinds(implementation, call):
-            self.streaks.pop(kind, None)
-
-    def raised(self, implementation, call, error):
-        """Counted per dtype: a function broken everywhere often fails differently in one
-        dtype (numpy has no bfloat16), and that must not break the others' streaks."""
-        if implementation in self.returned_once:
-            return
-        name, text = type(error).__name__, str(error)
-        key = (implementation, getattr(call, "dtype", None))
-        repeated = self.repeats.get(key)
-        if repeated and (repeated.type_name, repeated.text) == (name, text):
-            repeated.count += 1
-        else:
-            repeated = self.repeats[key] = _Repeated(name, text)
-        repeated.kinds.add((getattr(getattr(call, "input", None), "shape", None),
-                            getattr(call, "reduction", None)))
-
-    def failed(self, implementation, call, label):
-        """A call of this kind timed out or crashed the worker."""
-        for kind in self.kinds(implementation, call):
-            self.streaks[kind] = self.streaks.get(kind, 0) + 1
-            self.hung.setdefault(kind, []).append(label)
 
 
 def _label(call):

@@ -26,6 +26,7 @@ from klconform.dtypes import round_to
 from klconform.engine import snippets as reproduce
 from klconform.engine import stored_examples, strategies
 from klconform.engine.attribution import judge_value
+from klconform.engine.call_errors import CallNotRun, CallTimeout
 from klconform.engine.evaluate import (
     budget_dtype,
     lower_precision_expected,
@@ -40,7 +41,6 @@ from klconform.engine.expectations import (
     compare_with_oracle,
     oracle_for,
 )
-from klconform.engine.isolation import CallNotRun, CallTimeout
 from klconform.engine.judging import (
     DTYPE_CLAIM,
     settle,
