@@ -102,3 +102,16 @@ def test_a_worker_that_cannot_fork_is_not_asked_to(fresh_pool, monkeypatch):
     worker = isolation._pool.worker
     assert worker.child is None and worker.spawner is None
     assert len(worker.process.args) == 3 + 3   # python -m MODULE, and no spawner socket
+
+
+def test_what_the_library_printed_on_import_is_printed_once(fresh_pool, capfd, monkeypatch):
+    monkeypatch.delenv("PYTHONUNBUFFERED", raising=False)   # the worker's print is buffered
+    adapter = isolation.isolated(implementation_spec("tests.prints_on_import:kl_div", timeout=60))
+    for _ in range(2):   # two crashes: two more forks of the worker that imported it
+        assert adapter.run(_uniform((3,))).shape == ()
+        with pytest.raises(call_errors.WorkerCrashed):
+            adapter.run(_uniform((2, 3)))
+    assert adapter.run(_uniform((3,))).shape == ()
+    isolation._pool.shutdown()
+    printed = capfd.readouterr()
+    assert (printed.out + printed.err).count("prints_on_import: imported") == 1

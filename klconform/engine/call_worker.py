@@ -95,6 +95,9 @@ class _Template:
                 os.close(child_end)
             self._reply(protocol.refused(refusal))
             return None
+        # What the library printed on import would otherwise be printed again by each child.
+        sys.stdout.flush()
+        sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
             return self._become_child(channels, child_end)
