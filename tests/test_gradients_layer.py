@@ -94,3 +94,16 @@ def test_backward_wrong_only_on_the_target_only_path_is_caught_in_float64_differ
     assert outcome.status == "failed"
     assert outcome.claims == ("gradient-target",)
     assert all(check.startswith("target only: ") for check in outcome.checks), outcome.checks
+
+
+def test_a_mistakes_gradient_is_judged_at_its_own_magnitude():
+    # Identical distributions in one row of 7: the value is 0 whatever 'mean' divides by, the
+    # gradient of 'mean' divided by size(0) = 1 is 7 times the right one. Predicted as the
+    # right gradient times 7, it is one unit in the last place off what the function computes,
+    # more than the right gradient's own float64 budget: a budget of that magnitude blamed
+    # gradient-input and gradient-target besides reduction-mean.
+    case = next(case for case in load_cases() if case.id == "identical-tiny-softmax-is-zero")
+    outcome = evaluate_gradients(case, "float64",
+                                 load_adapter("tests.mutants:mean_divides_by_size0"))
+    assert outcome.status == "failed"
+    assert outcome.claims == ("reduction-mean",), outcome.checks
