@@ -15,6 +15,7 @@ import pytest
 from klconform.adapters.numpy_adapter import NumpyAdapter
 from klconform.dtypes import DTYPES
 from klconform.engine import properties, stored_examples
+from klconform.engine.call_errors import CallNotRun
 from klconform.harness.hypothesis_profiles import DEFAULT_EXAMPLES, configure
 
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "store_property_examples.py"
@@ -159,6 +160,61 @@ def test_an_example_replaced_in_the_replay_hands_the_property_to_the_search(defa
     assert outcome.status == "passed"
     # Counted once, by the search, not again for the replay.
     assert "not run" not in (outcome.message or "")
+
+
+class _BreakerOpen(NumpyAdapter):
+    """Calls as the run's adapter makes them once the call worker's circuit breaker is open
+    for inputs of `refused_ranks` dimensions: not made."""
+
+    def __init__(self, refused_ranks):
+        super().__init__()
+        self.refused_ranks = refused_ranks
+
+    def run(self, call):
+        if np.ndim(call.input) in self.refused_ranks:
+            raise CallNotRun(f"not run: the implementation crashed on 2 calls in a row with "
+                             f"{np.ndim(call.input)}-d inputs")
+        return super().run(call)
+
+
+def _searches(monkeypatch):
+    searched = []
+    original = properties._hypothesis_test
+    monkeypatch.setattr(properties, "_hypothesis_test",
+                        lambda *args: searched.append(args[0]) or original(*args))
+    return searched
+
+
+def test_a_stored_example_the_breaker_refuses_is_left_out_and_the_replay_goes_on(
+        default_profile, monkeypatch):
+    searched = _searches(monkeypatch)
+    prop = properties.BY_ID["none-keeps-shape"]
+    stored = list(properties.replayed_examples(prop, prop.drawing(NumpyAdapter(), "float64",
+                                                                  "cpu"),
+                                               "float64", DEFAULT_EXAMPLES))
+    two_dimensional = sum(np.ndim(example.input) == 2 for example in stored)
+    assert 0 < two_dimensional < len(stored)
+    outcome = properties.run_property(prop, _BreakerOpen({2}), "float64")
+    # A search for replacements would draw through the refused kind again and again.
+    assert searched == []
+    assert outcome.status == "passed"
+    assert f"so {two_dimensional} of the stored examples were left out" in outcome.message
+
+
+def test_a_property_whose_every_call_the_breaker_refused_checked_nothing_and_errs(
+        default_profile, monkeypatch):
+    searched = _searches(monkeypatch)
+    prop = properties.BY_ID["none-keeps-shape"]
+    replayed = properties.run_property(prop, _BreakerOpen(range(8)), "float64")
+    # Seeded: Hypothesis searches, and rejects every example it draws.
+    searching = properties.run_property(prop, _BreakerOpen(range(8)), "float64", seed=3)
+    assert searched == ["none-keeps-shape"]
+    for outcome in (replayed, searching):
+        assert outcome.status == "errored", (outcome.status, outcome.message)
+        assert set(outcome.claim_results.values()) == {"errored"}
+        assert outcome.checks[0].startswith("no example checked: the call(s) of every "
+                                            "example were not run (")
+        assert "crashed on 2 calls in a row" in outcome.checks[0]
 
 
 def test_seeded_and_other_sized_searches_are_not_replayed(default_profile, monkeypatch):

@@ -64,6 +64,12 @@ class ExampleReplaced(Exception):
     of the property: the search draws another in its place."""
 
 
+class ExampleNotRun(ExampleReplaced):
+    """A call of this example was not made: the implementation hung or crashed on calls of
+    its kind before (the circuit breaker). A stored example is left out, and the replay goes
+    on; the search draws another."""
+
+
 class ImplementationRaised(Exception):
     """The implementation raised during a property's call: the property errors."""
 
@@ -142,10 +148,10 @@ class ExampleRun:
             raise ExampleReplaced(f"{label}: {plan.unsupported}")
         try:
             observation = self.adapter.run(call)
-        except CallNotRun:
+        except CallNotRun as refusal:
             # The breaker is open for this kind of input: draw another kind instead.
             self.refused += 1
-            raise ExampleReplaced(f"{label}: not run") from None
+            raise ExampleNotRun(f"{label}: {refusal}") from None
         except CallTimeout as error:
             raise PropertyHung(label, call, error) from None
         except Exception as error:  # the implementation's failure is a result, not a crash
@@ -651,6 +657,8 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
         return unsupported(outcome, refusal, prop.claims, cannot)
     judged = [claim for claim in prop.claims if claim not in cannot]
     not_run = [0]
+    checked = [0]     # examples whose calls were all made
+    refusals = []     # what the breaker said, of the examples it left out or replaced
 
     def search(example):
         probe = ExampleRun(adapter, example, device, judged, attribute=False)
@@ -660,14 +668,19 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
             probe.error = error
             probe.failures.add(str(error))
             probe.first_failed = probe.first_failed or (error.call, None, None)
+        except ExampleNotRun as refusal:
+            refusals.append(str(refusal))
+            raise
         finally:
             not_run[0] += probe.refused
+        checked[0] += 1
         if probe.error:
             raise PropertyErrored(probe)
         if probe.failures:
             raise PropertyViolation(probe)
 
     drawing = prop.drawing(adapter, dtype, device)
+    left_out = []     # stored examples not checked because the breaker refused their calls
 
     def drawn_search(example):
         try:
@@ -680,7 +693,13 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
         searched, stored_failure = stored is not None, None
         try:
             for example in stored or ():
-                search(example)
+                try:
+                    search(example)
+                except ExampleNotRun:
+                    # Searching for a replacement would draw through the kind the
+                    # implementation crashed or hung on again (benchmarks/RESULTS.md): the
+                    # stored examples of the other kinds are checked as in any run.
+                    left_out.append(example)
         except PropertyViolation as violation:
             stored_failure, searched = violation, False
         except ExampleReplaced:
@@ -688,7 +707,8 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
         if not searched:
             # Its search starts again from the first example and counts again what it could
             # not run.
-            not_run[0] = 0
+            not_run[0] = checked[0] = 0
+            left_out.clear()
             with without_local_constants():
                 _hypothesis_test(prop.id, dtype, seed, drawing.strategy(dtype), drawn_search)()
             if stored_failure is not None:
@@ -710,16 +730,26 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
             outcome.status = Status.ERRORED
         return outcome
     except Unsatisfiable:
-        # Every drawn example asked for a call the implementation's plan refuses.
-        return unsupported(outcome, f"{adapter.name}: no drawn example is a call it can be "
-                                    f"asked at {dtype}", prop.claims)
+        if not not_run[0]:
+            # Every drawn example asked for a call the implementation's plan refuses.
+            return unsupported(outcome, f"{adapter.name}: no drawn example is a call it can "
+                                        f"be asked at {dtype}", prop.claims)
+        # Else the breaker refused them (checked[0] tells): not a limit the record declares.
     except HypothesisException as error:  # flaky implementation, ...
         outcome.status = Status.ERRORED
         outcome.checks = [f"hypothesis: {type(error).__name__}: "
                           f"{first_line(error)}"]
-    if not_run[0]:
+    if not_run[0] and not checked[0] and (
+            outcome.status == Status.PASSED or outcome.checks[0].startswith("hypothesis:")):
+        # Nothing of the property was checked (a search gives up on rejecting every draw):
+        # the breaker's reason leads, and the run must not count the property as passing.
+        outcome.checks.insert(0, f"no example checked: the call(s) of every example were not "
+                                 f"run ({refusals[-1]})")
+    elif not_run[0]:
+        instead = (f"{len(left_out)} of the stored examples were left out" if left_out else
+                   "those examples were replaced by others")
         note = (f"{not_run[0]} call(s) not run: the implementation hung or crashed earlier on "
-                f"inputs of their kind, so those examples were replaced by others")
+                f"inputs of their kind, so {instead}")
         outcome.message = f"{outcome.message}; {note}" if outcome.message else note
         if outcome.status == Status.ERRORED and outcome.checks[0].startswith("hypothesis:"):
             outcome.checks.insert(0, note)
