@@ -129,6 +129,7 @@ class ExampleRun:
         self.cases = []           # case descriptions that reproduce this example as YAML
         self.first_failed = None  # (call, expected, value) of the first failing comparison
         self.refused = 0          # calls the circuit breaker did not make
+        self.refusal = None       # what it said of the last one
 
     def call(self, input=None, target=None, reduction="same", log_target="same"):
         example = self.example
@@ -149,9 +150,11 @@ class ExampleRun:
         try:
             observation = self.adapter.run(call)
         except CallNotRun as refusal:
-            # The breaker is open for this kind of input: draw another kind instead.
+            # The breaker is open for this kind of input: this example is left out, or the
+            # search draws another kind instead.
             self.refused += 1
-            raise ExampleNotRun(f"{label}: {refusal}") from None
+            self.refusal = f"{label}: {refusal}"
+            raise ExampleNotRun(self.refusal) from None
         except CallTimeout as error:
             raise PropertyHung(label, call, error) from None
         except Exception as error:  # the implementation's failure is a result, not a crash
@@ -668,11 +671,10 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
             probe.error = error
             probe.failures.add(str(error))
             probe.first_failed = probe.first_failed or (error.call, None, None)
-        except ExampleNotRun as refusal:
-            refusals.append(str(refusal))
-            raise
         finally:
             not_run[0] += probe.refused
+            if probe.refusal:
+                refusals.append(probe.refusal)
         checked[0] += 1
         if probe.error:
             raise PropertyErrored(probe)
