@@ -26,3 +26,11 @@ ALSO_FITS = " (also fits: "
 # that the command can be pasted as it stands).
 SHRUNK_EXAMPLE = "shrunk example: "
 ALSO_FITS_SEPARATOR = " | "
+
+# The circuit breaker as the engine words it and a report reads it: a call it did not make
+# raised NOT_RUN_ERROR, whose message lists the calls it stopped after, each "<call> crashed"
+# or "<call> hung"; and the error each of those calls raised, by that word. A call not made
+# is the crash's or the hang's root cause, not one of its own.
+NOT_RUN_ERROR = "CallNotRun"
+CALL_CRASHED, CALL_HUNG = "crashed", "hung"
+STOPPING_ERRORS = {CALL_CRASHED: "WorkerCrashed", CALL_HUNG: "CallTimeout"}

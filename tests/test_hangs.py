@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 
 from klconform.adapters.base import Call
+from klconform.constants import CALL_CRASHED, CALL_HUNG, NOT_RUN_ERROR, STOPPING_ERRORS
 from klconform.engine import call_errors, isolation
 from klconform.engine.breaker import HANG_LIMIT, REPEAT_LIMIT
 from klconform.engine.properties import BY_ID, run_property
 from klconform.engine.worker_protocol import implementation_spec
+from klconform.report.root_causes import root_causes
 
 HANGING_SOURCE = Path(__file__).with_name("hanging.py")
 
@@ -112,6 +114,11 @@ def test_hang_with_a_short_timeout_names_the_cases_and_leaves_nothing_behind(tmp
     report, output = _finish(process, report_path, tag, started)
     _assert_report_names_the_hung_cases(report)
     assert "CallTimeout" in output
+    # The calls not made after the two that hung are the hang's root cause, not their own.
+    causes = root_causes(report)
+    assert [cause.title.split(":")[0] for cause in causes] == [
+        "the implementation raised CallTimeout"], [cause.title for cause in causes]
+    assert "klconform: 1 root cause of " in output
 
 
 def test_breaker_is_per_kind_of_input_dtype_included():
@@ -228,3 +235,10 @@ def test_a_function_that_has_returned_is_always_called_again():
         with pytest.raises(ValueError, match="no 'sum'") as raised:
             adapter.run(_uniform((2, index + 2)))
         assert not getattr(raised.value, "replayed", None)
+
+
+def test_the_report_reads_the_breakers_words_as_the_engine_writes_them():
+    # report.root_causes joins a call not made to the crash or hang it names, by these names.
+    assert call_errors.CallNotRun.__name__ == NOT_RUN_ERROR
+    assert STOPPING_ERRORS == {CALL_CRASHED: call_errors.WorkerCrashed.__name__,
+                               CALL_HUNG: call_errors.CallTimeout.__name__}

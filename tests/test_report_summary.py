@@ -239,3 +239,43 @@ def test_a_few_failures_another_mistake_fits_join_the_root_cause_of_the_rest():
     groups = sorted(sorted(f["nodeid"] for f in group.failures)
                     for group in root_causes(report))
     assert groups == [["a", "b", "logits"], ["clamped"]]
+
+
+def test_calls_the_breaker_did_not_make_are_the_root_cause_of_the_crash_or_hang_they_name():
+    def failure(node, check, claims=("reduction-sum",)):
+        return {"nodeid": node, "checks": [check], "diagnosis": None, "claims": list(claims),
+                "status": "errored", "level": "must"}
+
+    def not_run(calls, on=""):
+        return (f"klconform raised CallNotRun{on}: not run: the implementation hung or crashed "
+                f"on 2 calls in a row with 3-d inputs ({calls}), so klconform stopped calling "
+                f"it with such inputs (--kl-timeout)")
+
+    crashed = "2x2x3 float32 reduction='none' crashed; 2x2x3 float64 reduction='none' crashed"
+    hung = "4 float16 reduction='sum' hung; 4 float16 reduction='mean' hung"
+    segfault = "the implementation crashed the call worker process (SIGSEGV)"
+    report = {"claims": [], "failures": [
+        # Listed before the crash it names: the group is still titled by the crash.
+        failure("not-run", not_run(crashed), claims=("reduction-batchmean",)),
+        failure("crash", f"the implementation raised WorkerCrashed: {segfault}"),
+        failure("crash-in-property",
+                f"the implementation raised WorkerCrashed on the 'sum' call: {segfault}"),
+        failure("property-not-run", not_run(crashed, on=" on the 'sum' call")
+                + "; no example was checked: the call(s) of every example were not run"),
+        failure("hang", "the implementation raised CallTimeout: no result after 1 s"),
+        failure("hang-not-run", not_run(hung)),
+        # Stopped after a crash and a hang, which are two root causes: which one is not known.
+        failure("mixed-not-run", not_run(f"{crashed.split(';')[0]}; {hung.split(';')[0]}")),
+    ]}
+    groups = {tuple(sorted(f["nodeid"] for f in group.failures)): group
+              for group in root_causes(report)}
+    assert set(groups) == {("crash", "crash-in-property", "not-run", "property-not-run"),
+                           ("hang", "hang-not-run"), ("mixed-not-run",)}
+    crash = groups["crash", "crash-in-property", "not-run", "property-not-run"]
+    assert crash.title == f"the implementation raised WorkerCrashed: {segfault}"
+    assert set(crash.claims) == {"reduction-sum", "reduction-batchmean"}
+    # Without a crash to join, a call not made stays a root cause of its own.
+    report["failures"] = [f for f in report["failures"] if "crash" not in f["nodeid"]]
+    assert sorted(sorted(f["nodeid"] for f in group.failures)
+                  for group in root_causes(report)) == [
+        ["hang", "hang-not-run"], ["mixed-not-run"], ["not-run"], ["property-not-run"]]

@@ -34,6 +34,7 @@ import time
 from multiprocessing.connection import Connection
 
 from klconform.adapters.base import Adapter
+from klconform.constants import CALL_CRASHED, CALL_HUNG
 from klconform.engine import children, compile_ahead, wire
 from klconform.engine import worker_protocol as protocol
 from klconform.engine.breaker import CircuitBreaker
@@ -408,11 +409,11 @@ def call_in_worker(spec, method, call):
             result = worker.call(spec, method, call)
         except WorkerCrashed:
             _pool.replace()
-            _pool.breaker.failed(spec.key, call, f"{_label(call)} crashed")
+            _pool.breaker.failed(spec.key, call, f"{_label(call)} {CALL_CRASHED}")
             raise
         if result is None:
             _pool.replace()
-            _pool.breaker.failed(spec.key, call, f"{_label(call)} hung")
+            _pool.breaker.failed(spec.key, call, f"{_label(call)} {CALL_HUNG}")
             raise CallTimeout(f"no result after {spec.timeout:g} s (per-call timeout; "
                               f"--kl-timeout); the call's process was killed")
         returned, value = result

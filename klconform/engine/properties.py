@@ -153,7 +153,10 @@ class ExampleRun:
             # The breaker is open for this kind of input: this example is left out, or the
             # search draws another kind instead.
             self.refused += 1
-            self.refusal = f"{label}: {refusal}"
+            # Worded as an error a call raised: the report takes it to the crash or the hang
+            # that opened the breaker (report.root_causes).
+            self.refusal = f"klconform raised {type(refusal).__name__} on the {label} call: " \
+                           f"{refusal}"
             raise ExampleNotRun(self.refusal) from None
         except CallTimeout as error:
             raise PropertyHung(label, call, error) from None
@@ -745,8 +748,8 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
             outcome.status == Status.PASSED or outcome.checks[0].startswith("hypothesis:")):
         # Nothing of the property was checked (a search gives up on rejecting every draw):
         # the breaker's reason leads, and the run must not count the property as passing.
-        outcome.checks.insert(0, f"no example checked: the call(s) of every example were not "
-                                 f"run ({refusals[-1]})")
+        outcome.checks.insert(0, f"{refusals[-1]}; no example was checked: the call(s) of "
+                                 f"every example were not run")
     elif not_run[0]:
         instead = (f"{len(left_out)} of the stored examples were left out" if left_out else
                    "those examples were replaced by others")

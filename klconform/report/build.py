@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from klconform import __version__
-from klconform.constants import STREAM_FORMAT
+from klconform.constants import NOT_RUN_ERROR, STREAM_FORMAT
 from klconform.errors import KLConformError
 from klconform.report.gate import gate_reason
 from klconform.statuses import (
@@ -44,7 +44,7 @@ class StreamFormatError(KLConformError):
 # its circuit breaker did not make).
 KLCONFORM_RAISED = re.compile(
     r"\bthe implementation raised "
-    r"(?P<type>(?:[\w]+\.)*(?:ImplementationResultError|CallNotRun))\b"
+    rf"(?P<type>(?:[\w]+\.)*(?:ImplementationResultError|{NOT_RUN_ERROR}))\b"
     r"(?P<where> on the .*? call)?: (?:returned )?")
 
 

@@ -17,7 +17,14 @@ Reads the report dict only (report["failures"]); nothing here knows the engine.
 import re
 from dataclasses import dataclass, field
 
-from klconform.constants import ALSO_FITS, ALSO_FITS_SEPARATOR, DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
+from klconform.constants import (
+    ALSO_FITS,
+    ALSO_FITS_SEPARATOR,
+    DIAGNOSIS_PREFIX,
+    NOT_RUN_ERROR,
+    SHRUNK_EXAMPLE,
+    STOPPING_ERRORS,
+)
 from klconform.statuses import FAILING, Status
 
 # A number standing alone: not the 16 of float16 or the 2 of log2.
@@ -29,6 +36,8 @@ RAISED = re.compile(r"(?:\b(?P<who>the implementation|klconform) )?\braised (?P<
 # An index or shape, whatever its rank, once its numbers are out: [#, #] and [#, #, #] alike.
 NUMBER_LIST = re.compile(r"([\[(])#(?:, #)*,?([\])])")
 INPUT_DTYPE = re.compile(r"(!= input dtype )\w+")
+# A call the breaker stopped after, in its list: "2x3 float32 reduction='sum' crashed;".
+STOPPED_AFTER = re.compile(rf" ({'|'.join(STOPPING_ERRORS)})[;)]")
 
 
 def normalise(text):
@@ -118,7 +127,8 @@ def root_causes(report):
     reads as 'batchmean' on a 2-D input and as 'sum' on a 1-D one); an unnamed check joins
     the one named root cause whose claims hold all of its own (a gradient the mistake also
     breaks, which no hypothesis reproduces), or else the one its own case shows at another
-    dtype or in another test. Other checks group by wording, errors by what was raised."""
+    dtype or in another test. Other checks group by wording, errors by what was raised; a
+    call the circuit breaker did not make joins the crash or the hang it names."""
     by_node = failed_claims(report)
     failures = [(failure, *classify(failure),
                  tuple(sorted(by_node.get(failure.get("nodeid")) or failure.get("claims")
@@ -132,6 +142,7 @@ def root_causes(report):
             named_in_case.setdefault(failure.get("case"), set()).add(named[pattern])
     key_of = {id(failure): named[pattern] if kind == "diagnosis" else (kind, pattern)
               for failure, kind, _, pattern, _ in failures}
+    not_run = _join_what_stopped_them(failures, key_of)
     # Until nothing moves: a check joined by its case widens the claims its group holds.
     moved = True
     while moved:
@@ -152,9 +163,10 @@ def root_causes(report):
                 named_claims[joined].update(claims)
                 moved = True
     groups = {}
-    # Named mistakes first, so that each group's title is a mistake's name where it has one.
+    # Named mistakes first, so that each group's title is a mistake's name where it has one,
+    # and a call not made after the crash or the hang that is its group's title.
     for failure, kind, title, pattern, claims in sorted(
-            failures, key=lambda entry: entry[1] != "diagnosis"):
+            failures, key=lambda entry: (entry[1] != "diagnosis", id(entry[0]) in not_run)):
         key = key_of[id(failure)]
         group = groups.get(key)
         if group is None:
@@ -167,6 +179,31 @@ def root_causes(report):
     rank = {"diagnosis": 0, "error": 1, "check": 2}
     return sorted(groups.values(), key=lambda g: (
         not g.failing, rank[g.kind], -len(g.failures), g.pattern))
+
+
+def _raised_type(title):
+    raised = RAISED.search(title)
+    return raised["type"].rsplit(".", 1)[-1] if raised else None
+
+
+def _join_what_stopped_them(failures, key_of):
+    """The ids of the failures of calls the circuit breaker did not make, each moved into
+    the group of the errors of the calls it stopped after (the crashes or the hangs its
+    message lists) where one group holds them all: one bug, one root cause."""
+    stopping = {}    # error type -> the keys of the groups of that error
+    for failure, kind, title, _, _ in failures:
+        if kind == "error" and _raised_type(title) in STOPPING_ERRORS.values():
+            stopping.setdefault(_raised_type(title), set()).add(key_of[id(failure)])
+    moved = set()
+    for failure, kind, title, _, _ in failures:
+        if kind != "error" or _raised_type(title) != NOT_RUN_ERROR:
+            continue
+        named = [stopping.get(STOPPING_ERRORS[word]) for word in STOPPED_AFTER.findall(title)]
+        keys = set().union(*named) if named and all(named) else set()
+        if len(keys) == 1:
+            key_of[id(failure)] = keys.pop()
+            moved.add(id(failure))
+    return moved
 
 
 def also_fits(failure):
