@@ -26,6 +26,13 @@ def spins_in_float16(input, target, reduction="mean", log_target=False):
     return F.kl_div(input, target, reduction=reduction, log_target=log_target)
 
 
+def spins_in_half_precision(input, target, reduction="mean", log_target=False):
+    if input.element_size() == 2:   # at every rank
+        while True:
+            pass
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+
+
 def exits_on_2d_sum(input, target, reduction="mean", log_target=False):
     if input.dim() == 2 and reduction == "sum":
         import os

@@ -140,6 +140,24 @@ def test_breaker_is_per_kind_of_input_dtype_included():
     assert timed(adapter, 30).run(single).shape == ()
 
 
+def test_breaker_stops_a_dtype_that_hung_at_two_ranks():
+    adapter = load_isolated("tests.hanging:spins_in_half_precision")
+
+    def uniform(shape, dtype):
+        return Call(np.log(np.full(shape, 1 / shape[-1])), np.full(shape, 1 / shape[-1]),
+                    dtype=dtype, reduction="sum")
+
+    for shape in ((3,), (2, 3)):
+        with pytest.raises(call_errors.CallTimeout, match="no result after"):
+            timed(adapter, 0.5).run(uniform(shape, "float16"))
+    started = time.monotonic()
+    # A third rank is not waited on again: at the default timeout that is a minute a rank.
+    with pytest.raises(call_errors.CallNotRun, match="with inputs in float16 "):
+        timed(adapter, 0.5).run(uniform((2, 2, 3), "float16"))
+    assert time.monotonic() - started < 0.4
+    assert timed(adapter, 30).run(uniform((2, 2, 3), "float32")).shape == ()
+
+
 def _property_calls(monkeypatch, impl, property_id, dtype, timeout):
     """(outcome, [(input shape, reduction)] of every call) of one property's search, under
     the settings a run has (no deadline: the call worker's start is not the call)."""
@@ -162,7 +180,8 @@ def test_property_stops_at_the_first_timeout_without_shrinking(monkeypatch):
     outcome, calls = _property_calls(monkeypatch, "tests.hanging:spins", "none-keeps-shape",
                                      "float64", 0.5)
     assert outcome.status == "errored"
-    assert "timed out" in outcome.checks[0] and "no result after 0.5 s" in outcome.checks[0]
+    assert "raised CallTimeout on the" in outcome.checks[0]
+    assert "no result after 0.5 s" in outcome.checks[0]
     hung = [shape for shape, _ in calls if len(shape) == 3]
     assert len(hung) == 1, f"the property called the hanging shape again: {calls}"
     assert len(calls[-1][0]) == 3  # nothing after the timeout

@@ -13,6 +13,8 @@ HANG_LIMIT = 2
 # REPEAT_KINDS different shapes or reductions, is taken to raise it on every such call.
 REPEAT_LIMIT = 8
 REPEAT_KINDS = 3
+# In place of the number of dimensions, in a kind of input that is its dtype alone.
+DTYPE_ONLY = "any rank"
 
 
 @dataclass
@@ -35,18 +37,26 @@ class CircuitBreaker:
         self.repeat_limit = repeat_limit
         self.streaks = {}      # kind -> timeouts or crashes since a call of that kind returned
         self.hung = {}         # kind -> descriptions of the calls that timed out or crashed
+        self.ranks = {}        # kind -> the numbers of dimensions of its streak's calls
         self.returned_once = set()  # implementations that have returned a value
         self.repeats = {}      # (implementation, dtype) -> _Repeated
 
     @staticmethod
     def kinds(implementation, call):
+        """The kinds of input `call` is of: its number of dimensions, that with its dtype,
+        and its dtype alone (a function that hangs in float16 hangs at every rank: at the
+        default timeout each rank's two hangs would cost two minutes). A dtype alone is off
+        only once its calls hung at two ranks: hangs at one rank blame the rank."""
         ndim = getattr(getattr(call, "input", None), "ndim", None)
         dtype = getattr(call, "dtype", None)
-        return ((implementation, ndim), (implementation, ndim, dtype))
+        return ((implementation, ndim), (implementation, ndim, dtype),
+                (implementation, DTYPE_ONLY, dtype))
 
     @staticmethod
     def describe(kind):
         ndim = kind[1]
+        if ndim is DTYPE_ONLY:
+            return f"inputs in {kind[2]}"
         text = f"{ndim}-d inputs" if ndim is not None else "these inputs"
         return text + (f" in {kind[2]}" if len(kind) > 2 else "")
 
@@ -54,6 +64,8 @@ class CircuitBreaker:
         """The exception to raise instead of making the call, or None: CallNotRun for a kind
         that hangs or crashes, the repeated error of a function broken for every call."""
         for kind in self.kinds(implementation, call):
+            if kind[1] is DTYPE_ONLY and len(self.ranks.get(kind, ())) < 2:
+                continue
             if self.streaks.get(kind, 0) >= self.limit:
                 return CallNotRun(
                     f"not run: the implementation hung or crashed on {self.limit} calls in a "
@@ -76,6 +88,7 @@ class CircuitBreaker:
                         if key[0] != implementation}
         for kind in self.kinds(implementation, call):
             self.streaks.pop(kind, None)
+            self.ranks.pop(kind, None)
 
     def raised(self, implementation, call, error):
         """Counted per dtype: a function broken everywhere often fails differently in one
@@ -94,6 +107,8 @@ class CircuitBreaker:
 
     def failed(self, implementation, call, label):
         """A call of this kind timed out or crashed the worker."""
+        ndim = getattr(getattr(call, "input", None), "ndim", None)
         for kind in self.kinds(implementation, call):
             self.streaks[kind] = self.streaks.get(kind, 0) + 1
             self.hung.setdefault(kind, []).append(label)
+            self.ranks.setdefault(kind, set()).add(ndim)

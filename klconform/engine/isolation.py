@@ -12,7 +12,8 @@ its imports overlap the rest of the run.
 
 A circuit breaker (engine.breaker) keeps a hanging or crashing implementation from costing
 one timeout (or one restarted worker) per case: after HANG_LIMIT timeouts or crashes in a
-row on one kind of input (the input's number of dimensions, and that with the dtype), calls
+row on one kind of input (the input's number of dimensions, that with the dtype, or the
+dtype alone), calls
 of that kind are not made any more; they raise CallNotRun, which names the calls that hung
 or crashed. And a function that has never returned a value in this process and raised the
 same error on REPEAT_LIMIT calls in a row of one dtype, of several kinds of call, is broken

@@ -87,7 +87,10 @@ class PropertyHung(BaseException):
     """
 
     def __init__(self, label, call, error):
-        super().__init__(f"the {label} call timed out: {first_line(error)}")
+        # Worded as the cases word a call that timed out: one hang, one root cause in the
+        # report (report.root_causes groups errors by what was raised).
+        super().__init__(f"the implementation raised {type(error).__name__} on the {label} "
+                         f"call: {first_line(error)}")
         self.call = call
 
 
