@@ -1,5 +1,6 @@
 """--impl resolution: built-ins, entry points, MODULE:ATTR, MODULE, and one-line errors."""
 
+import os
 import sys
 import textwrap
 
@@ -34,6 +35,24 @@ def test_bad_impl_is_one_line_error(spec, expected):
     assert expected in message
     assert "\n" not in message
     assert spec in message
+
+
+def test_a_module_in_the_working_directory_off_sys_path_says_how_to_reach_it(tmp_path,
+                                                                            monkeypatch):
+    package = tmp_path / "klconform_trial_losses"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "kd.py").write_text("def kl(input, target, reduction='mean'):\n    return input\n")
+    monkeypatch.chdir(tmp_path)
+    # As under the `pytest` command, which does not put the working directory on sys.path.
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path
+                                      if os.path.abspath(entry or os.curdir) != os.getcwd()])
+    with pytest.raises(ImplementationLoadError) as error:
+        load_adapter("klconform_trial_losses.kd:kl")
+    assert ("'klconform_trial_losses' is in the working directory, which is not on sys.path: "
+            "run `python -m pytest`") in str(error.value)
+    monkeypatch.syspath_prepend(str(tmp_path))   # as under `python -m pytest`
+    assert load_adapter("klconform_trial_losses.kd:kl").name == "klconform_trial_losses.kd:kl"
 
 
 def test_module_exposing_adapter(tmp_path, monkeypatch):

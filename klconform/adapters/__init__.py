@@ -10,8 +10,10 @@ Resolution order:
 
 import difflib
 import importlib
+import os
 import pkgutil
 import re
+import sys
 from importlib.metadata import entry_points
 
 from klconform.adapters.base import Adapter, Call, Capabilities, Observation
@@ -174,7 +176,8 @@ def _import(module_name, spec, unknown_if_missing=False):
             raise ImplementationLoadError(_unknown(spec)) from None
         raise ImplementationLoadError(
             f"--impl {spec}: cannot import module {module_name!r} "
-            f"(ModuleNotFoundError: {error})" + _near_modules(error.name, module_name, spec)
+            f"(ModuleNotFoundError: {error})" + (_in_working_directory(error.name) or
+                                                 _near_modules(error.name, module_name, spec))
         ) from None
     except Exception as error:
         raise ImplementationLoadError(
@@ -202,6 +205,20 @@ def did_you_mean(name, candidates, spell=str):
 
 def _public_names(namespace):
     return [name for name in dir(namespace) if not name.startswith("_")]
+
+
+def _in_working_directory(missing):
+    """Why a module in the working directory is not found: the `pytest` command does not put
+    that directory on sys.path (`python -m pytest` and `klconform run` do)."""
+    top = (missing or "").split(".")[0]
+    here = os.getcwd()
+    if not top or any(os.path.abspath(entry or os.curdir) == here for entry in sys.path):
+        return ""
+    if not (os.path.isdir(os.path.join(here, top))
+            or os.path.isfile(os.path.join(here, f"{top}.py"))):
+        return ""
+    return (f"; {top!r} is in the working directory, which is not on sys.path: run "
+            f"`python -m pytest`, or set `pythonpath = .` in pytest's configuration")
 
 
 def _near_modules(missing, module_name, spec):
