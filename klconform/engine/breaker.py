@@ -37,7 +37,7 @@ class CircuitBreaker:
         self.repeat_limit = repeat_limit
         self.streaks = {}      # kind -> timeouts or crashes since a call of that kind returned
         self.hung = {}         # kind -> descriptions of the calls that timed out or crashed
-        self.ranks = {}        # kind -> the numbers of dimensions of its streak's calls
+        self.ranks = {}        # dtype-alone kind -> the numbers of dimensions of its streak
         self.returned_once = set()  # implementations that have returned a value
         self.repeats = {}      # (implementation, dtype) -> _Repeated
 
@@ -55,7 +55,7 @@ class CircuitBreaker:
     @staticmethod
     def describe(kind):
         ndim = kind[1]
-        if ndim is DTYPE_ONLY:
+        if ndim == DTYPE_ONLY:
             return f"inputs in {kind[2]}"
         text = f"{ndim}-d inputs" if ndim is not None else "these inputs"
         return text + (f" in {kind[2]}" if len(kind) > 2 else "")
@@ -64,7 +64,7 @@ class CircuitBreaker:
         """The exception to raise instead of making the call, or None: CallNotRun for a kind
         that hangs or crashes, the repeated error of a function broken for every call."""
         for kind in self.kinds(implementation, call):
-            if kind[1] is DTYPE_ONLY and len(self.ranks.get(kind, ())) < 2:
+            if kind[1] == DTYPE_ONLY and len(self.ranks.get(kind, ())) < 2:
                 continue
             if self.streaks.get(kind, 0) >= self.limit:
                 return CallNotRun(
@@ -107,8 +107,9 @@ class CircuitBreaker:
 
     def failed(self, implementation, call, label):
         """A call of this kind timed out or crashed the worker."""
-        ndim = getattr(getattr(call, "input", None), "ndim", None)
-        for kind in self.kinds(implementation, call):
+        kinds = self.kinds(implementation, call)
+        for kind in kinds:
             self.streaks[kind] = self.streaks.get(kind, 0) + 1
             self.hung.setdefault(kind, []).append(label)
-            self.ranks.setdefault(kind, set()).add(ndim)
+        rank_kind, dtype_kind = kinds[0], kinds[-1]
+        self.ranks.setdefault(dtype_kind, set()).add(rank_kind[1])

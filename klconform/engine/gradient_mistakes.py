@@ -169,15 +169,15 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
         return [missing[:2]]
     # A gradient of exactly 0 is one candidate among those predicting 0 there (|KL| at 0).
     found = [missing[:2]] if missing and not missing[2] else []
-    reproducing = [
-        (claim, mistake) for claim, mistake, predicted_input, predicted_target in hypotheses(
-            call, plan, want_input, want_target, value, analytic, expected)
-        if all(within(got_input, predicted_input,
-                      _at_magnitude(budget_input, predicted_input, want_input), None)
-               and within(got_target, predicted_target,
-                          _at_magnitude(budget_target, predicted_target, want_target),
-                          target_checked)
-               for got_input, got_target in gradients.values())]
+    reproducing = []
+    for claim, mistake, predicted_input, predicted_target in hypotheses(
+            call, plan, want_input, want_target, value, analytic, expected):
+        allowed_input = _at_magnitude(budget_input, predicted_input, want_input)
+        allowed_target = _at_magnitude(budget_target, predicted_target, want_target)
+        if all(within(got_input, predicted_input, allowed_input, None)
+               and within(got_target, predicted_target, allowed_target, target_checked)
+               for got_input, got_target in gradients.values()):
+            reproducing.append((claim, mistake))
     if reproducing:
         # Predicting every mistake's value is the costly part (large-vocabulary inputs): only
         # done where some mistake reproduces the gradients.

@@ -13,13 +13,12 @@ its imports overlap the rest of the run.
 A circuit breaker (engine.breaker) keeps a hanging or crashing implementation from costing
 one timeout (or one restarted worker) per case: after HANG_LIMIT timeouts or crashes in a
 row on one kind of input (the input's number of dimensions, that with the dtype, or the
-dtype alone), calls
-of that kind are not made any more; they raise CallNotRun, which names the calls that hung
-or crashed. And a function that has never returned a value in this process and raised the
-same error on REPEAT_LIMIT calls in a row of one dtype, of several kinds of call, is broken
-for every such call (it returns the wrong array type, it lacks a required keyword): later
-calls raise that error again without being made (`replayed` says so). How a call ends
-without returning or raising is engine.call_errors.
+dtype alone), calls of that kind are not made any more; they raise CallNotRun, which names
+the calls that hung or crashed. And a function that has never returned a value in this
+process and raised the same error on REPEAT_LIMIT calls in a row of one dtype, of several
+kinds of call, is broken for every such call (it returns the wrong array type, it lacks a
+required keyword): later calls raise that error again without being made (`replayed` says
+so). How a call ends without returning or raising is engine.call_errors.
 
 Any other Adapter the engine is given is called in this process, without a time limit.
 """

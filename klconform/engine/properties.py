@@ -70,12 +70,17 @@ class ExampleNotRun(ExampleReplaced):
     on; the search draws another."""
 
 
+def raised_on_call(label, error, who="the implementation"):
+    """How a property's call that raised is worded: as a case's error, which the report
+    groups by what was raised (report.root_causes), a timeout and a call not made included."""
+    return f"{who} raised {type(error).__name__} on the {label} call: {first_line(error)}"
+
+
 class ImplementationRaised(Exception):
     """The implementation raised during a property's call: the property errors."""
 
     def __init__(self, label, call, error):
-        super().__init__(f"the implementation raised {type(error).__name__} on the {label} "
-                         f"call: {first_line(error)}")
+        super().__init__(raised_on_call(label, error))
         self.call = call
 
 
@@ -87,10 +92,7 @@ class PropertyHung(BaseException):
     """
 
     def __init__(self, label, call, error):
-        # Worded as the cases word a call that timed out: one hang, one root cause in the
-        # report (report.root_causes groups errors by what was raised).
-        super().__init__(f"the implementation raised {type(error).__name__} on the {label} "
-                         f"call: {first_line(error)}")
+        super().__init__(raised_on_call(label, error))
         self.call = call
 
 
@@ -156,10 +158,7 @@ class ExampleRun:
             # The breaker is open for this kind of input: this example is left out, or the
             # search draws another kind instead.
             self.refused += 1
-            # Worded as an error a call raised: the report takes it to the crash or the hang
-            # that opened the breaker (report.root_causes).
-            self.refusal = f"klconform raised {type(refusal).__name__} on the {label} call: " \
-                           f"{refusal}"
+            self.refusal = raised_on_call(label, refusal, who="klconform")
             raise ExampleNotRun(self.refusal) from None
         except CallTimeout as error:
             raise PropertyHung(label, call, error) from None

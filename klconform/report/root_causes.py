@@ -191,12 +191,14 @@ def _join_what_stopped_them(failures, key_of):
     the group of the errors of the calls it stopped after (the crashes or the hangs its
     message lists) where one group holds them all: one bug, one root cause."""
     stopping = {}    # error type -> the keys of the groups of that error
-    for failure, kind, title, _, _ in failures:
-        if kind == "error" and _raised_type(title) in STOPPING_ERRORS.values():
-            stopping.setdefault(_raised_type(title), set()).add(key_of[id(failure)])
+    errors = [(failure, title, _raised_type(title))
+              for failure, kind, title, _, _ in failures if kind == "error"]
+    for failure, _, raised in errors:
+        if raised in STOPPING_ERRORS.values():
+            stopping.setdefault(raised, set()).add(key_of[id(failure)])
     moved = set()
-    for failure, kind, title, _, _ in failures:
-        if kind != "error" or _raised_type(title) != NOT_RUN_ERROR:
+    for failure, title, raised in errors:
+        if raised != NOT_RUN_ERROR:
             continue
         named = [stopping.get(STOPPING_ERRORS[word]) for word in STOPPED_AFTER.findall(title)]
         keys = set().union(*named) if named and all(named) else set()
