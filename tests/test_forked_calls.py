@@ -4,6 +4,7 @@ not a new worker importing it again; and a worker whose load started a thread ma
 itself, as every worker did before."""
 
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,17 @@ def _stat(pid):
     return fields[0], int(fields[1]), int(fields[2])
 
 
-def _gone(pid):
-    stat = _stat(pid)
-    return stat is None or stat[0] == "Z"
+def _gone(pid, within_s=5.0):
+    """Whether `pid` has ended (reaped, or a zombie) within `within_s`: a SIGKILL takes
+    effect when the process is next scheduled, which a loaded machine can delay."""
+    deadline = time.monotonic() + within_s
+    while True:
+        stat = _stat(pid)
+        if stat is None or stat[0] == "Z":
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
 
 
 @pytest.fixture
