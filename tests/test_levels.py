@@ -93,11 +93,19 @@ deviations:
     reason: we chose not to warn
     link: https://example.org/issue/1
 """)
-    run = run_suite(pytester, f"{module}:kl", "-k", "warn", "--kl-strict", manifest)
+    run = run_suite(pytester, f"{module}:kl", "-k", "warn", "--kl-strict", manifest, "-ra")
     assert run.result.ret == 0
     assert run.report["summary"]["xfailed"] == 2
     statuses = {claim["id"]: claim["status"] for claim in run.report["claims"]}
     assert statuses["mean-warns"] == "known-deviation"
+    reports = run.result.reprec.getreports("pytest_runtest_logreport")
+    expected = [report for report in reports if hasattr(report, "wasxfail")]
+    assert len(expected) == 2
+    for report in expected:
+        assert "we chose not to warn" in report.wasxfail
+        # The reason alone: pytest formats no traceback, with its source, nobody reads.
+        assert report.longreprtext == report.wasxfail
+    assert run.output.count("we chose not to warn") >= 2   # -ra's XFAIL lines
 
 
 def test_manifest_entry_that_now_passes_is_stale(pytester):

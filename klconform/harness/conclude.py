@@ -61,7 +61,10 @@ def conclude(outcome, record, strict, manifest=None, levels=None):
     if outcome.status == Status.UNSUPPORTED:
         pytest.skip(f"unsupported: {outcome.message}")
     if outcome.status == Status.XFAILED:
-        pytest.xfail(outcome.message)
+        # Without pytrace=False pytest formats the traceback of every expected failure, with
+        # its source read and parsed, to show none of it (-ra shows the reason alone): 2.5 s
+        # of a keras run's 128 known deviations.
+        raise pytest.xfail.Exception(outcome.message, pytrace=False)
     if outcome.status == Status.STALE:
         if strict:
             pytest.fail(f"klconform case {outcome.case_id} [{outcome.dtype}]: "
