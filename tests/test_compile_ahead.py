@@ -2,6 +2,7 @@
 run makes, and nothing it does outlives the run or reaches a result."""
 
 import os
+import socket
 
 import pytest
 
@@ -79,22 +80,33 @@ def test_a_searching_profile_rehearses_no_property():
     assert not _rehearsed("property", [PROPERTIES[0].id], "float32", adapter, None)
 
 
-def test_the_second_child_is_killed_and_its_folder_removed_when_the_run_ends():
+def test_the_second_child_is_killed_and_its_folder_removed_when_the_run_ends(tmp_path,
+                                                                             monkeypatch):
+    monkeypatch.setattr(compile_ahead, "_compiled_ahead", compile_ahead._CompiledAhead())
+    compile_ahead.keep_in(str(tmp_path))
     spec = implementation_spec("numpy")
-    ready = compile_ahead.worker_environment({})[compile_ahead.COMPILED_AHEAD_VARIABLE]
-    assert not os.path.exists(ready)   # named for the call worker, made only to compile ahead
-    ended = os.path.join(compile_ahead._root(), "999999999-0")   # no such process
-    os.makedirs(ended, exist_ok=True)
+    environment = compile_ahead.worker_environment({})
+    programs = environment[compile_ahead.COMPILED_AHEAD_VARIABLE]
+    run = os.path.dirname(environment[compile_ahead.COMPILED_HERE_VARIABLE])
+    assert not os.path.exists(run)   # named for the call worker, made only to compile ahead
+    runs = os.path.dirname(run)
+    host = socket.gethostname()
+    ended = os.path.join(runs, f"{host}-999999999-0")   # no such process
+    elsewhere = os.path.join(runs, "another-host-999999999-0")   # its processes are not seen
+    for folder in (ended, elsewhere):
+        os.makedirs(folder)
     compile_ahead.start(spec, [], "cpu", None, dict(os.environ))
-    assert os.path.isdir(ready)
+    assert os.path.isdir(run) and os.path.isdir(programs)
     assert not os.path.exists(ended)   # a run killed outright: its folder goes at the next
+    assert os.path.exists(elsewhere)
     child = compile_ahead._compiled_ahead.process
     compile_ahead.reached(3)
-    with open(os.path.join(os.path.dirname(ready), compile_ahead.PROGRESS), "rb") as handle:
+    with open(os.path.join(run, compile_ahead.PROGRESS), "rb") as handle:
         assert int(handle.read()) == 3
     compile_ahead.stop()
     assert child.poll() is not None
-    assert not os.path.exists(os.path.dirname(ready))
+    assert not os.path.exists(run)
+    assert os.path.isdir(programs)   # kept for the next run
 
 
 def test_a_run_compiles_ahead_only_for_a_record_that_asks_and_can(monkeypatch):

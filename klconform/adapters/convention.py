@@ -16,7 +16,8 @@ from importlib import metadata
 
 import numpy as np
 
-from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE, bridge
+from klconform import program_store
+from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE, COMPILED_HERE_VARIABLE, bridge
 from klconform.adapters.base import (
     PADDED_ROWS,
     Adapter,
@@ -89,9 +90,25 @@ def prepare_libraries(record):
         raise ImplementationLoadError(
             f"--impl {record.name}: {record.arrays} does not import ({error})") from None
     compiled_ahead = os.environ.get(COMPILED_AHEAD_VARIABLE)
+    own = os.environ.get(COMPILED_HERE_VARIABLE)
     if compiled_ahead and compiles_ahead(record, array_bridge):
-        array_bridge.share_compilations(compiled_ahead, writes=False)
+        if own:
+            # Written in a folder of its own, which holds links to the shared programs (those
+            # compiled ahead during the run too, linked in before each call): the run moves
+            # what it wrote into the shared folder once none can be half written.
+            global _shared_programs
+            try:
+                _shared_programs = program_store.Mirror(compiled_ahead, own)
+            except OSError:
+                return array_bridge   # an unwritable cache folder: every program compiled here
+            array_bridge.share_compilations(own, writes=True)
+        else:
+            array_bridge.share_compilations(compiled_ahead, writes=False)
     return array_bridge
+
+
+# This process's view of the programs compiled ahead (prepare_libraries), or None.
+_shared_programs = None
 
 
 def compiles_ahead(record, array_bridge):
@@ -512,6 +529,8 @@ class ConventionAdapter(Adapter):
         plan = self.plan(call)
         if plan.unsupported:
             raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
+        if _shared_programs is not None:
+            _shared_programs.refresh()
         form, route, prediction, target = self._staged(call)
         result = self._call_function(call, form, route)(prediction, target)
         value, dtype, shape = self.bridge.to_numpy(result)
@@ -523,6 +542,8 @@ class ConventionAdapter(Adapter):
         plan = self.plan(call)
         if plan.unsupported:
             raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
+        if _shared_programs is not None:
+            _shared_programs.refresh()
         form, route, prediction, target = self._staged(call)
         prediction64, _ = self._native_arrays(call)
         grad_prediction, grad_target = self.bridge.gradients(

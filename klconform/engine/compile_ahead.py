@@ -10,6 +10,11 @@ every program it compiles is moved into a folder the call worker looks up before
 compiling. The call worker then loads a program instead of compiling it, where the second
 child got there first; the child stops where it meets the run.
 
+The folder of programs is kept between runs (--kl-compile-cache; klconform.program_store):
+a later run of the same implementation loads what an earlier one compiled, the call worker's
+own compilations included, which the run moves in at its end unless a process of the worker
+was killed (a crash, a timeout) and could have left one half written.
+
 Nothing the second child does reaches a result: its calls' results and errors are thrown
 away, it is killed when the run ends, and a program is only ever loaded whole (written
 elsewhere, then moved in). A call the second child did not get to compiles in the call
@@ -22,57 +27,108 @@ import os
 import pickle
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 
-from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE
+from klconform import program_store
+from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE, COMPILED_HERE_VARIABLE
 from klconform.engine import children
 
-# What the call worker reads; the second child writes into STAGING and moves what it wrote.
-READY, STAGING = "ready", "staging"
+# The kept folder: PROGRAMS, shared by every run, and RUNS, one folder per running run.
+PROGRAMS, RUNS = "programs", "runs"
+# In a run's folder: what the call worker's library writes (WORKER), what the second child's
+# writes (STAGING), the plan the second child follows.
+WORKER, STAGING = "worker", "staging"
 PLAN = "plan.pickle"
 # The index in the plan of the test the run has reached, which the second child reads.
 PROGRESS = "progress"
 PROGRESS_WIDTH = 12
+# --kl-compile-cache's value for a cache of this run's programs only.
+OFF = "off"
+
+
+def default_cache():
+    """Where programs are kept between runs unless --kl-compile-cache says otherwise."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "klconform", "compiled")
 
 
 class _CompiledAhead:
-    """This process's folder of programs compiled ahead, and the child compiling them."""
+    """This process's run folder, the kept folder of programs it reads and adds to, and the
+    child compiling ahead."""
 
     def __init__(self):
-        self.folder = None
+        self.cache = None       # the kept folder; None: default_cache()
+        self.kept = True        # False: the cache is this run's own, removed at the end
+        self.folder = None      # this run's folder
         self.process = None
-        self.progress = None   # the progress file, open for writing
+        self.progress = None    # the progress file, open for writing
+        self.worker_whole = False
 
-    def ready_folder(self):
+    def keep_in(self, directory):
+        """`directory`, or OFF for a cache removed with the run. Ignored once a call worker
+        was given the folders (a process running several sessions keeps its first's)."""
+        if self.folder is not None:
+            return
+        self.kept = directory != OFF
+        self.cache = os.path.abspath(directory) if directory and self.kept else None
+
+    def programs(self):
+        return os.path.join(self._cache(), PROGRAMS)
+
+    def _cache(self):
+        if self.cache is None:
+            self.cache = default_cache() if self.kept else os.path.join(
+                _temporary_root(), _run_name())
+        return self.cache
+
+    def run_folder(self):
         """Named, not made: the call worker is started before anyone knows whether its
         record compiles ahead, and a run that does not (torch's) makes no folder at all."""
         if self.folder is None:
-            self.folder = os.path.join(_root(), f"{os.getpid()}-{secrets.token_hex(4)}")
-        return os.path.join(self.folder, READY)
+            self.folder = os.path.join(self._cache(), RUNS, _run_name())
+        return self.folder
 
     def start(self, plan, environment):
-        _remove_folders_of_ended_runs()
-        self.ready_folder()
-        for name in (READY, STAGING):
-            os.makedirs(os.path.join(self.folder, name), mode=0o700, exist_ok=True)
-        path = os.path.join(self.folder, PLAN)
-        with open(path, "wb") as handle:
-            pickle.dump(plan, handle, protocol=pickle.HIGHEST_PROTOCOL)
-        self.progress = os.open(os.path.join(self.folder, PROGRESS), os.O_CREAT | os.O_RDWR)
+        self.remove_folders_of_ended_runs()
+        folder = self.run_folder()
+        try:
+            os.makedirs(os.path.join(folder, STAGING), mode=0o700, exist_ok=True)
+            os.makedirs(self.programs(), mode=0o700, exist_ok=True)
+            with open(os.path.join(folder, PLAN), "wb") as handle:
+                pickle.dump({**plan, "programs": self.programs()}, handle,
+                            protocol=pickle.HIGHEST_PROTOCOL)
+            self.progress = os.open(os.path.join(folder, PROGRESS), os.O_CREAT | os.O_RDWR)
+        except OSError:
+            return   # a cache folder that cannot be written: every call compiles its own
         self.reached(-1)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "klconform.engine.compile_ahead_worker", self.folder,
+            [sys.executable, "-m", "klconform.engine.compile_ahead_worker", folder,
              str(os.getpid())],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             start_new_session=True, close_fds=True, env=environment)
 
     def stop(self):
         self.stop_compiling()
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
+        if self.folder is None:
+            return
+        if self.kept and self.worker_whole:
+            shared = self.programs()
+            program_store.publish(os.path.join(self.folder, WORKER), shared)
+            program_store.remove_unused(shared)
+        shutil.rmtree(self.cache if not self.kept else self.folder, ignore_errors=True)
+        # A run with no second child (pytest-xdist, --kl-compile-ahead off) cleans up too.
+        self.remove_folders_of_ended_runs()
+        self.folder = None
+        if not self.kept:
+            self.cache = None
+
+    def remove_folders_of_ended_runs(self):
+        """Those of runs killed outright, which could not remove their own."""
+        _remove_folders_of_ended_runs(os.path.join(self._cache(), RUNS))
+        _remove_folders_of_ended_runs(_temporary_root())
 
     def reached(self, index):
         if self.progress is not None:
@@ -87,21 +143,31 @@ class _CompiledAhead:
             self.process = None
 
 
-def _root():
-    """One folder per user for every run's programs (a run killed outright leaves its own
-    behind, removed by the next run that compiles ahead)."""
+def _run_name():
+    # The host too: a kept folder in a home directory may be shared by several machines,
+    # whose process ids say nothing of each other's runs.
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+def _temporary_root():
+    """One folder per user for the caches of runs that keep none (a run killed outright
+    leaves its own behind, removed by the next run that compiles ahead)."""
     return os.path.join(tempfile.gettempdir(), f"klconform-compiled-{getpass.getuser()}")
 
 
-def _remove_folders_of_ended_runs():
+def _remove_folders_of_ended_runs(folder):
     try:
-        names = os.listdir(_root())
+        names = os.listdir(folder)
     except OSError:
         return
+    host = socket.gethostname()
     for name in names:
-        pid = name.split("-")[0]
-        if pid.isdigit() and int(pid) != os.getpid() and not _running(int(pid)):
-            shutil.rmtree(os.path.join(_root(), name), ignore_errors=True)
+        parts = name.rsplit("-", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not _running(pid):
+            shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
 
 
 def _running(pid):
@@ -118,9 +184,24 @@ _compiled_ahead = _CompiledAhead()
 atexit.register(_compiled_ahead.stop)
 
 
+def keep_in(directory):
+    """Keep the programs compiled for the run in `directory` (None: default_cache()), or in
+    a folder removed with the run (OFF). Before the call worker starts."""
+    _compiled_ahead.keep_in(directory)
+
+
 def worker_environment(environment):
-    """`environment` with the folder a call worker looks up programs compiled ahead in."""
-    return {**environment, COMPILED_AHEAD_VARIABLE: _compiled_ahead.ready_folder()}
+    """`environment` with where a call worker looks up programs (the kept folder) and where
+    its library writes those it compiles (its own, moved into the kept one at the end)."""
+    return {**environment, COMPILED_AHEAD_VARIABLE: _compiled_ahead.programs(),
+            COMPILED_HERE_VARIABLE: os.path.join(_compiled_ahead.run_folder(), WORKER)}
+
+
+def worker_ended(whole):
+    """The call worker is gone. `whole`: no process of it was killed while it could be
+    writing a program (no crash, no timeout, no call in flight), so that what it wrote may
+    be kept."""
+    _compiled_ahead.worker_whole = whole
 
 
 def planned_test(kind, subject, dtype):
@@ -136,9 +217,10 @@ def start(spec, tests, device, max_examples, environment):
     _compiled_ahead.stop_compiling()
     plan = {"implementation": spec.as_data(), "tests": list(tests), "device": device,
             "max_examples": max_examples, "sys_path": list(sys.path)}
-    # Its own library writes what it compiles; it reads no other process's programs.
+    # It reads and adds to the kept programs through its own folder (compile_ahead_worker).
     _compiled_ahead.start(plan, {key: value for key, value in environment.items()
-                                 if key != COMPILED_AHEAD_VARIABLE})
+                                 if key not in (COMPILED_AHEAD_VARIABLE,
+                                                COMPILED_HERE_VARIABLE)})
 
 
 def reached(index):
@@ -148,5 +230,6 @@ def reached(index):
 
 
 def stop():
-    """Kill the second child and remove the folder (the end of the run)."""
+    """The end of the run: kill the second child, keep what the call worker compiled
+    (where worker_ended said it may), remove the run's folder."""
     _compiled_ahead.stop()

@@ -3,11 +3,12 @@ what they compile.
 
 Run as `python -m klconform.engine.compile_ahead_worker FOLDER PARENT_PID`. It loads the
 implementation as the call worker does, has its library write every program it compiles
-into FOLDER/staging, and makes the calls of the planned tests from the last one back: a
-case's calls (its relation's second call, a probe's gradients), a gradient case's, a
-property's on each of its stored examples as its check makes them. After each call, what
-it compiled is moved into FOLDER/ready, whole. It stops at the test the run has reached
-(FOLDER/progress). Every result and error is thrown away.
+into FOLDER/staging (where the kept programs are linked, so that it loads those), and makes
+the calls of the planned tests from the last one back: a case's calls (its relation's second
+call, a probe's gradients), a gradient case's, a property's on each of its stored examples as
+its check makes them. After each call, what it compiled is moved into the kept folder of
+programs, whole. It stops at the test the run has reached (FOLDER/progress). Every result
+and error is thrown away.
 """
 
 import os
@@ -17,7 +18,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from klconform.engine.compile_ahead import PLAN, PROGRESS, PROGRESS_WIDTH, READY, STAGING
+from klconform import program_store
+from klconform.engine.compile_ahead import PLAN, PROGRESS, PROGRESS_WIDTH, STAGING
 from klconform.engine.expectations import oracle_for
 from klconform.engine.properties import ExampleReplaced, ExampleRun
 
@@ -45,9 +47,11 @@ def run_reached(folder):
 def rehearse(plan, folder):
     from klconform.adapters import load_adapter
 
-    staging, ready = os.path.join(folder, STAGING), os.path.join(folder, READY)
+    staging, programs = os.path.join(folder, STAGING), plan["programs"]
     implementation = plan["implementation"]
     adapter = load_adapter(implementation["impl"], convention=implementation["convention"])
+    # Through links to the kept programs: one an earlier run compiled is loaded, not again.
+    known = program_store.link_into(programs, staging)
     adapter.bridge.share_compilations(staging, writes=True)
     made = set()
     # From the end: the call worker compiles what the run's first tests need while this
@@ -66,17 +70,8 @@ def rehearse(plan, folder):
                 getattr(adapter, method)(call)
             except Exception:
                 pass   # the run's own call meets it, and reports it
-            publish(staging, ready)
-
-
-def publish(staging, ready):
-    """Move what was compiled into the folder the call worker reads: a rename, so that an
-    entry it finds is never half written."""
-    for name in os.listdir(staging):
-        try:
-            os.replace(os.path.join(staging, name), os.path.join(ready, name))
-        except OSError:
-            pass
+            # Whole: this process wrote it and has returned from the call.
+            program_store.publish(staging, programs, known)
 
 
 def _signature(call):

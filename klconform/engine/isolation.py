@@ -310,6 +310,10 @@ class _Pool:
         self.worker = None
         self.breaker = CircuitBreaker()
         self.lock = threading.Lock()
+        # Whether a process of the worker was killed while it could be writing a compiled
+        # program (engine.compile_ahead keeps what the worker wrote only if none was).
+        self.killed_at_work = False
+        self.in_flight = False
 
     def current(self):
         if self.worker is None:
@@ -319,6 +323,7 @@ class _Pool:
     def replace(self):
         """After a call crashed or hung: where the worker forked the child that made it, a
         new fork serves the next call, and the worker stays; else a new worker."""
+        self.killed_at_work = True
         if self.worker is not None:
             if self.worker.drop_child() and self.worker.process.poll() is None:
                 return
@@ -330,6 +335,7 @@ class _Pool:
         if self.worker is not None:
             self.worker.kill() if now else self.worker.close()
             self.worker = None
+            compile_ahead.worker_ended(whole=not (self.killed_at_work or self.in_flight))
 
 
 _pool = _Pool()
@@ -405,6 +411,7 @@ def call_in_worker(spec, method, call):
         if refusal is not None:
             raise refusal
         worker = _pool.current()
+        _pool.in_flight = True
         try:
             result = worker.call(spec, method, call)
         except WorkerCrashed:
@@ -417,6 +424,7 @@ def call_in_worker(spec, method, call):
             raise CallTimeout(f"no result after {spec.timeout:g} s (per-call timeout; "
                               f"--kl-timeout); the call's process was killed")
         returned, value = result
+        _pool.in_flight = False
         if returned:
             _pool.breaker.returned(spec.key, call)
         else:

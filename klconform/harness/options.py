@@ -93,6 +93,12 @@ OPTIONS = (
            "compiles its calls' programs ahead of them in a second process (more CPU, less "
            "waiting); 'off' leaves every compilation to the call that needs it",
            default="auto", choices=("auto", "off"), replay=False),
+    Option("kl_compile_cache", "--kl-compile-cache", "--compile-cache",
+           "for a record that compiles each new shape (jax, optax, keras on jax): the folder "
+           "its compiled programs are kept in between runs, so that a later run loads them "
+           "(default: klconform/compiled in the user's cache folder, $XDG_CACHE_HOME or "
+           "~/.cache); 'off' keeps them for the run only",
+           default=None, replay=False),
     Option("kl_only", "--kl-only", None,
            "run only the bundled conformance suites, not this project's tests; test ids "
            "relative to the suites (test_cases.py::test_case[ID]) select from them",

@@ -55,6 +55,10 @@ def pytest_configure(config):
     collector = Collector(config)
     config.pluginmanager.register(collector, "klconform-collector")
     if settings.requested:
+        from klconform.engine import compile_ahead
+
+        # Before the call worker starts: its environment names the folder.
+        compile_ahead.keep_in(settings.compile_cache)
         # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
         collector.state.load_implementation(makes_calls=makes_calls(config))
         # xdist workers parse the command line again and collect for themselves: they
@@ -90,7 +94,7 @@ def settings_from(config):
         cases_dir=option.kl_only_cases, extra_cases_dir=option.kl_cases,
         xfails_path=option.kl_xfails, convention=option.kl_convention,
         min_coverage=option.kl_min_coverage, journal_append=option.kl_journal_append,
-        compile_ahead=option.kl_compile_ahead,
+        compile_ahead=option.kl_compile_ahead, compile_cache=option.kl_compile_cache,
         options=tuple({name: getattr(option, name) for name in BY_NAME}.items())
         + (("impl", impl),))
 

@@ -39,6 +39,7 @@ class RunSettings:
     min_coverage: str | None = None      # --kl-min-coverage: '20' claims or '80%' of applicable
     journal_append: bool = False
     compile_ahead: str = "auto"          # --kl-compile-ahead: 'auto' or 'off'
+    compile_cache: str | None = None     # --kl-compile-cache: a folder, 'off', None: the default
     options: tuple = ()                  # (name, value) of every klconform option, for replays
 
 

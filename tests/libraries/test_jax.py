@@ -138,30 +138,68 @@ def test_the_call_worker_loads_what_was_compiled_ahead_instead_of_compiling_it(t
     import subprocess
     import sys
 
-    from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE
+    from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE, COMPILED_HERE_VARIABLE
     from klconform.engine import compile_ahead
     from klconform.engine.worker_protocol import implementation_spec
     from klconform.spec.cases import load_cases
 
     case = next(case for case in load_cases() if case.id == "roles-kl-p-given-q")
-    for folder in (compile_ahead.READY, compile_ahead.STAGING):
-        (tmp_path / folder).mkdir()
-    with open(tmp_path / compile_ahead.PLAN, "wb") as handle:
+    programs, run = tmp_path / compile_ahead.PROGRAMS, tmp_path / "run"
+    (run / compile_ahead.STAGING).mkdir(parents=True)
+    with open(run / compile_ahead.PLAN, "wb") as handle:
         pickle.dump({"implementation": implementation_spec("jax").as_data(),
                      "tests": [("gradient", case, "float32")], "device": "cpu",
-                     "max_examples": None, "sys_path": sys.path}, handle)
+                     "max_examples": None, "sys_path": sys.path,
+                     "programs": str(programs)}, handle)
     environment = {key: value for key, value in os.environ.items()
-                   if key not in ("JAX_COMPILATION_CACHE_DIR", COMPILED_AHEAD_VARIABLE)}
+                   if key not in ("JAX_COMPILATION_CACHE_DIR", COMPILED_AHEAD_VARIABLE,
+                                  COMPILED_HERE_VARIABLE)}
     subprocess.run([sys.executable, "-m", "klconform.engine.compile_ahead_worker",
-                    str(tmp_path), str(os.getpid())], env=environment, check=True, timeout=300)
-    compiled = os.listdir(tmp_path / compile_ahead.READY)
+                    str(run), str(os.getpid())], env=environment, check=True, timeout=300)
+    compiled = os.listdir(programs)
     assert len(compiled) >= 2   # the value's program and the gradients'
-    assert not os.listdir(tmp_path / compile_ahead.STAGING)
+    assert not os.listdir(run / compile_ahead.STAGING)
+    own = tmp_path / "worker"
     loads = subprocess.run(
         [sys.executable, "-c", _LOADS_COMPILED_AHEAD, case.id], capture_output=True, text=True,
-        env={**environment, COMPILED_AHEAD_VARIABLE: str(tmp_path / compile_ahead.READY)},
-        timeout=300)
+        env={**environment, COMPILED_AHEAD_VARIABLE: str(programs),
+             COMPILED_HERE_VARIABLE: str(own)}, timeout=300)
     assert loads.returncode == 0, loads.stderr[-2000:]
     assert int(loads.stdout.split()[-1]) >= 2
-    # A reader writes nothing: a half-written entry could only come from elsewhere.
-    assert sorted(os.listdir(tmp_path / compile_ahead.READY)) == sorted(compiled)
+    # The worker wrote nothing into the shared folder; what it loaded came through links.
+    assert sorted(os.listdir(programs)) == sorted(compiled)
+    assert set(compiled) <= set(os.listdir(own))
+
+
+def test_a_second_run_loads_the_programs_the_first_kept(tmp_path):
+    """Both runs' every program, the call worker's own compilations included: the second
+    compiles none."""
+    import os
+    import subprocess
+    import sys
+
+    from klconform.engine import compile_ahead
+
+    cache = tmp_path / "cache"
+    environment = {key: value for key, value in os.environ.items()
+                   if key != "JAX_COMPILATION_CACHE_DIR"}
+
+    def run():
+        finished = subprocess.run(
+            [sys.executable, "-m", "klconform.cli.main", "run", "--impl", "jax",
+             "--compile-cache", str(cache), "--report-dir", str(tmp_path / "report"), "--",
+             "-k", "batchmean-2d or sum-equals-none-sum"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path,
+            env={**environment, "JAX_LOG_COMPILES": "1", "JAX_EXPLAIN_CACHE_MISSES": "1"})
+        assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+        return finished.stdout + finished.stderr
+
+    first = run()
+    missed = first.count("PERSISTENT COMPILATION CACHE MISS")
+    kept = os.listdir(cache / compile_ahead.PROGRAMS)
+    assert missed > 0 and len(kept) >= missed
+    assert os.listdir(cache / compile_ahead.RUNS) == []
+    second = run()
+    assert "PERSISTENT COMPILATION CACHE MISS" not in second
+    assert second.count("Persistent compilation cache hit") >= missed
+    assert sorted(os.listdir(cache / compile_ahead.PROGRAMS)) == sorted(kept)

@@ -22,9 +22,11 @@ BRIDGE_MODULES = {
 }
 
 
-# Set by a run for its call workers: the folder holding the programs compiled ahead of the
-# calls for a record that `compiles_per_shape` (klconform.engine.compile_ahead).
+# Set by a run for its call workers, for a record that `compiles_per_shape`
+# (klconform.engine.compile_ahead): the folder of programs compiled ahead of the calls and
+# kept from earlier runs, and the worker's own, where its library writes what it compiles.
 COMPILED_AHEAD_VARIABLE = "KLCONFORM_COMPILED_AHEAD"
+COMPILED_HERE_VARIABLE = "KLCONFORM_COMPILED_HERE"
 
 
 class ArrayBridge:

@@ -1,0 +1,98 @@
+"""A folder of compiled programs that processes share and runs keep.
+
+A library that compiles each new input shape (jax, and keras or optax on it) writes one file
+per program into a compilation cache folder, keyed by the program, the compile options and
+the library's version, and reads it back instead of compiling again. klconform gives each
+process a folder of its own, filled with hard links to every program in the shared folder
+(the library finds them there), and moves what that process compiled into the shared folder
+by renaming it, only once it is known whole: the library writes its entries in place, so a
+process killed while writing one leaves half a file, which must never become shared.
+
+Nothing here decides a result: an entry is the library's own, looked up by the library's own
+key, and a missing or unreadable one is compiled again.
+"""
+
+import os
+import time
+
+# An entry no run has read or written for this long is removed (a new library version, a
+# function since edited): the folder stays the size of what is in use.
+UNUSED_FOR_S = 30 * 24 * 3600
+
+
+def link_into(shared, own, skip=frozenset()):
+    """Make `own` (and `shared`) if missing and link every entry of `shared` but those in
+    `skip` into `own`; the names linked. A file system without hard links links nothing:
+    then every program is compiled, as without a shared folder."""
+    os.makedirs(shared, mode=0o700, exist_ok=True)
+    os.makedirs(own, mode=0o700, exist_ok=True)
+    linked = set()
+    for name in _entries(shared):
+        if name in skip:
+            continue
+        try:
+            os.link(os.path.join(shared, name), os.path.join(own, name))
+        except FileExistsError:
+            pass
+        except OSError:
+            continue
+        linked.add(name)
+    return linked
+
+
+class Mirror:
+    """A process's own folder kept linked to the shared one while others add to it: looked
+    at again before each call, relinked only when the shared folder changed (one stat)."""
+
+    def __init__(self, shared, own):
+        self.shared, self.own = shared, own
+        self.linked = set()
+        self.stamp = None
+        self.refresh()
+
+    def refresh(self):
+        try:
+            stamp = os.stat(self.shared).st_mtime_ns
+        except OSError:
+            stamp = None
+        if stamp is not None and stamp == self.stamp:
+            return
+        self.stamp = stamp
+        self.linked |= link_into(self.shared, self.own, skip=self.linked)
+
+
+def publish(own, shared, known=frozenset()):
+    """Move the entries of `own` that are neither in `known` nor already in `shared` into
+    `shared`, each by one rename (whole or not at all); the names moved."""
+    moved = set()
+    for name in _entries(own):
+        if name in known or os.path.exists(os.path.join(shared, name)):
+            continue
+        try:
+            os.replace(os.path.join(own, name), os.path.join(shared, name))
+        except OSError:
+            continue
+        moved.add(name)
+    return moved
+
+
+def remove_unused(shared, now=None):
+    """Remove the entries of `shared` neither read nor written for UNUSED_FOR_S (reads
+    update the access time, at most daily on most file systems; where they never do, an
+    entry in use is only compiled again)."""
+    now = time.time() if now is None else now
+    for name in _entries(shared):
+        path = os.path.join(shared, name)
+        try:
+            status = os.stat(path)
+            if now - max(status.st_atime, status.st_mtime) > UNUSED_FOR_S:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+def _entries(folder):
+    try:
+        return [entry.name for entry in os.scandir(folder) if entry.is_file()]
+    except OSError:
+        return []
