@@ -12,12 +12,35 @@ Nothing here decides a result: an entry is the library's own, looked up by the l
 key, and a missing or unreadable one is compiled again.
 """
 
+import hashlib
 import os
+import platform
 import time
 
 # An entry no run has read or written for this long is removed (a new library version, a
 # function since edited): the folder stays the size of what is in use.
 UNUSED_FOR_S = 30 * 24 * 3600
+
+
+def scope(*parts):
+    """A folder name for programs valid for `parts` (a library build) on this machine's CPU:
+    a program compiled for one CPU's features can crash another, and a library reinstalled
+    in place can keep its version string and its entries' keys."""
+    text = repr((platform.machine(), platform.processor(), _cpu_features()) + parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _cpu_features():
+    """The CPU's model and feature flags as Linux reports them (elsewhere, platform's
+    machine and processor stand for them)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return ""
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(sorted({line.strip() for line in lines
+                             if line.split(":")[0].strip() in wanted}))
 
 
 def link_into(shared, own, skip=frozenset()):

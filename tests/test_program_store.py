@@ -58,6 +58,14 @@ def test_a_mirror_links_what_others_shared_since_and_stats_only_otherwise(tmp_pa
     assert listed == []   # unchanged: one stat, no listing
 
 
+def test_programs_are_kept_apart_by_library_build_and_cpu(monkeypatch):
+    build = program_store.scope("jax", "0.10.2", "0.10.2", [("_jax.so", 1, 2)])
+    assert build == program_store.scope("jax", "0.10.2", "0.10.2", [("_jax.so", 1, 2)])
+    assert build != program_store.scope("jax", "0.10.2", "0.10.2", [("_jax.so", 1, 3)])
+    monkeypatch.setattr(program_store, "_cpu_features", lambda: "flags: fpu avx2")
+    assert build != program_store.scope("jax", "0.10.2", "0.10.2", [("_jax.so", 1, 2)])
+
+
 def test_entries_unused_for_a_month_are_removed(tmp_path):
     shared = str(tmp_path / "shared")
     old = _entry(shared, "old")
@@ -77,10 +85,14 @@ def kept_in(tmp_path, monkeypatch):
     return state
 
 
+SCOPE = "a-library-build"
+
+
 def _worker_compiled(name):
+    """The programs folder of SCOPE, after a call worker compiled `name` there."""
     environment = compile_ahead.worker_environment({})
-    programs = environment[compile_ahead.COMPILED_AHEAD_VARIABLE]
-    own = environment[compile_ahead.COMPILED_HERE_VARIABLE]
+    programs = os.path.join(environment[compile_ahead.COMPILED_AHEAD_VARIABLE], SCOPE)
+    own = os.path.join(environment[compile_ahead.COMPILED_HERE_VARIABLE], SCOPE)
     program_store.link_into(programs, own)
     _entry(own, name)
     return programs
@@ -91,7 +103,8 @@ def test_a_run_keeps_what_its_worker_compiled_and_removes_its_own_folder(kept_in
     compile_ahead.worker_ended(whole=True)
     compile_ahead.stop()
     assert os.listdir(programs) == ["compiled-by-the-worker"]
-    assert os.listdir(os.path.join(os.path.dirname(programs), compile_ahead.RUNS)) == []
+    cache = os.path.dirname(os.path.dirname(programs))
+    assert os.listdir(os.path.join(cache, compile_ahead.RUNS)) == []
 
 
 def test_a_run_whose_worker_was_killed_at_work_keeps_nothing_it_wrote(kept_in):
@@ -108,7 +121,7 @@ def test_off_keeps_nothing_past_the_run(kept_in, tmp_path):
     assert not programs.startswith(str(tmp_path))
     compile_ahead.worker_ended(whole=True)
     compile_ahead.stop()
-    assert not os.path.exists(os.path.dirname(programs))
+    assert not os.path.exists(os.path.dirname(os.path.dirname(programs)))
 
 
 def test_a_call_that_crashed_or_hung_leaves_the_worker_not_whole(monkeypatch):
@@ -170,6 +183,8 @@ def test_a_cache_folder_that_cannot_be_made_leaves_every_program_compiled_in_pla
     shared = []
     monkeypatch.setattr(numpy_arrays.BRIDGE, "share_compilations",
                         lambda *arguments: shared.append(arguments), raising=False)
+    monkeypatch.setattr(numpy_arrays.BRIDGE, "compilation_scope", lambda: SCOPE,
+                        raising=False)
     # scipy's record: numpy arrays, a library that is installed wherever klconform is tested.
     convention.prepare_libraries(load_record(resources_records() / "scipy.yaml"))
     assert shared == [] and convention._shared_programs is None

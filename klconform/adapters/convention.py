@@ -92,7 +92,10 @@ def prepare_libraries(record):
     compiled_ahead = os.environ.get(COMPILED_AHEAD_VARIABLE)
     own = os.environ.get(COMPILED_HERE_VARIABLE)
     if compiled_ahead and compiles_ahead(record, array_bridge):
+        scope = array_bridge.compilation_scope()
+        compiled_ahead = os.path.join(compiled_ahead, scope)
         if own:
+            own = os.path.join(own, scope)
             # Written in a folder of its own, which holds links to the shared programs (those
             # compiled ahead during the run too, linked in before each call): the run moves
             # what it wrote into the shared folder once none can be half written.

@@ -36,7 +36,8 @@ from klconform import program_store
 from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE, COMPILED_HERE_VARIABLE
 from klconform.engine import children
 
-# The kept folder: PROGRAMS, shared by every run, and RUNS, one folder per running run.
+# The kept folder: PROGRAMS, shared by every run, and RUNS, one folder per running run. In
+# PROGRAMS, WORKER and STAGING, one folder per library build and CPU (program_store.scope).
 PROGRAMS, RUNS = "programs", "runs"
 # In a run's folder: what the call worker's library writes (WORKER), what the second child's
 # writes (STAGING), the plan the second child follows.
@@ -115,9 +116,12 @@ class _CompiledAhead:
         if self.folder is None:
             return
         if self.kept and self.worker_whole:
-            shared = self.programs()
-            program_store.publish(os.path.join(self.folder, WORKER), shared)
-            program_store.remove_unused(shared)
+            shared, written = self.programs(), os.path.join(self.folder, WORKER)
+            for scope in _folders(written):
+                program_store.publish(os.path.join(written, scope),
+                                      os.path.join(shared, scope))
+            for scope in _folders(shared):
+                program_store.remove_unused(os.path.join(shared, scope))
         shutil.rmtree(self.cache if not self.kept else self.folder, ignore_errors=True)
         # A run with no second child (pytest-xdist, --kl-compile-ahead off) cleans up too.
         self.remove_folders_of_ended_runs()
@@ -141,6 +145,14 @@ class _CompiledAhead:
         if self.process is not None:
             children.kill_group(self.process)
             self.process = None
+
+
+def _folders(folder):
+    """The scopes (program_store.scope) with a folder in `folder`."""
+    try:
+        return [entry.name for entry in os.scandir(folder) if entry.is_dir()]
+    except OSError:
+        return []
 
 
 def _run_name():

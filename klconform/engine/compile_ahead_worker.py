@@ -47,9 +47,11 @@ def run_reached(folder):
 def rehearse(plan, folder):
     from klconform.adapters import load_adapter
 
-    staging, programs = os.path.join(folder, STAGING), plan["programs"]
     implementation = plan["implementation"]
     adapter = load_adapter(implementation["impl"], convention=implementation["convention"])
+    scope = adapter.bridge.compilation_scope()
+    staging = os.path.join(folder, STAGING, scope)
+    programs = os.path.join(plan["programs"], scope)
     # Through links to the kept programs: one an earlier run compiled is loaded, not again.
     known = program_store.link_into(programs, staging)
     adapter.bridge.share_compilations(staging, writes=True)

@@ -156,19 +156,21 @@ def test_the_call_worker_loads_what_was_compiled_ahead_instead_of_compiling_it(t
                                   COMPILED_HERE_VARIABLE)}
     subprocess.run([sys.executable, "-m", "klconform.engine.compile_ahead_worker",
                     str(run), str(os.getpid())], env=environment, check=True, timeout=300)
+    (scope,) = os.listdir(programs)   # one build of jax on one CPU
+    programs = programs / scope
     compiled = os.listdir(programs)
     assert len(compiled) >= 2   # the value's program and the gradients'
-    assert not os.listdir(run / compile_ahead.STAGING)
+    assert not os.listdir(run / compile_ahead.STAGING / scope)
     own = tmp_path / "worker"
     loads = subprocess.run(
         [sys.executable, "-c", _LOADS_COMPILED_AHEAD, case.id], capture_output=True, text=True,
-        env={**environment, COMPILED_AHEAD_VARIABLE: str(programs),
+        env={**environment, COMPILED_AHEAD_VARIABLE: str(programs.parent),
              COMPILED_HERE_VARIABLE: str(own)}, timeout=300)
     assert loads.returncode == 0, loads.stderr[-2000:]
     assert int(loads.stdout.split()[-1]) >= 2
     # The worker wrote nothing into the shared folder; what it loaded came through links.
     assert sorted(os.listdir(programs)) == sorted(compiled)
-    assert set(compiled) <= set(os.listdir(own))
+    assert set(compiled) <= set(os.listdir(own / scope))
 
 
 def test_a_second_run_loads_the_programs_the_first_kept(tmp_path):
@@ -196,10 +198,11 @@ def test_a_second_run_loads_the_programs_the_first_kept(tmp_path):
 
     first = run()
     missed = first.count("PERSISTENT COMPILATION CACHE MISS")
-    kept = os.listdir(cache / compile_ahead.PROGRAMS)
+    (scope,) = os.listdir(cache / compile_ahead.PROGRAMS)
+    kept = os.listdir(cache / compile_ahead.PROGRAMS / scope)
     assert missed > 0 and len(kept) >= missed
     assert os.listdir(cache / compile_ahead.RUNS) == []
     second = run()
     assert "PERSISTENT COMPILATION CACHE MISS" not in second
     assert second.count("Persistent compilation cache hit") >= missed
-    assert sorted(os.listdir(cache / compile_ahead.PROGRAMS)) == sorted(kept)
+    assert sorted(os.listdir(cache / compile_ahead.PROGRAMS / scope)) == sorted(kept)

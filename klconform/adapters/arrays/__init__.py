@@ -43,6 +43,11 @@ class ArrayBridge:
         compilation cache both read), asked without importing the library."""
         return False
 
+    def compilation_scope(self):
+        """The name of the folder, among the shared ones, of programs this process can load:
+        those compiled by the same build of the library on the same kind of CPU."""
+        raise NotImplementedError(f"{self.name} arrays share no compilations")
+
     def share_compilations(self, directory, writes):
         """Before the first compilation: look up compiled programs in `directory` (and, with
         `writes`, put every one compiled there). Only where can_share_compilations()."""

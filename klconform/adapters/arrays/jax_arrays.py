@@ -32,6 +32,21 @@ class JaxBridge(ArrayBridge):
         # The user's own persistent cache is left as they set it up.
         return "JAX_COMPILATION_CACHE_DIR" not in os.environ
 
+    def compilation_scope(self):
+        import jax
+        import jaxlib
+        import jaxlib.version
+
+        from klconform import program_store
+
+        # The native libraries' sizes and times too: an in-place reinstall of another build
+        # keeps the version, and its programs crash a process of this one.
+        folder = os.path.dirname(jaxlib.__file__)
+        native = sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                        for entry in os.scandir(folder)
+                        if entry.name.endswith((".so", ".pyd", ".dylib")))
+        return program_store.scope("jax", jax.__version__, jaxlib.version.__version__, native)
+
     def share_compilations(self, directory, writes):
         import jax
 
