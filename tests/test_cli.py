@@ -53,11 +53,13 @@ def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
 
     from klconform.cli import main as cli
 
-    def choice(profile="default", max_examples=None, extra=(), cores=2):
+    def choice(profile="default", max_examples=None, extra=(), cores=2, impl="torch"):
         monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(cores)),
                             raising=False)
         return cli.parallelism(Namespace(kl_profile=profile, kl_seed=None,
-                                         kl_max_examples=max_examples), list(extra))
+                                         kl_max_examples=max_examples, impl=impl,
+                                         kl_convention=None, kl_compile_cache=None),
+                               list(extra))
 
     workers, why = choice()
     assert workers == 0 and why.startswith("serial: at 25 examples per property")
@@ -67,3 +69,33 @@ def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
     assert choice(max_examples=200)[0] == 2
     assert choice("thorough", cores=1) == (0, "serial: 400 examples per property, but one core")
     assert choice("thorough", extra=["-n", "3"]) == (0, "workers as given after --")
+
+
+def test_run_splits_a_compiled_record_whose_programs_an_earlier_run_kept(monkeypatch, tmp_path):
+    from argparse import Namespace
+
+    from klconform.cli import main as cli
+    from klconform.engine import compile_ahead
+
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
+    kept = []
+    monkeypatch.setattr(compile_ahead, "programs_kept",
+                        lambda key, directory: kept.append((key, directory)) or True)
+
+    def choice(impl, cache=None):
+        return cli.parallelism(Namespace(kl_profile="default", kl_seed=None,
+                                         kl_max_examples=None, impl=impl, kl_convention=None,
+                                         kl_compile_cache=cache), [])
+
+    workers, why = choice("jax", str(tmp_path))
+    assert workers == 2 and "kept this implementation's compiled programs" in why
+    assert kept == [(("jax", None), str(tmp_path))]
+    assert choice("torch")[0] == 0   # compiles nothing: never asked
+    assert choice("mylosses:kl")[0] == 0   # a plain callable compiles nothing either
+    assert len(kept) == 1
+    monkeypatch.setattr(compile_ahead, "programs_kept", lambda key, directory: False)
+    assert choice("jax")[0] == 0   # a first run: the second child compiles ahead, serially
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))   # the user's own cache
+    monkeypatch.setattr(compile_ahead, "programs_kept", lambda key, directory: True)
+    assert choice("jax")[0] == 0

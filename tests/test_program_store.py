@@ -109,9 +109,27 @@ def test_a_run_keeps_what_its_worker_compiled_and_removes_its_own_folder(kept_in
 
 def test_a_run_whose_worker_was_killed_at_work_keeps_nothing_it_wrote(kept_in):
     programs = _worker_compiled("perhaps-half-written")
-    compile_ahead.worker_ended(whole=False)
+    compile_ahead.worker_ended(whole=False, implementations=[("jax", None)])
     compile_ahead.stop()
     assert os.listdir(programs) == []
+    assert not compile_ahead.programs_kept(("jax", None), kept_in.cache)
+
+
+def test_the_next_run_is_told_which_implementations_kept_their_programs(kept_in, tmp_path):
+    directory = kept_in.cache
+    _worker_compiled("compiled-by-the-worker")
+    compile_ahead.worker_ended(whole=True, implementations=[("jax", None)])
+    compile_ahead.stop()
+    assert compile_ahead.programs_kept(("jax", None), directory)
+    assert not compile_ahead.programs_kept(("optax", None), directory)
+    assert not compile_ahead.programs_kept(("jax", None), compile_ahead.OFF)
+    assert not compile_ahead.programs_kept(("jax", None), str(tmp_path / "elsewhere"))
+    # A run whose worker compiled nothing of that kind (torch) marks nothing.
+    kept_in.keep_in(directory)
+    compile_ahead.worker_environment({})
+    compile_ahead.worker_ended(whole=True, implementations=[("torch", None)])
+    compile_ahead.stop()
+    assert not compile_ahead.programs_kept(("torch", None), directory)
 
 
 def test_off_keeps_nothing_past_the_run(kept_in, tmp_path):
@@ -128,7 +146,8 @@ def test_a_call_that_crashed_or_hung_leaves_the_worker_not_whole(monkeypatch):
     from klconform.engine import isolation
 
     ended = []
-    monkeypatch.setattr(compile_ahead, "worker_ended", lambda whole: ended.append(whole))
+    monkeypatch.setattr(compile_ahead, "worker_ended",
+                        lambda whole, implementations=(): ended.append(whole))
     monkeypatch.setattr(isolation, "CallWorker", _Stub)
     pool = isolation._Pool()
     pool.worker = _Stub()

@@ -233,6 +233,11 @@ def run_suites(args):
 # stop 29) and holds the library twice.
 PARALLEL_EXAMPLES = 100
 MAX_WORKERS = 4
+# A record that compiles each shape, its programs kept by an earlier run (engine.compile_ahead):
+# what is left of its run is tracing and loading them, which two workers split (jax: 0.84x
+# the time of serial on 2 cores; on a first run 1.07x, the second child compiling ahead
+# being serial only; benchmarks/RESULTS.md, stop 33).
+KEPT_PROGRAMS_WORKERS = 2
 
 
 def parallelism(args, extra):
@@ -247,6 +252,11 @@ def parallelism(args, extra):
     examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
     cores = usable_cores()
     if examples < PARALLEL_EXAMPLES:
+        if cores >= 2 and find_spec("xdist") is not None and _programs_kept(args):
+            return KEPT_PROGRAMS_WORKERS, (
+                f"{KEPT_PROGRAMS_WORKERS} workers (pytest-xdist -n {KEPT_PROGRAMS_WORKERS}): "
+                "an earlier run kept this implementation's compiled programs, and tracing "
+                "and loading them runs faster split (pass -- -n 0 for serial)")
         return 0, (f"serial: at {examples} examples per property, workers would be no faster "
                    f"and cost CPU and memory (pass -- -n N to split it)")
     if cores < 2:
@@ -257,6 +267,27 @@ def parallelism(args, extra):
     workers = min(cores, MAX_WORKERS)
     return workers, (f"{workers} workers (pytest-xdist -n {workers}): {examples} examples per "
                      f"property on {cores} cores run faster split than serial")
+
+
+def _programs_kept(args):
+    """Whether `args.impl` is a record that compiles each shape, shares its programs through
+    klconform's kept folder, and an earlier run kept them there."""
+    from klconform.adapters.arrays import bridge
+    from klconform.adapters.convention import compiles_ahead
+    from klconform.adapters.registry import builtin_records
+    from klconform.engine import compile_ahead
+    from klconform.engine.worker_protocol import implementation_spec
+    from klconform.spec.conventions import load_record
+
+    try:
+        record = load_record(args.kl_convention) if args.kl_convention \
+            else builtin_records().get(args.impl)
+    except KLConformError:
+        return False   # the run itself says what is wrong with the record
+    if record is None or not record.arrays or not compiles_ahead(record, bridge(record.arrays)):
+        return False
+    key = implementation_spec(args.impl, args.kl_convention).key
+    return compile_ahead.programs_kept(key, args.kl_compile_cache)
 
 
 def run_diagnose(args):
