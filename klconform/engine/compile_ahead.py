@@ -184,7 +184,7 @@ def _run_name():
 
 def _temporary_root():
     """One folder per user for the caches of runs that keep none (a run killed outright
-    leaves its own behind, removed by the next run that compiles ahead)."""
+    leaves its own behind, removed by a later run)."""
     return os.path.join(tempfile.gettempdir(), f"klconform-compiled-{getpass.getuser()}")
 
 
