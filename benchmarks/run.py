@@ -96,17 +96,26 @@ BUILT_INS = (("numpy", "numpy", {}), ("scipy", "scipy", {}), ("torch-module", "t
 
 # The records whose programs a run compiles ahead of their calls and keeps for later runs:
 # each is measured with the programs an earlier run kept (a developer's next run, a CI job
-# that caches the folder), with none (a machine's first run), and with none and no compiling
-# ahead. None of them reads or writes the user's own cache folder.
+# that caches the folder), on a first run (an empty folder, made afresh for each run), and on
+# a first run made serially (`-- -n 0`: the second child compiling ahead instead of two
+# workers). None of them reads or writes the user's own cache folder.
 COMPILED_AHEAD = ("jax", "optax", "keras-jax")
 
 
 def _compiled_ahead_variants(name, directory):
+    """(command, label, warm up first) for the compiled record `name`."""
     kept = os.path.join(directory, f"compile-cache-{name}")
-    return [(("--compile-cache", kept), f"{name} (programs kept by an earlier run)", True),
-            (("--compile-cache", "off"), f"{name} (first run: none kept)", False),
-            (("--compile-cache", "off", "--compile-ahead", "off"),
-             f"{name} (none kept) --compile-ahead off", False)]
+    empty = os.path.join(directory, f"empty-compile-cache-{name}")
+    report = ("--impl", name)
+
+    def afresh(*extra):
+        run = klconform_run(["--compile-cache", empty, *extra], directory, report)
+        return ["sh", "-c", 'rm -rf "$0" && exec "$@"', empty, *run]
+
+    return [(klconform_run(["--compile-cache", kept], directory, report),
+             f"{name} (programs kept by an earlier run)", True),
+            (afresh(), f"{name} (first run: none kept)", False),
+            (afresh("--", "-n", "0"), f"{name} (first run, serial: -- -n 0)", False)]
 
 
 def built_in_times(repeats):
@@ -117,10 +126,9 @@ def built_in_times(repeats):
             if find_spec(module) is None:
                 rows.append([name, "not installed here", ""])
                 continue
-            variants = _compiled_ahead_variants(name, directory) \
-                if name in COMPILED_AHEAD else [((), name, False)]
-            for extra, label, warm_up in variants:
-                command = klconform_run(list(extra), directory, ("--impl", name))
+            variants = _compiled_ahead_variants(name, directory) if name in COMPILED_AHEAD \
+                else [(klconform_run([], directory, ("--impl", name)), name, False)]
+            for command, label, warm_up in variants:
                 if warm_up:
                     _run(command, env, allowed=(0, 1))
                 # A failing run is still a run: exit 1 is a verdict, not a broken benchmark.

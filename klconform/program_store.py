@@ -64,13 +64,21 @@ def link_into(shared, own, skip=frozenset()):
 
 
 class Mirror:
-    """A process's own folder kept linked to the shared one while others add to it: looked
-    at again before each call, relinked only when the shared folder changed (one stat)."""
+    """A process's own folder kept linked to the shared one while others add to it, and
+    what this process compiles shared as soon as the call that compiled it has returned.
+
+    Around each call: the shared folder is relinked only when it changed, and the process's
+    own folder listed only when it changed (a `stat` each, else). An entry that appears in
+    its own folder during a call was written whole by this process, which has returned from
+    writing it; one that was there before (half written by a process of the same worker that
+    was killed) is never shared."""
 
     def __init__(self, shared, own):
         self.shared, self.own = shared, own
         self.linked = set()
         self.stamp = None
+        self.own_stamp = None
+        self.present = set()
         self.refresh()
 
     def refresh(self):
@@ -82,6 +90,34 @@ class Mirror:
             return
         self.stamp = stamp
         self.linked |= link_into(self.shared, self.own, skip=self.linked)
+
+    def before_call(self):
+        self.refresh()
+        own_stamp = _stamp(self.own)
+        if own_stamp != self.own_stamp:
+            self.present = set(_entries(self.own))
+            self.own_stamp = own_stamp
+
+    def after_call(self):
+        own_stamp = _stamp(self.own)
+        if own_stamp == self.own_stamp:
+            return
+        written = set(_entries(self.own)) - self.present
+        for name in written:
+            try:
+                os.link(os.path.join(self.own, name), os.path.join(self.shared, name))
+            except OSError:
+                continue
+            self.linked.add(name)
+        self.present |= written
+        self.own_stamp = own_stamp
+
+
+def _stamp(folder):
+    try:
+        return os.stat(folder).st_mtime_ns
+    except OSError:
+        return None
 
 
 def publish(own, shared, known=frozenset()):

@@ -71,31 +71,26 @@ def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
     assert choice("thorough", extra=["-n", "3"]) == (0, "workers as given after --")
 
 
-def test_run_splits_a_compiled_record_whose_programs_an_earlier_run_kept(monkeypatch, tmp_path):
+def test_run_splits_a_record_that_compiles_each_shape_over_two_workers(monkeypatch, tmp_path):
     from argparse import Namespace
 
     from klconform.cli import main as cli
-    from klconform.engine import compile_ahead
 
     monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
-    kept = []
-    monkeypatch.setattr(compile_ahead, "programs_kept",
-                        lambda key, directory: kept.append((key, directory)) or True)
 
-    def choice(impl, cache=None):
+    def choice(impl, convention=None):
         return cli.parallelism(Namespace(kl_profile="default", kl_seed=None,
-                                         kl_max_examples=None, impl=impl, kl_convention=None,
-                                         kl_compile_cache=cache), [])
+                                         kl_max_examples=None, impl=impl,
+                                         kl_convention=convention, kl_compile_cache=None), [])
 
-    workers, why = choice("jax", str(tmp_path))
-    assert workers == 2 and "kept this implementation's compiled programs" in why
-    assert kept == [(("jax", None), str(tmp_path))]
-    assert choice("torch")[0] == 0   # compiles nothing: never asked
-    assert choice("mylosses:kl")[0] == 0   # a plain callable compiles nothing either
-    assert len(kept) == 1
-    monkeypatch.setattr(compile_ahead, "programs_kept", lambda key, directory: False)
-    assert choice("jax")[0] == 0   # a first run: the second child compiles ahead, serially
+    for impl in ("jax", "optax", "keras-jax"):
+        workers, why = choice(impl)
+        assert workers == 2 and f"{impl} compiles a program per shape" in why, why
+    assert choice("torch")[0] == 0
+    assert choice("mylosses:kl")[0] == 0   # a plain callable compiles nothing
+    record = tmp_path / "mine.yaml"
+    record.write_text("not: [a record")
+    assert choice("mylosses:kl", str(record))[0] == 0   # the run itself reports the record
     monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path))   # the user's own cache
-    monkeypatch.setattr(compile_ahead, "programs_kept", lambda key, directory: True)
     assert choice("jax")[0] == 0

@@ -58,6 +58,42 @@ def test_a_mirror_links_what_others_shared_since_and_stats_only_otherwise(tmp_pa
     assert listed == []   # unchanged: one stat, no listing
 
 
+def test_what_a_call_compiled_is_shared_when_it_returns_and_nothing_written_before(tmp_path):
+    shared, own = str(tmp_path / "shared"), str(tmp_path / "own")
+    _entry(own, "half-written")   # by a process of the same worker, killed while writing
+    mirror = program_store.Mirror(shared, own)
+    mirror.before_call()
+    _bump(own)
+    _entry(own, "compiled-by-this-call")
+    assert os.listdir(shared) == []   # not while the call runs
+    mirror.after_call()
+    assert sorted(os.listdir(shared)) == ["compiled-by-this-call"]
+    assert os.path.samefile(os.path.join(shared, "compiled-by-this-call"),
+                            os.path.join(own, "compiled-by-this-call"))
+    mirror.before_call()
+    mirror.after_call()   # a call that compiled nothing
+    assert sorted(os.listdir(shared)) == ["compiled-by-this-call"]
+
+
+def test_a_call_sees_what_another_process_shared_since_the_last(tmp_path):
+    shared, own = str(tmp_path / "shared"), str(tmp_path / "own")
+    mirror = program_store.Mirror(shared, own)
+    other = program_store.Mirror(shared, str(tmp_path / "other"))
+    other.before_call()
+    _bump(other.own)
+    _entry(other.own, "compiled-by-the-other")
+    other.after_call()
+    _bump(shared)
+    mirror.before_call()
+    assert os.listdir(own) == ["compiled-by-the-other"]
+
+
+def _bump(folder):
+    """Move a folder's time stamp on, as a new entry would on a coarse clock."""
+    stamp = os.stat(folder).st_mtime_ns
+    os.utime(folder, ns=(stamp, stamp + 1_000_000))
+
+
 def test_programs_are_kept_apart_by_library_build_and_cpu(monkeypatch):
     build = program_store.scope("jax", "0.10.2", "0.10.2", [("_jax.so", 1, 2)])
     assert build == program_store.scope("jax", "0.10.2", "0.10.2", [("_jax.so", 1, 2)])
@@ -109,27 +145,9 @@ def test_a_run_keeps_what_its_worker_compiled_and_removes_its_own_folder(kept_in
 
 def test_a_run_whose_worker_was_killed_at_work_keeps_nothing_it_wrote(kept_in):
     programs = _worker_compiled("perhaps-half-written")
-    compile_ahead.worker_ended(whole=False, implementations=[("jax", None)])
+    compile_ahead.worker_ended(whole=False)
     compile_ahead.stop()
     assert os.listdir(programs) == []
-    assert not compile_ahead.programs_kept(("jax", None), kept_in.cache)
-
-
-def test_the_next_run_is_told_which_implementations_kept_their_programs(kept_in, tmp_path):
-    directory = kept_in.cache
-    _worker_compiled("compiled-by-the-worker")
-    compile_ahead.worker_ended(whole=True, implementations=[("jax", None)])
-    compile_ahead.stop()
-    assert compile_ahead.programs_kept(("jax", None), directory)
-    assert not compile_ahead.programs_kept(("optax", None), directory)
-    assert not compile_ahead.programs_kept(("jax", None), compile_ahead.OFF)
-    assert not compile_ahead.programs_kept(("jax", None), str(tmp_path / "elsewhere"))
-    # A run whose worker compiled nothing of that kind (torch) marks nothing.
-    kept_in.keep_in(directory)
-    compile_ahead.worker_environment({})
-    compile_ahead.worker_ended(whole=True, implementations=[("torch", None)])
-    compile_ahead.stop()
-    assert not compile_ahead.programs_kept(("torch", None), directory)
 
 
 def test_off_keeps_nothing_past_the_run(kept_in, tmp_path):
@@ -146,8 +164,7 @@ def test_a_call_that_crashed_or_hung_leaves_the_worker_not_whole(monkeypatch):
     from klconform.engine import isolation
 
     ended = []
-    monkeypatch.setattr(compile_ahead, "worker_ended",
-                        lambda whole, implementations=(): ended.append(whole))
+    monkeypatch.setattr(compile_ahead, "worker_ended", lambda whole: ended.append(whole))
     monkeypatch.setattr(isolation, "CallWorker", _Stub)
     pool = isolation._Pool()
     pool.worker = _Stub()

@@ -533,9 +533,13 @@ class ConventionAdapter(Adapter):
         if plan.unsupported:
             raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
         if _shared_programs is not None:
-            _shared_programs.refresh()
+            _shared_programs.before_call()
         form, route, prediction, target = self._staged(call)
-        result = self._call_function(call, form, route)(prediction, target)
+        try:
+            result = self._call_function(call, form, route)(prediction, target)
+        finally:
+            if _shared_programs is not None:
+                _shared_programs.after_call()
         value, dtype, shape = self.bridge.to_numpy(result)
         value = self._to_canonical(value, form, route)
         moved = plan.composed or not form.identity
@@ -546,11 +550,15 @@ class ConventionAdapter(Adapter):
         if plan.unsupported:
             raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
         if _shared_programs is not None:
-            _shared_programs.refresh()
+            _shared_programs.before_call()
         form, route, prediction, target = self._staged(call)
         prediction64, _ = self._native_arrays(call)
-        grad_prediction, grad_target = self.bridge.gradients(
-            self._call_function(call, form, route), prediction, target)
+        try:
+            grad_prediction, grad_target = self.bridge.gradients(
+                self._call_function(call, form, route), prediction, target)
+        finally:
+            if _shared_programs is not None:
+                _shared_programs.after_call()
         scale = 1.0 if route[1] == "native" else route[2]
         temperature = temperature_for(self.record, call.temperature).value or 1.0
         spaces = self.record.spaces

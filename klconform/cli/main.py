@@ -233,11 +233,11 @@ def run_suites(args):
 # stop 29) and holds the library twice.
 PARALLEL_EXAMPLES = 100
 MAX_WORKERS = 4
-# A record that compiles each shape, its programs kept by an earlier run (engine.compile_ahead):
-# what is left of its run is tracing and loading them, which two workers split (jax: 0.84x
-# the time of serial on 2 cores; on a first run 1.07x, the second child compiling ahead
-# being serial only; benchmarks/RESULTS.md, stop 33).
-KEPT_PROGRAMS_WORKERS = 2
+# A record that compiles each shape and shares its programs (engine.compile_ahead): two
+# workers split the compilations and load each other's as soon as they are written (on 2
+# cores, first runs 0.83-0.95x the time of a serial run compiling ahead in a second child,
+# later runs 0.82-0.92x; benchmarks/RESULTS.md, stop 33).
+COMPILING_WORKERS = 2
 
 
 def parallelism(args, extra):
@@ -252,11 +252,15 @@ def parallelism(args, extra):
     examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
     cores = usable_cores()
     if examples < PARALLEL_EXAMPLES:
-        if cores >= 2 and find_spec("xdist") is not None and _programs_kept(args):
-            return KEPT_PROGRAMS_WORKERS, (
-                f"{KEPT_PROGRAMS_WORKERS} workers (pytest-xdist -n {KEPT_PROGRAMS_WORKERS}): "
-                "an earlier run kept this implementation's compiled programs, and tracing "
-                "and loading them runs faster split (pass -- -n 0 for serial)")
+        if cores >= 2 and _shares_compilations(args):
+            if find_spec("xdist") is None:
+                return 0, (f"serial: {args.impl} compiles a program per shape, which "
+                           f"{COMPILING_WORKERS} workers would split, but pytest-xdist is "
+                           f"not installed")
+            return COMPILING_WORKERS, (
+                f"{COMPILING_WORKERS} workers (pytest-xdist -n {COMPILING_WORKERS}): "
+                f"{args.impl} compiles a program per shape, and the workers split the "
+                f"compilations and share what they compiled (pass -- -n 0 for serial)")
         return 0, (f"serial: at {examples} examples per property, workers would be no faster "
                    f"and cost CPU and memory (pass -- -n N to split it)")
     if cores < 2:
@@ -269,14 +273,12 @@ def parallelism(args, extra):
                      f"property on {cores} cores run faster split than serial")
 
 
-def _programs_kept(args):
-    """Whether `args.impl` is a record that compiles each shape, shares its programs through
-    klconform's kept folder, and an earlier run kept them there."""
+def _shares_compilations(args):
+    """Whether `args.impl` is a record that compiles each shape and shares its programs
+    between processes (read from its record; its library is not imported)."""
     from klconform.adapters.arrays import bridge
     from klconform.adapters.convention import compiles_ahead
     from klconform.adapters.registry import builtin_records
-    from klconform.engine import compile_ahead
-    from klconform.engine.worker_protocol import implementation_spec
     from klconform.spec.conventions import load_record
 
     try:
@@ -284,10 +286,8 @@ def _programs_kept(args):
             else builtin_records().get(args.impl)
     except KLConformError:
         return False   # the run itself says what is wrong with the record
-    if record is None or not record.arrays or not compiles_ahead(record, bridge(record.arrays)):
-        return False
-    key = implementation_spec(args.impl, args.kl_convention).key
-    return compile_ahead.programs_kept(key, args.kl_compile_cache)
+    return record is not None and bool(record.arrays) \
+        and compiles_ahead(record, bridge(record.arrays))
 
 
 def run_diagnose(args):

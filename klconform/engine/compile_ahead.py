@@ -11,9 +11,11 @@ compiling. The call worker then loads a program instead of compiling it, where t
 child got there first; the child stops where it meets the run.
 
 The folder of programs is kept between runs (--kl-compile-cache; klconform.program_store):
-a later run of the same implementation loads what an earlier one compiled, the call worker's
-own compilations included, which the run moves in at its end unless a process of the worker
-was killed (a crash, a timeout) and could have left one half written.
+a later run of the same implementation loads what an earlier one compiled. A call worker
+adds each program it compiled as soon as the call that compiled it returned, where the
+run's other call workers (pytest-xdist) find it; at the end the run adds any the worker's
+clock missed, unless a process of the worker was killed (a crash, a timeout) and could have
+left one half written.
 
 Nothing the second child does reaches a result: its calls' results and errors are thrown
 away, it is killed when the run ends, and a program is only ever loaded whole (written
@@ -23,7 +25,6 @@ worker as it would without it.
 
 import atexit
 import getpass
-import hashlib
 import os
 import pickle
 import secrets
@@ -49,8 +50,6 @@ PROGRESS = "progress"
 PROGRESS_WIDTH = 12
 # --kl-compile-cache's value for a cache of this run's programs only.
 OFF = "off"
-# In the kept folder: one empty file per implementation whose run kept its programs there.
-KEPT_FOR = "kept-for"
 
 
 def default_cache():
@@ -70,7 +69,6 @@ class _CompiledAhead:
         self.process = None
         self.progress = None    # the progress file, open for writing
         self.worker_whole = False
-        self.implementations = ()   # the keys of those the worker called
 
     def keep_in(self, directory):
         """`directory`, or OFF for a cache removed with the run. Ignored once a call worker
@@ -120,31 +118,20 @@ class _CompiledAhead:
         if self.folder is None:
             return
         if self.kept and self.worker_whole:
+            # The worker shared each program as the call that compiled it returned
+            # (program_store.Mirror); this takes any whose writing its clock did not see.
             shared, written = self.programs(), os.path.join(self.folder, WORKER)
-            scopes = _folders(written)
-            for scope in scopes:
+            for scope in _folders(written):
                 program_store.publish(os.path.join(written, scope),
                                       os.path.join(shared, scope))
             for scope in _folders(shared):
                 program_store.remove_unused(os.path.join(shared, scope))
-            if scopes:
-                self._mark_kept()
         shutil.rmtree(self.cache if not self.kept else self.folder, ignore_errors=True)
         # A run with no second child (pytest-xdist, --kl-compile-ahead off) cleans up too.
         self.remove_folders_of_ended_runs()
         self.folder = None
         if not self.kept:
             self.cache = None
-
-    def _mark_kept(self):
-        folder = os.path.join(self._cache(), KEPT_FOR)
-        try:
-            os.makedirs(folder, mode=0o700, exist_ok=True)
-            for key in self.implementations:
-                with open(os.path.join(folder, _marker_name(key)), "wb"):
-                    pass
-        except OSError:
-            pass
 
     def remove_folders_of_ended_runs(self):
         """Those of runs killed outright, which could not remove their own."""
@@ -162,10 +149,6 @@ class _CompiledAhead:
         if self.process is not None:
             children.kill_group(self.process)
             self.process = None
-
-
-def _marker_name(key):
-    return hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
 
 def _folders(folder):
@@ -230,21 +213,11 @@ def worker_environment(environment):
             COMPILED_HERE_VARIABLE: os.path.join(_compiled_ahead.run_folder(), WORKER)}
 
 
-def worker_ended(whole, implementations=()):
+def worker_ended(whole):
     """The call worker is gone. `whole`: no process of it was killed while it could be
     writing a program (no crash, no timeout, no call in flight), so that what it wrote may
-    be kept. `implementations`: the keys (ImplementationSpec.key) of those it called."""
+    be kept."""
     _compiled_ahead.worker_whole = whole
-    _compiled_ahead.implementations = tuple(implementations)
-
-
-def programs_kept(key, directory=None):
-    """Whether an earlier run of the implementation of `key` kept its programs in the folder
-    --kl-compile-cache `directory` names (None: default_cache())."""
-    if directory == OFF:
-        return False
-    cache = os.path.abspath(directory) if directory else default_cache()
-    return os.path.exists(os.path.join(cache, KEPT_FOR, _marker_name(key)))
 
 
 def planned_test(kind, subject, dtype):

@@ -314,7 +314,6 @@ class _Pool:
         # program (engine.compile_ahead keeps what the worker wrote only if none was).
         self.killed_at_work = False
         self.in_flight = False
-        self.implementations = set()
 
     def current(self):
         if self.worker is None:
@@ -336,8 +335,7 @@ class _Pool:
         if self.worker is not None:
             self.worker.kill() if now else self.worker.close()
             self.worker = None
-            compile_ahead.worker_ended(whole=not (self.killed_at_work or self.in_flight),
-                                       implementations=sorted(self.implementations, key=repr))
+            compile_ahead.worker_ended(whole=not (self.killed_at_work or self.in_flight))
 
 
 _pool = _Pool()
@@ -413,7 +411,6 @@ def call_in_worker(spec, method, call):
         if refusal is not None:
             raise refusal
         worker = _pool.current()
-        _pool.implementations.add(spec.key)
         _pool.in_flight = True
         try:
             result = worker.call(spec, method, call)
