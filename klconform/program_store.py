@@ -65,7 +65,8 @@ def link_into(shared, own, skip=frozenset()):
 
 class Mirror:
     """A process's own folder kept linked to the shared one while others add to it, and
-    what this process compiles shared as soon as the call that compiled it has returned.
+    what this process compiles shared as soon as the call that compiled it has returned:
+    `with mirror:` around each call.
 
     Around each call: the shared folder is relinked only when it changed, and the process's
     own folder listed only when it changed (a `stat` each, else). An entry that appears in
@@ -90,6 +91,14 @@ class Mirror:
             return
         self.stamp = stamp
         self.linked |= link_into(self.shared, self.own, skip=self.linked)
+
+    def __enter__(self):
+        self.before_call()
+        return self
+
+    def __exit__(self, *exception):
+        self.after_call()
+        return False
 
     def before_call(self):
         self.refresh()
@@ -120,12 +129,12 @@ def _stamp(folder):
         return None
 
 
-def publish(own, shared, known=frozenset()):
-    """Move the entries of `own` that are neither in `known` nor already in `shared` into
-    `shared`, each by one rename (whole or not at all); the names moved."""
+def publish(own, shared):
+    """Move the entries of `own` not already in `shared` into `shared`, each by one rename
+    (whole or not at all); the names moved."""
     moved = set()
     for name in _entries(own):
-        if name in known or os.path.exists(os.path.join(shared, name)):
+        if os.path.exists(os.path.join(shared, name)):
             continue
         try:
             os.replace(os.path.join(own, name), os.path.join(shared, name))

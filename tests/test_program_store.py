@@ -33,12 +33,14 @@ def test_a_process_reads_the_shared_entries_through_links_and_adds_only_its_own(
     assert not os.path.exists(os.path.join(own, "compiled-here"))   # moved, not copied
 
 
-def test_known_names_stay_where_they_are(tmp_path):
+def test_linked_names_stay_where_they_are(tmp_path):
     shared, own = str(tmp_path / "shared"), str(tmp_path / "own")
-    _entry(own, "linked")
-    os.makedirs(shared)
-    assert program_store.publish(own, shared, known={"linked"}) == set()
-    assert os.listdir(shared) == []
+    _entry(shared, "linked")
+    with program_store.Mirror(shared, own):
+        pass   # a call that loaded the linked program and compiled nothing
+    assert os.listdir(shared) == ["linked"] and os.listdir(own) == ["linked"]
+    assert program_store.publish(own, shared) == set()   # the run's end moves nothing either
+    assert os.listdir(own) == ["linked"]
 
 
 def test_a_mirror_links_what_others_shared_since_and_stats_only_otherwise(tmp_path,

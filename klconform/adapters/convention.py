@@ -9,6 +9,7 @@ with the reason. Conversions between spaces are done in float64 and rounded once
 dtype under test, and the plan names them so the budget can allow for that rounding.
 """
 
+import contextlib
 import importlib
 import importlib.util
 import os
@@ -89,29 +90,30 @@ def prepare_libraries(record):
     except ImportError as error:
         raise ImplementationLoadError(
             f"--impl {record.name}: {record.arrays} does not import ({error})") from None
-    compiled_ahead = os.environ.get(COMPILED_AHEAD_VARIABLE)
+    shared = os.environ.get(COMPILED_AHEAD_VARIABLE)
     own = os.environ.get(COMPILED_HERE_VARIABLE)
-    if compiled_ahead and compiles_ahead(record, array_bridge):
+    if shared and own and compiles_ahead(record, array_bridge):
+        # Written in a folder of its own, which holds links to the shared programs (those
+        # others compile during the run too, linked in before each call); what a call
+        # compiled is shared once it returned, when none can be half written.
+        global _shared_programs
         scope = array_bridge.compilation_scope()
-        compiled_ahead = os.path.join(compiled_ahead, scope)
-        if own:
-            own = os.path.join(own, scope)
-            # Written in a folder of its own, which holds links to the shared programs (those
-            # compiled ahead during the run too, linked in before each call): the run moves
-            # what it wrote into the shared folder once none can be half written.
-            global _shared_programs
-            try:
-                _shared_programs = program_store.Mirror(compiled_ahead, own)
-            except OSError:
-                return array_bridge   # an unwritable cache folder: every program compiled here
-            array_bridge.share_compilations(own, writes=True)
-        else:
-            array_bridge.share_compilations(compiled_ahead, writes=False)
+        try:
+            _shared_programs = program_store.Mirror(os.path.join(shared, scope),
+                                                    os.path.join(own, scope))
+        except OSError:
+            return array_bridge   # an unwritable cache folder: every program compiled here
+        array_bridge.share_compilations(_shared_programs.own, writes=True)
     return array_bridge
 
 
-# This process's view of the programs compiled ahead (prepare_libraries), or None.
+# This process's view of the shared compiled programs (prepare_libraries), or None.
 _shared_programs = None
+
+
+def _sharing_programs():
+    """Around a call that may compile: the shared programs' Mirror, or nothing to do."""
+    return _shared_programs if _shared_programs is not None else contextlib.nullcontext()
 
 
 def compiles_ahead(record, array_bridge):
@@ -532,14 +534,9 @@ class ConventionAdapter(Adapter):
         plan = self.plan(call)
         if plan.unsupported:
             raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
-        if _shared_programs is not None:
-            _shared_programs.before_call()
         form, route, prediction, target = self._staged(call)
-        try:
+        with _sharing_programs():
             result = self._call_function(call, form, route)(prediction, target)
-        finally:
-            if _shared_programs is not None:
-                _shared_programs.after_call()
         value, dtype, shape = self.bridge.to_numpy(result)
         value = self._to_canonical(value, form, route)
         moved = plan.composed or not form.identity
@@ -549,16 +546,11 @@ class ConventionAdapter(Adapter):
         plan = self.plan(call)
         if plan.unsupported:
             raise ImplementationResultError(f"unsupported call: {plan.unsupported}")
-        if _shared_programs is not None:
-            _shared_programs.before_call()
         form, route, prediction, target = self._staged(call)
         prediction64, _ = self._native_arrays(call)
-        try:
+        with _sharing_programs():
             grad_prediction, grad_target = self.bridge.gradients(
                 self._call_function(call, form, route), prediction, target)
-        finally:
-            if _shared_programs is not None:
-                _shared_programs.after_call()
         scale = 1.0 if route[1] == "native" else route[2]
         temperature = temperature_for(self.record, call.temperature).value or 1.0
         spaces = self.record.spaces

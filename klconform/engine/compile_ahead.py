@@ -101,8 +101,7 @@ class _CompiledAhead:
             os.makedirs(os.path.join(folder, STAGING), mode=0o700, exist_ok=True)
             os.makedirs(self.programs(), mode=0o700, exist_ok=True)
             with open(os.path.join(folder, PLAN), "wb") as handle:
-                pickle.dump({**plan, "programs": self.programs()}, handle,
-                            protocol=pickle.HIGHEST_PROTOCOL)
+                pickle.dump(plan, handle, protocol=pickle.HIGHEST_PROTOCOL)
             self.progress = os.open(os.path.join(folder, PROGRESS), os.O_CREAT | os.O_RDWR)
         except OSError:
             return   # a cache folder that cannot be written: every call compiles its own
@@ -233,10 +232,11 @@ def start(spec, tests, device, max_examples, environment):
     _compiled_ahead.stop_compiling()
     plan = {"implementation": spec.as_data(), "tests": list(tests), "device": device,
             "max_examples": max_examples, "sys_path": list(sys.path)}
-    # It reads and adds to the kept programs through its own folder (compile_ahead_worker).
-    _compiled_ahead.start(plan, {key: value for key, value in environment.items()
-                                 if key not in (COMPILED_AHEAD_VARIABLE,
-                                                COMPILED_HERE_VARIABLE)})
+    # It reads and adds to the kept programs as the call worker does, from a folder of its
+    # own (STAGING), which the run's end does not publish: it shares each program live.
+    _compiled_ahead.start(plan, {
+        **environment, COMPILED_AHEAD_VARIABLE: _compiled_ahead.programs(),
+        COMPILED_HERE_VARIABLE: os.path.join(_compiled_ahead.run_folder(), STAGING)})
 
 
 def reached(index):

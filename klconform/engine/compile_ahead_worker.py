@@ -2,13 +2,12 @@
 what they compile.
 
 Run as `python -m klconform.engine.compile_ahead_worker FOLDER PARENT_PID`. It loads the
-implementation as the call worker does, has its library write every program it compiles
-into FOLDER/staging (where the kept programs are linked, so that it loads those), and makes
-the calls of the planned tests from the last one back: a case's calls (its relation's second
-call, a probe's gradients), a gradient case's, a property's on each of its stored examples as
-its check makes them. After each call, what it compiled is moved into the kept folder of
-programs, whole. It stops at the test the run has reached (FOLDER/progress). Every result
-and error is thrown away.
+implementation as the call worker does, its library reading and adding to the kept programs
+the same way (its own folder is FOLDER/staging), and makes the calls of the planned tests
+from the last one back: a case's calls (its relation's second call, a probe's gradients), a
+gradient case's, a property's on each of its stored examples as its check makes them. It
+stops at the test the run has reached (FOLDER/progress). Every result and error is thrown
+away.
 """
 
 import os
@@ -18,8 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from klconform import program_store
-from klconform.engine.compile_ahead import PLAN, PROGRESS, PROGRESS_WIDTH, STAGING
+from klconform.engine.compile_ahead import PLAN, PROGRESS, PROGRESS_WIDTH
 from klconform.engine.expectations import oracle_for
 from klconform.engine.properties import ExampleReplaced, ExampleRun
 
@@ -48,13 +46,9 @@ def rehearse(plan, folder):
     from klconform.adapters import load_adapter
 
     implementation = plan["implementation"]
+    # Its library reads and adds to the kept programs as the call worker's does
+    # (convention.prepare_libraries, from the folders its environment names).
     adapter = load_adapter(implementation["impl"], convention=implementation["convention"])
-    scope = adapter.bridge.compilation_scope()
-    staging = os.path.join(folder, STAGING, scope)
-    programs = os.path.join(plan["programs"], scope)
-    # Through links to the kept programs: one an earlier run compiled is loaded, not again.
-    known = program_store.link_into(programs, staging)
-    adapter.bridge.share_compilations(staging, writes=True)
     made = set()
     # From the end: the call worker compiles what the run's first tests need while this
     # process compiles what its last ones will, and the two meet in the middle.
@@ -72,8 +66,6 @@ def rehearse(plan, folder):
                 getattr(adapter, method)(call)
             except Exception:
                 pass   # the run's own call meets it, and reports it
-            # Whole: this process wrote it and has returned from the call.
-            program_store.publish(staging, programs, known)
 
 
 def _signature(call):

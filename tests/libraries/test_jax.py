@@ -145,22 +145,23 @@ def test_the_call_worker_loads_what_was_compiled_ahead_instead_of_compiling_it(t
 
     case = next(case for case in load_cases() if case.id == "roles-kl-p-given-q")
     programs, run = tmp_path / compile_ahead.PROGRAMS, tmp_path / "run"
-    (run / compile_ahead.STAGING).mkdir(parents=True)
+    run.mkdir()
     with open(run / compile_ahead.PLAN, "wb") as handle:
         pickle.dump({"implementation": implementation_spec("jax").as_data(),
                      "tests": [("gradient", case, "float32")], "device": "cpu",
-                     "max_examples": None, "sys_path": sys.path,
-                     "programs": str(programs)}, handle)
+                     "max_examples": None, "sys_path": sys.path}, handle)
     environment = {key: value for key, value in os.environ.items()
-                   if key not in ("JAX_COMPILATION_CACHE_DIR", COMPILED_AHEAD_VARIABLE,
-                                  COMPILED_HERE_VARIABLE)}
+                   if key != "JAX_COMPILATION_CACHE_DIR"}
     subprocess.run([sys.executable, "-m", "klconform.engine.compile_ahead_worker",
-                    str(run), str(os.getpid())], env=environment, check=True, timeout=300)
+                    str(run), str(os.getpid())], check=True, timeout=300,
+                   env={**environment, COMPILED_AHEAD_VARIABLE: str(programs),
+                        COMPILED_HERE_VARIABLE: str(run / compile_ahead.STAGING)})
     (scope,) = os.listdir(programs)   # one build of jax on one CPU
     programs = programs / scope
     compiled = os.listdir(programs)
     assert len(compiled) >= 2   # the value's program and the gradients'
-    assert not os.listdir(run / compile_ahead.STAGING / scope)
+    # Each shared as the call that compiled it returned, the same file as the child's own.
+    assert sorted(os.listdir(run / compile_ahead.STAGING / scope)) == sorted(compiled)
     own = tmp_path / "worker"
     loads = subprocess.run(
         [sys.executable, "-c", _LOADS_COMPILED_AHEAD, case.id], capture_output=True, text=True,

@@ -45,7 +45,8 @@ class ArrayBridge:
 
     def compilation_scope(self):
         """The name of the folder, among the shared ones, of programs this process can load:
-        those compiled by the same build of the library on the same kind of CPU."""
+        those compiled by the same build of the library on the same kind of CPU. Only where
+        can_share_compilations()."""
         raise NotImplementedError(f"{self.name} arrays share no compilations")
 
     def share_compilations(self, directory, writes):
