@@ -6,7 +6,7 @@ waits on the call that needs it. Where the record's array bridge can share compi
 programs between processes, the run starts a second child beside its call worker
 (klconform.engine.compile_ahead_worker): it makes the calls the run's tests will make, on
 its own, from the last test back (the call worker compiles the first ones' meanwhile), and
-every program it compiles is moved into a folder the call worker looks up before
+every program it compiles is shared into a folder the call worker looks up before
 compiling. The call worker then loads a program instead of compiling it, where the second
 child got there first; the child stops where it meets the run.
 
@@ -19,8 +19,8 @@ left one half written.
 
 Nothing the second child does reaches a result: its calls' results and errors are thrown
 away, it is killed when the run ends, and a program is only ever loaded whole (written
-elsewhere, then moved in). A call the second child did not get to compiles in the call
-worker as it would without it.
+elsewhere, then linked in once the call that wrote it returned). A call the second child
+did not get to compiles in the call worker as it would without it.
 """
 
 import atexit
