@@ -8,9 +8,11 @@ import pytest
 
 from klconform.adapters import load_adapter
 from klconform.engine import compile_ahead
-from klconform.engine.compile_ahead_worker import _signature, calls_of
+from klconform.engine.compile_ahead_worker import _signature
 from klconform.engine.evaluate import evaluate
 from klconform.engine.gradients import evaluate_gradients
+from klconform.engine.layout_checks import evaluate_layouts
+from klconform.engine.planned_calls import calls_of
 from klconform.engine.properties import PROPERTIES, run_property
 from klconform.engine.worker_protocol import implementation_spec
 from klconform.harness.hypothesis_profiles import configure
@@ -45,23 +47,24 @@ def _rehearsed(kind, subjects, dtype, adapter, max_examples=None):
 
 @pytest.mark.parametrize("implementation", ["numpy", "torch"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_case_and_a_gradient_case_are_rehearsed_with_the_calls_the_run_makes(implementation,
-                                                                                dtype):
+def test_case_gradient_and_layout_tests_are_rehearsed_with_the_calls_the_run_makes(
+        implementation, dtype):
     from klconform.engine.gradients import eligible
     from klconform.statuses import Status
 
     adapter = Recording(load_adapter(implementation))
     cases = [case for case in load_cases() if case.profile != "thorough"]
-    for kind, evaluated in (("case", evaluate), ("gradient", evaluate_gradients)):
+    for kind, evaluated in (("case", evaluate), ("gradient", evaluate_gradients),
+                            ("layout", evaluate_layouts)):
+        # Gradient and layout tests are made of the eligible cases only.
         for case in cases if kind == "case" else filter(eligible, cases):
             adapter.made = set()
             outcome = evaluated(case, dtype, adapter)
             rehearsed = _rehearsed(kind, [case], dtype, adapter)
             assert adapter.made <= rehearsed, (kind, case.id)
-            if kind == "case" and adapter.made != rehearsed:
+            if kind != "gradient" and adapter.made != rehearsed:
                 # Only where the run decided, from the record alone, not to call at all.
                 assert not adapter.made and outcome.status == Status.UNSUPPORTED, case.id
-    assert not _rehearsed("layout", cases, dtype, adapter)  # a case's calls again
 
 
 def test_every_property_is_rehearsed_with_the_calls_the_run_makes():

@@ -18,7 +18,6 @@ hang. It refuses then, and the run sends its calls to the template itself.
 """
 
 import os
-import pickle
 import signal
 import socket
 import sys
@@ -27,15 +26,6 @@ from multiprocessing.connection import Connection, wait
 
 from klconform.engine import children, wire
 from klconform.engine import worker_protocol as protocol
-
-
-def _raised(error, run_pid):
-    """The error as a message the parent can rebuild, even when its class cannot be pickled."""
-    try:
-        pickle.loads(pickle.dumps(error, protocol=wire.PROTOCOL))
-        return wire.encode(protocol.raised(error), run_pid)
-    except Exception:
-        return wire.encode(protocol.raised_text(error), run_pid)
 
 
 def _load_reply(key, adapter, run_pid):
@@ -158,6 +148,13 @@ def _reaped(pid, patience_s=5.0):
         time.sleep(0.01)
 
 
+def _exit_forked():
+    # Nothing of the template's (its stack, its exit handlers) is a forked child's to run.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 def serve(inbox: Connection, outbox: Connection, run_pid, template=None):
     from klconform.adapters import load_adapter
 
@@ -178,15 +175,12 @@ def serve(inbox: Connection, outbox: Connection, run_pid, template=None):
             payload = inbox.recv_bytes()
         except (EOFError, OSError):
             if forked:
-                # Nothing of the template's (its stack, its exit handlers) is the child's to run.
-                sys.stdout.flush()
-                sys.stderr.flush()
-                os._exit(0)
+                _exit_forked()
             if template is not None:
                 template.reap()
             return  # the parent closed the pipe: the run is over
         try:
-            message = protocol.checked(wire.decode(payload), ("load", "call"))
+            message = protocol.checked(wire.decode(payload), ("load", "call", "ahead"))
             if message["sys_path"] is not None:
                 sys.path[:] = message["sys_path"]
             implementation = message["implementation"]
@@ -194,13 +188,23 @@ def serve(inbox: Connection, outbox: Connection, run_pid, template=None):
             adapter = adapters.get(key)
             if adapter is None:
                 adapter = adapters[key] = load_adapter(*key)
+            if message["kind"] == "ahead":
+                from klconform.engine.calls_ahead import make_ahead
+
+                try:
+                    make_ahead(adapter, key, message["plan"], outbox, run_pid)
+                except BaseException:
+                    # The run closed its socket, or this child cannot go on: its end tells
+                    # the run, which makes its calls itself.
+                    _exit_forked()
+                continue   # the plan is made: it waits for the run to close the socket
             if message["kind"] == "call":
                 value = getattr(adapter, message["method"])(message["call"])
                 reply = wire.encode(protocol.returned(value), run_pid)
             else:
                 reply = _load_reply(key, adapter, run_pid)
         except BaseException as error:  # KeyboardInterrupt too: the parent re-raises it
-            reply = _raised(error, run_pid)
+            reply = wire.encode(protocol.raised_rebuildable(error), run_pid)
         outbox.send_bytes(reply)
 
 

@@ -517,9 +517,11 @@ def _finite_differences(adapter, call, gradients, target_checked, plan,
                          failures, "gradient-target", noise)
         if slope_t is None or first_order_only:
             continue
+        along_target, along_input = _second_order_calls(one_sided, x, t, step_x, step_t,
+                                                        arguments, logits)
         # Second order along the target step: gradients are diagonal in the target.
-        up_input, up_target = adapter.run_gradients(replace(one_sided, target=t + step_t))
-        down_input, down_target = adapter.run_gradients(replace(one_sided, target=t - step_t))
+        up_input, up_target = adapter.run_gradients(along_target[0])
+        down_input, down_target = adapter.run_gradients(along_target[1])
         if "target" in arguments:
             _check_second_order(f"{mode}: second order d2/dtarget2", up_target, down_target,
                                 hessian_tt, step_t, mask, t, failures, "gradient-target")
@@ -533,15 +535,47 @@ def _finite_differences(adapter, call, gradients, target_checked, plan,
             _check_second_order(f"{mode}: second order d2/dinput dtarget", up_input,
                                 down_input, mixed, step_t, mask, t, failures,
                                 "gradient-input", product=True)
-        elif "target" in arguments and "input" not in logits:
+        elif along_input is not None:
             # The mixed derivative from the target's side: d/dinput of d/dtarget.
-            _, right_target = adapter.run_gradients(replace(one_sided, input=x + step_x))
-            _, left_target = adapter.run_gradients(replace(one_sided, input=x - step_x))
+            _, right_target = adapter.run_gradients(along_input[0])
+            _, left_target = adapter.run_gradients(along_input[1])
             # d/dtarget is linear in the input: no truncation error to allow for.
             _check_second_order(f"{mode}: second order d2/dtarget dinput", right_target,
                                 left_target, hessian_xt, step_x, target_checked, None,
                                 failures, "gradient-target")
     return failures
+
+
+def _second_order_calls(one_sided, x, t, step_x, step_t, arguments, logits):
+    """The gradient calls of one mode's second-order checks: a step each way along the
+    target, and, for the target alone where the input is not logits, along the input
+    (else None)."""
+    along_target = (replace(one_sided, target=t + step_t), replace(one_sided, target=t - step_t))
+    along_input = None
+    if "input" not in arguments and "target" in arguments and "input" not in logits:
+        along_input = (replace(one_sided, input=x + step_x), replace(one_sided, input=x - step_x))
+    return along_target, along_input
+
+
+def difference_calls(call, plan):
+    """(method, Call) of every call the finite differences make of a function whose
+    gradients pass: what a run's calls made ahead plan for a gradient case
+    (engine.planned_calls)."""
+    if call.dtype != FINITE_DIFFERENCE_DTYPE:
+        return []
+    _, _, target_checked = analytic(call, plan)
+    x = np.asarray(call.input, dtype=np.float64)
+    t = np.asarray(call.target, dtype=np.float64)
+    step_x, step_t, input_calls, target_calls = _stepped_calls(call, plan, target_checked)
+    calls = [("run", each) for each in input_calls + (target_calls or ())]
+    if target_calls is None:
+        return calls
+    for _, arguments in MODES:
+        along_target, along_input = _second_order_calls(
+            replace(call, requires_grad=arguments), x, t, step_x, step_t, arguments,
+            plan.logits_gradients)
+        calls += [("run_gradients", each) for each in along_target + (along_input or ())]
+    return calls
 
 
 def _check_second_order(label, up, down, hessian, step, mask, t, failures, claim,

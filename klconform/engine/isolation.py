@@ -35,7 +35,7 @@ from multiprocessing.connection import Connection
 
 from klconform.adapters.base import Adapter
 from klconform.constants import CALL_CRASHED, CALL_HUNG
-from klconform.engine import children, compile_ahead, wire
+from klconform.engine import calls_ahead, children, compile_ahead, wire
 from klconform.engine import worker_protocol as protocol
 from klconform.engine.breaker import CircuitBreaker
 from klconform.engine.call_errors import (
@@ -72,6 +72,10 @@ def _describe_exit(returncode):
         except ValueError:
             return f"signal {-returncode}"
     return f"exit status {returncode}"
+
+
+def _crash_message(returncode):
+    return f"the implementation crashed the call worker process ({_describe_exit(returncode)})"
 
 
 def _worker_environment():
@@ -154,7 +158,7 @@ class CallWorker:
                 returncode = self.process.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 returncode = None
-        return f"the implementation crashed the call worker process ({_describe_exit(returncode)})"
+        return _crash_message(returncode)
 
     def _sys_path(self, to_child=False):
         """The run's sys.path if it changed since the last message (see worker_protocol)."""
@@ -223,25 +227,48 @@ class CallWorker:
         if self.refusal is not None:
             return None
         if self.child is None:
-            run_end, child_end = socket.socketpair()
-            try:
-                reply = self._ask(protocol.spawn(), passing=child_end)
-            finally:
-                child_end.close()
-            if reply is None:
-                run_end.close()
-                raise WorkerCrashed(self._crash_text())
-            if reply["kind"] == "refused":
-                run_end.close()
-                self.refusal = reply["reason"]
-                return None
-            child = self.child = _Child(reply["pid"], Connection(run_end.detach()))
+            self.child = self._fork()
             self.child_sent_path = None
-            if self._receive(LOAD_TIMEOUT_S, kinds=("ready",), connection=child.connection) \
-                    is None:
-                raise WorkerLoadError(f"the call worker's child did not start in "
-                                      f"{LOAD_TIMEOUT_S:g} s")
-        return self.child.connection
+        return self.child.connection if self.child is not None else None
+
+    def _fork(self):
+        """A new child of the worker's, ready on its own socket; None where it refused."""
+        run_end, child_end = socket.socketpair()
+        try:
+            reply = self._ask(protocol.spawn(), passing=child_end)
+        finally:
+            child_end.close()
+        if reply is None:
+            run_end.close()
+            raise WorkerCrashed(self._crash_text())
+        if reply["kind"] == "refused":
+            run_end.close()
+            self.refusal = reply["reason"]
+            return None
+        child = _Child(reply["pid"], Connection(run_end.detach()))
+        if self._receive(LOAD_TIMEOUT_S, kinds=("ready",), connection=child.connection) \
+                is None:
+            raise WorkerLoadError(f"the call worker's child did not start in "
+                                  f"{LOAD_TIMEOUT_S:g} s")
+        return child
+
+    def fork_ahead(self, spec, plan):
+        """An ahead child (engine.calls_ahead) making the calls of `plan`; None where the
+        worker cannot fork."""
+        self.load(spec)
+        self._wait_ready()
+        if self.refusal is not None:
+            return None
+        child = self._fork()
+        if child is None:
+            return None
+        ahead = calls_ahead.AheadChild(child.pid, child.connection, spec.timeout, plan["first"])
+        ahead.send(protocol.ahead(spec, plan, list(sys.path)))
+        return ahead
+
+    def end_ahead(self, ahead):
+        """Kill an ahead child and have the worker reap it; how it ended."""
+        return self._end(_Child(ahead.pid, ahead.connection))
 
     def call(self, spec, method, call):
         """(True, value) or (False, error raised by the call); None when it timed out."""
@@ -264,14 +291,18 @@ class CallWorker:
         child, self.child = self.child, None
         if child is None:
             return False
+        self._end(child, reap_within)
+        return True
+
+    def _end(self, child, reap_within=SPAWN_TIMEOUT_S):
         try:
             os.killpg(child.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         child.connection.close()
-        self._reaped(child.pid, timeout=reap_within)
+        returncode = self._reaped(child.pid, timeout=reap_within)
         wire.remove_leftovers(os.getpid())
-        return True
+        return returncode
 
     def kill(self):
         # Briefly: the worker may be the reason for the kill. A child it does not reap dies
@@ -314,6 +345,8 @@ class _Pool:
         # program (engine.compile_ahead keeps what the worker wrote only if none was).
         self.killed_at_work = False
         self.in_flight = False
+        self.ahead = None       # the calls made ahead of the run (engine.calls_ahead)
+        self.ahead_summary = None
 
     def current(self):
         if self.worker is None:
@@ -331,7 +364,14 @@ class _Pool:
         # Started now, so its imports overlap the rest of the run instead of the next call.
         self.worker = CallWorker()
 
+    def stop_ahead(self):
+        if self.ahead is not None:
+            self.ahead.stop()
+            self.ahead_summary = self.ahead.summary()
+            self.ahead = None
+
     def shutdown(self, now=False):
+        self.stop_ahead()
         if self.worker is not None:
             self.worker.kill() if now else self.worker.close()
             self.worker = None
@@ -403,13 +443,58 @@ def _described(spec):
     return load_adapter(spec.impl, convention=spec.convention, describe_only=True)
 
 
+def start_calls_ahead(spec, plan):
+    """Make the calls of `plan` (engine.calls_ahead: the selected tests in the order they
+    run) ahead of the run in a second child of the call worker, from the first test the run
+    reaches on. Nothing where the worker cannot fork."""
+    with _pool.lock:
+        _pool.stop_ahead()
+        worker = _pool.current()
+
+        def fork(plan_from):
+            try:
+                return worker.fork_ahead(spec, plan_from) if worker is _pool.worker else None
+            except (WorkerCrashed, WorkerLoadError, ProtocolError):
+                return None
+
+        def kill(child):
+            return worker.end_ahead(child) if worker is _pool.worker else None
+
+        _pool.ahead = calls_ahead.CallsAhead(spec.key, plan, fork, kill)
+
+
+def stop_calls_ahead():
+    """The end of a run's session: its ahead child goes (a later session in this process
+    may run another implementation)."""
+    with _pool.lock:
+        _pool.stop_ahead()
+
+
+def reached(test):
+    """The run starts the test at index `test` of the plan given start_calls_ahead()."""
+    with _pool.lock:
+        if _pool.ahead is not None:
+            _pool.ahead.reached(test, _pool.breaker)
+
+
+def calls_ahead_summary():
+    """What the calls made ahead of this run (or of the last one) came to
+    (CallsAhead.summary()); None where none were."""
+    return _pool.ahead.summary() if _pool.ahead is not None else _pool.ahead_summary
+
+
 def call_in_worker(spec, method, call):
     """The adapter's <method>(call) in the call worker, under the spec's per-call timeout and
-    the breaker."""
+    the breaker; its answer made ahead (engine.calls_ahead) where there is one."""
     with _pool.lock:
         refusal = _pool.breaker.refuse(spec.key, call)
         if refusal is not None:
             raise refusal
+        ahead = _pool.ahead
+        answer = ahead.take(method, call) if ahead is not None and ahead.implementation \
+            == spec.key else None
+        if answer is not None:
+            return _settled_ahead(spec, call, answer)
         worker = _pool.current()
         _pool.in_flight = True
         try:
@@ -420,9 +505,7 @@ def call_in_worker(spec, method, call):
             raise
         if result is None:
             _pool.replace()
-            _pool.breaker.failed(spec.key, call, f"{_label(call)} {CALL_HUNG}")
-            raise CallTimeout(f"no result after {spec.timeout:g} s (per-call timeout; "
-                              f"--kl-timeout); the call's process was killed")
+            _hung(spec, call)
         returned, value = result
         _pool.in_flight = False
         if returned:
@@ -432,6 +515,30 @@ def call_in_worker(spec, method, call):
     if not returned:
         raise value
     return value
+
+
+def _hung(spec, call):
+    _pool.breaker.failed(spec.key, call, f"{_label(call)} {CALL_HUNG}")
+    raise CallTimeout(f"no result after {spec.timeout:g} s (per-call timeout; "
+                      f"--kl-timeout); the call's process was killed")
+
+
+def _settled_ahead(spec, call, answer):
+    """The ahead child's answer to the call, counted by the breaker as the call worker's
+    own answer is; a hang or crash there is this call's."""
+    if answer.kind == "hung":
+        _pool.killed_at_work = True
+        _hung(spec, call)
+    if answer.kind == "crashed":
+        _pool.killed_at_work = True
+        _pool.breaker.failed(spec.key, call, f"{_label(call)} {CALL_CRASHED}")
+        raise WorkerCrashed(_crash_message(answer.returncode))
+    if answer.kind == "returned":
+        _pool.breaker.returned(spec.key, call)
+        return answer.message["value"]
+    error = _error_of(answer.message)
+    _pool.breaker.raised(spec.key, call, error)
+    raise error
 
 
 def isolated(spec: ImplementationSpec):

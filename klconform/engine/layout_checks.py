@@ -45,8 +45,8 @@ LAYOUT_MISTAKE = ("the result depends on the arguments' memory layout, not only 
                   "values")
 
 
-def evaluate_layouts(case, dtype, adapter, device="cpu") -> Outcome:
-    outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{case.id}", dtype, (CLAIM,), Level.MUST)
+def _layouts_of(case, dtype, adapter, device):
+    """(the case's contiguous call, why it has no layout test or None, the layouts chosen)."""
     call = make_call(case, dtype, device)
     reason = plan_refusal(adapter, call)
     if reason is None:
@@ -57,6 +57,18 @@ def evaluate_layouts(case, dtype, adapter, device="cpu") -> Outcome:
         reason = "non-contiguous layouts (capabilities.layouts is empty)"
     if reason is None and not chosen:
         reason = f"any layout that makes a view of shape {call.input.shape}"
+    return call, reason, chosen
+
+
+def layout_calls(case, dtype, adapter, device="cpu"):
+    """The calls the case's layout test makes of a function that passes it."""
+    call, reason, chosen = _layouts_of(case, dtype, adapter, device)
+    return [] if reason else [layout_call(call, layout) for layout in chosen]
+
+
+def evaluate_layouts(case, dtype, adapter, device="cpu") -> Outcome:
+    outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{case.id}", dtype, (CLAIM,), Level.MUST)
+    call, reason, chosen = _layouts_of(case, dtype, adapter, device)
     if reason:
         return unsupported(outcome, f"{adapter.name} does not support {reason}", outcome.claims)
     from klconform.engine import snippets as reproduce

@@ -21,6 +21,15 @@ the socket that came with `spawn`, starting with `ready`:
                     refused {reason}   (it cannot fork safely: calls go to the template)
                     exited  {pid, returncode}  (returncode negative: the signal; null: unknown)
 
+A child forked that way can instead be sent the run's plan, whose calls it makes ahead of the
+run (engine.calls_ahead) on that socket, answering each with its key:
+
+    run -> child    ahead   {implementation, plan, sys_path}
+                    reached {test}   (the run is at that test of the plan: skip to it)
+    child -> run    making  {test, key}   (before the call)
+                    returned {value, key} / raised {error, key}
+                    passed  {test}   (every call of that test is made)
+
 `implementation` is the ImplementationSpec as data: the worker keeps one adapter per spec.
 The value returned to a load describes the loaded implementation (adapters.described), or is
 None where only its own adapter, loaded in the run too, can describe it.
@@ -29,9 +38,11 @@ named by --impl are found where the run finds them, and tests and conftest files
 """
 
 import os
+import pickle
 from dataclasses import dataclass
 
 from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.engine import wire
 
 PROTOCOL = 1
 METHODS = ("run", "run_gradients")
@@ -82,21 +93,55 @@ def call(spec, method, the_call, sys_path):
             "method": method, "call": the_call, "sys_path": sys_path}
 
 
+def ahead(spec, plan, sys_path):
+    return {"protocol": PROTOCOL, "kind": "ahead", "implementation": spec.as_data(),
+            "plan": plan, "sys_path": sys_path}
+
+
+def reached(test):
+    return {"protocol": PROTOCOL, "kind": "reached", "test": test}
+
+
+def making(test, key):
+    return {"protocol": PROTOCOL, "kind": "making", "test": test, "key": key}
+
+
+def passed(test):
+    return {"protocol": PROTOCOL, "kind": "passed", "test": test}
+
+
 def ready():
     return {"protocol": PROTOCOL, "kind": "ready"}
 
 
-def returned(value):
-    return {"protocol": PROTOCOL, "kind": "returned", "value": value}
+def _keyed(message, key):
+    """An answer made ahead carries the key of its call (engine.calls_ahead.call_key)."""
+    if key is not None:
+        message["key"] = key
+    return message
 
 
-def raised(error):
-    return {"protocol": PROTOCOL, "kind": "raised", "error": error}
+def returned(value, key=None):
+    return _keyed({"protocol": PROTOCOL, "kind": "returned", "value": value}, key)
 
 
-def raised_text(error):
-    return {"protocol": PROTOCOL, "kind": "raised", "error_type": type(error).__name__,
-            "error_text": str(error)}
+def raised(error, key=None):
+    return _keyed({"protocol": PROTOCOL, "kind": "raised", "error": error}, key)
+
+
+def raised_text(error, key=None):
+    return _keyed({"protocol": PROTOCOL, "kind": "raised", "error_type": type(error).__name__,
+                   "error_text": str(error)}, key)
+
+
+def raised_rebuildable(error, key=None):
+    """`raised` with the error where it pickles and unpickles, else with its name and text:
+    the run can rebuild either."""
+    try:
+        pickle.loads(pickle.dumps(error, protocol=wire.PROTOCOL))
+        return raised(error, key)
+    except Exception:
+        return raised_text(error, key)
 
 
 def spawn():

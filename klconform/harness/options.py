@@ -93,6 +93,12 @@ OPTIONS = (
            "compiles its calls' programs ahead of them in a second process (more CPU, less "
            "waiting); 'off' leaves every compilation to the call that needs it",
            default="auto", choices=("auto", "off"), replay=False),
+    Option("kl_calls_ahead", "--kl-calls-ahead", "--calls-ahead",
+           "'auto' makes the implementation's calls ahead of the tests in a second process "
+           "where a core is free for it (the same calls, so the same results, with less "
+           "waiting); 'off' makes each call when its test needs it (an implementation whose "
+           "results depend on the calls made before)",
+           default="auto", choices=("auto", "off"), replay=False),
     Option("kl_compile_cache", "--kl-compile-cache", "--compile-cache",
            "for a record that compiles each new shape (jax, optax, keras on jax): the folder "
            "its compiled programs are kept in between runs, so that a later run loads them "

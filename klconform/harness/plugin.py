@@ -95,6 +95,7 @@ def settings_from(config):
         xfails_path=option.kl_xfails, convention=option.kl_convention,
         min_coverage=option.kl_min_coverage, journal_append=option.kl_journal_append,
         compile_ahead=option.kl_compile_ahead, compile_cache=option.kl_compile_cache,
+        calls_ahead=option.kl_calls_ahead,
         options=tuple({name: getattr(option, name) for name in BY_NAME}.items())
         + (("impl", impl),))
 
@@ -292,9 +293,8 @@ def pytest_collection_finish(session):
             + ("collected" if not counts["available"] else
                f"selected ({'; '.join(state.partial)})")
             + "; a conformance run that checks nothing cannot pass")
-    if counts["selected"] and not config.option.collectonly \
-            and state.settings.compile_ahead == "auto":
-        start_compiling_ahead(state, session.items)
+    if counts["selected"] and not config.option.collectonly:
+        start_ahead(state, session.items)
 
 
 PLANNED_INDEX = pytest.StashKey[int]()
@@ -303,23 +303,30 @@ PLANNED_INDEX = pytest.StashKey[int]()
 def pytest_runtest_setup(item):
     index = item.stash.get(PLANNED_INDEX, None)
     if index is not None:
-        from klconform.engine import compile_ahead
+        from klconform.engine import compile_ahead, isolation
 
         compile_ahead.reached(index)
+        isolation.reached(index)
 
 
-def start_compiling_ahead(state, items):
-    """Where the implementation's library compiles each new shape, its calls' programs are
-    compiled ahead of them (klconform.engine.compile_ahead): the plan is the selected tests
-    in the order they run, and each test's setup tells the compiling child where the run is."""
+def start_ahead(state, items):
+    """Work on the run's calls ahead of them, following the plan (the selected tests in the
+    order they run; each test's setup says where the run is): where the implementation's
+    library compiles each new shape, its programs are compiled ahead in a second process
+    (klconform.engine.compile_ahead); else, where a core is free for it, the calls
+    themselves are made ahead (klconform.engine.calls_ahead)."""
     from klconform.adapters.convention import compiles_ahead
-    from klconform.engine.isolation import IsolatedAdapter
+    from klconform.engine import isolation
 
-    adapter = state.adapter
-    local = getattr(adapter, "local", None)
+    adapter, settings = state.adapter, state.settings
+    if not isinstance(adapter, isolation.IsolatedAdapter):
+        return
+    local = adapter.local
     record, bridge = getattr(local, "record", None), getattr(local, "bridge", None)
-    if not isinstance(adapter, IsolatedAdapter) or record is None or bridge is None \
-            or not compiles_ahead(record, bridge):
+    compiling = record is not None and bridge is not None and compiles_ahead(record, bridge)
+    if compiling and settings.compile_ahead != "auto":
+        return
+    if not compiling and not (settings.calls_ahead == "auto" and calls_ahead_pay(settings)):
         return
     from klconform.engine import compile_ahead as ahead
     from klconform.harness.identity import BY_ARGUMENT
@@ -333,10 +340,26 @@ def start_compiling_ahead(state, items):
         item.stash[PLANNED_INDEX] = len(tests)
         tests.append(ahead.planned_test(suite.kind, params[suite.argument],
                                         params["kl_dtype"]))
-    settings = state.settings
     stored = settings.profile != "thorough" and settings.seed is None
-    ahead.start(adapter.spec, tests, settings.device,
-                state.hypothesis["max_examples"] if stored else None, os.environ)
+    max_examples = state.hypothesis["max_examples"] if stored else None
+    if compiling:
+        ahead.start(adapter.spec, tests, settings.device, max_examples, os.environ)
+    else:
+        isolation.start_calls_ahead(adapter.spec, {"tests": tests, "device": settings.device,
+                                                   "max_examples": max_examples})
+
+
+def calls_ahead_pay(settings):
+    """Whether making the calls ahead can make the run faster: a core of its own for the
+    second child beside each pytest process, and the CPU (a GPU's runtime would start
+    twice)."""
+    from klconform.machine import usable_cores
+
+    try:
+        processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    except ValueError:
+        processes = 1
+    return settings.device == "cpu" and usable_cores() >= 2 * max(1, processes)
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -492,6 +515,9 @@ def pytest_report_teststatus(report, config):
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session, exitstatus):
     config = session.config
+    isolation = sys.modules.get("klconform.engine.isolation")
+    if isolation is not None:   # else no call was made in this process
+        isolation.stop_calls_ahead()
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller writes the one stream and report
     state = run_state(config)

@@ -40,6 +40,7 @@ class RunSettings:
     journal_append: bool = False
     compile_ahead: str = "auto"          # --kl-compile-ahead: 'auto' or 'off'
     compile_cache: str | None = None     # --kl-compile-cache: a folder, 'off', None: the default
+    calls_ahead: str = "auto"            # --kl-calls-ahead: 'auto' or 'off'
     options: tuple = ()                  # (name, value) of every klconform option, for replays
 
 

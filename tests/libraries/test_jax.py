@@ -114,7 +114,7 @@ def test_a_function_jax_jit_cannot_trace_errors_naming_the_record_field(tmp_path
 _LOADS_COMPILED_AHEAD = """
 import logging, sys
 from klconform.adapters import load_adapter
-from klconform.engine.compile_ahead_worker import calls_of
+from klconform.engine.planned_calls import calls_of
 from klconform.spec.cases import load_cases
 
 hits = []

@@ -1,0 +1,287 @@
+"""Making a run's calls ahead of it, so that the implementation's time overlaps the run's
+checking instead of adding to it.
+
+A run waits on each of its calls: at the default profile a correct torch function spent
+about a third of its tests' time waiting for replies while the call worker sat idle between
+them (benchmarks/RESULTS.md, stop 34). Where the call worker forks (engine.call_worker) and a
+core is free for it, the run forks a second child of the worker, the *ahead child*, and sends
+it the plan: the selected tests in the order they run (compile_ahead.planned_test). It makes
+each test's calls as engine.planned_calls says the test makes them for an implementation that
+answers as the oracle does, and streams back for each `making` (before the call) and then
+its `returned` or `raised` answer, keyed by call_key(); after each test, `passed`.
+
+The run, about to make a call, takes the ahead child's answer where one has the call's key;
+where the ahead child made no such call in the run's test (a wrong implementation's checks
+go elsewhere than the plan; layout tests are not planned) or is behind the run, the run makes
+the call itself in the call worker's usual child. What it takes is what it would have got: the
+same implementation, loaded in a fork of the same worker, called with a Call that pickles to
+the same bytes. A call that hangs or crashes in the ahead child while the run waits for it is
+that call's hang or crash, reported as the call worker's would be; any other ends the ahead
+child, and the next test starts a new one that leaves out what the circuit breaker refuses.
+`--kl-calls-ahead off` turns it off, for an implementation whose results depend on the calls
+made before it.
+"""
+
+import hashlib
+import os
+import time
+from dataclasses import fields
+
+import numpy as np
+
+from klconform.adapters.base import Call
+from klconform.engine import wire
+from klconform.engine import worker_protocol as protocol
+
+# New ahead children after one hung or crashed: each costs a fork, and a function that
+# crashes everywhere gains nothing from more.
+MAX_STARTS = 8
+KINDS = ("making", "returned", "raised", "passed")
+# What the run waits at least for an ahead child that is not in a call (it starts, or plans
+# the next one) before making its calls itself: only a broken child takes this long.
+BETWEEN_CALLS_S = 30.0
+_CALL_FIELDS = tuple(field.name for field in fields(Call))
+_ARRAYS = ("input", "target", "mask")
+# Larger calls (a vocabulary-sized case, 16 MB) are made by the run itself: digesting their
+# arrays on both sides costs more than their call, and their answers would cross twice.
+MAX_BYTES = 1 << 20
+
+
+def call_key(method, call):
+    """What identifies a call in any process: a digest of the method and every field of the
+    Call, each array by its dtype, shape, strides and bytes, anything else by its repr (plain
+    data: strings, numbers, tuples, the legacy keywords); None for an array of objects,
+    whose bytes are addresses, and for a call of over MAX_BYTES (the run then makes those
+    itself)."""
+    if sum(getattr(getattr(call, name), "nbytes", 0) for name in _ARRAYS) > MAX_BYTES:
+        return None
+    digest = hashlib.blake2b(method.encode(), digest_size=16)
+    for name in _CALL_FIELDS:
+        value = getattr(call, name)
+        if isinstance(value, np.ndarray):
+            if value.dtype.hasobject:
+                return None
+            digest.update(f"|{name}:{value.dtype.str}{value.shape}{value.strides}:".encode())
+            digest.update(np.ascontiguousarray(value).data)
+        else:
+            digest.update(f"|{name}={type(value).__name__}:{value!r}".encode())
+    return digest.hexdigest()
+
+
+class Answer:
+    """What the ahead child said of a call: `returned` or `raised` (`message` holds it), or
+    that it `hung` (no answer within the timeout) or `crashed` its process (`returncode`:
+    how it ended)."""
+
+    def __init__(self, kind, message=None):
+        self.kind = kind
+        self.message = message
+        self.returncode = None
+
+
+class AheadChild:
+    """The run's side of one ahead child: its connection, where it is in the plan, and the
+    answers read but not yet taken."""
+
+    def __init__(self, pid, connection, timeout, first):
+        self.pid = pid
+        self.connection = connection
+        self.timeout = timeout if timeout and timeout > 0 else None
+        self.answers = {}       # (test, key) -> the returned or raised message
+        # A `reached` sent and not yet answered by a `passed`: the child reads those only
+        # between tests, so one at a time keeps the run from filling its socket.
+        self.telling = False
+        self.making = None      # (test, key, when the run heard of it)
+        self.at = first         # the test it works on (it starts at `first`)
+        self.passed = first - 1  # the last test all of whose calls it made
+        self.ended = None       # why it is of no more use, once it is not
+        self.crashed = False
+
+    def send(self, message):
+        try:
+            self.connection.send_bytes(wire.encode(message, os.getpid()))
+        except OSError:
+            self.end("its socket closed")
+
+    def end(self, why, crashed=False):
+        if self.ended is None:
+            self.ended = why
+            self.crashed = crashed
+
+    def take(self, key, test):
+        """The Answer to the call `key` of the run's test `test`, or None: the run makes it."""
+        while True:
+            found = self.answers.pop((test, key), None)
+            if found is not None:
+                return Answer(found["kind"], found)
+            if self.ended is not None:
+                making = self.making
+                if making is not None and making[1] == key and making[0] == test:
+                    self.making = None
+                    return Answer("crashed" if self.crashed else "hung")
+                return None
+            if self.passed >= test:
+                return None    # it made that test's calls, not this one
+            if self.at < test and not self._readable(0):
+                self._tell(test)
+                return None    # behind the run: its answer would come later than the call's
+            self._read_one(test)
+
+    def reached(self, test):
+        """The run starts `test`: read what the child said up to it, end a child stuck in a
+        call past the timeout (the run need not be waiting for that call: a stuck child
+        would hold a core for the rest of the run), and tell one that is behind."""
+        self.answers = {made: answer for made, answer in self.answers.items()
+                        if made[0] >= test}
+        while self.ended is None and self.at <= test and self._readable(0):
+            self._read_one(test)
+        if self.ended is None and self.making is not None and self.timeout is not None \
+                and time.monotonic() - self.making[2] > self.timeout:
+            self.end("a call made no answer within the timeout")
+        if self.ended is None and self.at < test:
+            self._tell(test)
+
+    def _tell(self, test):
+        if not self.telling:
+            self.telling = True
+            self.send(protocol.reached(test))
+
+    def _readable(self, timeout):
+        try:
+            return self.connection.poll(timeout)
+        except OSError:
+            return True    # the read says how it ended
+
+    def _read_one(self, test):
+        """Read the ahead child's next message, waiting at most what is left of the timeout
+        of the call it is making (between calls, while it plans, at least BETWEEN_CALLS_S)."""
+        wait = self.timeout
+        if wait is not None:
+            wait = max(0.0, self.making[2] + wait - time.monotonic()) \
+                if self.making is not None else max(wait, BETWEEN_CALLS_S)
+        if not self._readable(wait):
+            self.end("a call made no answer within the timeout" if self.making is not None
+                     else f"it made no call within {BETWEEN_CALLS_S:g} s")
+            return
+        try:
+            message = protocol.checked(wire.decode(self.connection.recv_bytes()), KINDS)
+        except (EOFError, OSError):
+            self.end("its process ended", crashed=self.making is not None)
+            return
+        except protocol.ProtocolError as error:
+            self.end(str(error))
+            return
+        kind = message["kind"]
+        if kind == "making":
+            self.at = max(self.at, message["test"])
+            self.making = (message["test"], message["key"], time.monotonic())
+        elif kind == "passed":
+            self.telling = False
+            self.passed = max(self.passed, message["test"])
+            self.at = max(self.at, message["test"] + 1)
+        else:
+            made_in = self.making[0] if self.making is not None else -1
+            self.making = None
+            if made_in >= test:
+                self.answers[made_in, message.get("key")] = message
+
+
+class CallsAhead:
+    """A run's making of calls ahead of one implementation: the plan, the current ahead
+    child and the run's place.
+    `fork(plan)` starts an ahead child (an AheadChild, or None where none can be had), `kill
+    (child)` ends one."""
+
+    def __init__(self, implementation, plan, fork, kill):
+        self.implementation = implementation   # the key of the spec whose calls these are
+        self.plan = plan
+        self.fork = fork
+        self.kill = kill
+        self.child = None
+        self.starts = 0
+        self.test = -1
+        self.taken = 0          # calls answered ahead
+        self.made_here = 0      # calls the run made itself while an ahead child ran
+        self.ended = []         # why each ahead child ended early
+
+    def reached(self, test, breaker):
+        """The run starts the plan's test `test`; `breaker` says which calls not to make."""
+        self.test = test
+        child = self.child
+        if child is not None:
+            child.reached(test)
+            if child.ended is not None:
+                self.ended.append(child.ended)
+                self.kill(child)
+                child = self.child = None
+        if child is None and self.starts < MAX_STARTS and test < len(self.plan["tests"]):
+            self.starts += 1
+            self.child = self.fork({**self.plan, "first": test, "breaker": breaker})
+
+    def take(self, method, call):
+        """The ahead child's Answer to the call, or None: the run makes it itself."""
+        child = self.child
+        if child is None or self.test < 0:
+            return None
+        key = call_key(method, call)
+        answer = None if key is None else child.take(key, self.test)
+        if answer is None:
+            self.made_here += 1
+        elif answer.kind in ("returned", "raised"):
+            self.taken += 1
+        else:
+            # Hung or crashed on the run's own call: the next test starts a new one.
+            self.ended.append(child.ended)
+            answer.returncode = self.kill(child)
+            self.child = None
+        return answer
+
+    def summary(self):
+        """Calls answered ahead, calls the run made itself while an ahead child ran, ahead
+        children started, and why each that ended early did."""
+        return {"taken": self.taken, "made_by_the_run": self.made_here,
+                "children": self.starts, "ended": list(self.ended)}
+
+    def stop(self):
+        if self.child is not None:
+            if self.child.ended is not None:
+                self.ended.append(self.child.ended)
+            self.kill(self.child)
+            self.child = None
+
+
+def make_ahead(adapter, implementation_key, plan, connection, run_pid):
+    """In the ahead child: make the plan's calls from its first test on, answering on
+    `connection`, until the plan ends or the run closes the socket."""
+    from klconform.engine.planned_calls import calls_of
+
+    breaker = plan.get("breaker")
+    tests = plan["tests"]
+    test = plan["first"]
+
+    def send(message):
+        connection.send_bytes(wire.encode(message, run_pid))
+
+    while test < len(tests):
+        while connection.poll(0):
+            message = protocol.checked(wire.decode(connection.recv_bytes()), ("reached",))
+            test = max(test, message["test"])
+        if test >= len(tests):
+            break
+        kind, subject, dtype = tests[test]
+        for method, call in calls_of(kind, subject, dtype, adapter, plan, failure_paths=False):
+            if adapter.plan(call).unsupported or (
+                    breaker is not None and breaker.refuse(implementation_key, call)):
+                continue
+            key = call_key(method, call)
+            if key is None:
+                continue
+            send(protocol.making(test, key))
+            try:
+                reply = wire.encode(protocol.returned(getattr(adapter, method)(call), key),
+                                    run_pid)
+            except BaseException as error:   # as the call worker answers it (SystemExit too)
+                reply = wire.encode(protocol.raised_rebuildable(error, key), run_pid)
+            connection.send_bytes(reply)
+        send(protocol.passed(test))
+        test += 1

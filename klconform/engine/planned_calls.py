@@ -1,0 +1,91 @@
+"""The calls a planned test makes, for an implementation that returns what the oracle
+expects: what the processes that make a run's calls ahead of it (engine.compile_ahead_worker,
+engine.calls_ahead) follow. A test is planned as compile_ahead.planned_test() says.
+"""
+
+from dataclasses import replace
+
+import numpy as np
+
+from klconform.engine.expectations import oracle_for
+from klconform.engine.properties import ExampleReplaced, ExampleRun
+
+
+def calls_of(kind, subject, dtype, adapter, plan, failure_paths=True):
+    """(method, Call) pairs the run's test of `kind` makes (for an implementation that
+    returns what the oracle expects), lazily: an example is built only when reached.
+    `failure_paths`: with the calls a gradient test makes only once a gradient failed (the
+    same shapes, so the same compiled programs)."""
+    from klconform.engine.evaluate import make_call
+
+    device = plan["device"]
+    if kind == "property":
+        yield from _property_calls(subject, dtype, adapter, plan)
+        return
+    case = subject
+    if kind == "layout":
+        from klconform.engine.layout_checks import layout_calls
+
+        yield from (("run", each) for each in layout_calls(case, dtype, adapter, device))
+        return
+    call = make_call(case, dtype, device)
+    if kind == "gradient":
+        if adapter.capabilities.autograd:
+            from klconform.engine.gradients import MODES, difference_calls
+
+            for _, arguments in MODES:
+                yield "run_gradients", replace(call, requires_grad=arguments)
+            yield from difference_calls(call, adapter.plan(call))
+            if failure_paths:
+                # Its value (a wrong gradient's cause) and, without a reduction, the
+                # gradients of 'mean', which the default's are judged by.
+                yield "run", call
+                if call.reduction is None:
+                    yield "run_gradients", replace(call, reduction="mean")
+        return
+    calls = [call]
+    if "relation" in case.expect:
+        other_arrays, other_args = case.other_call()
+        calls.append(make_call(case, dtype, device, other_arrays, other_args, case.mask))
+    # As the run: a case with a call its implementation cannot be asked makes none.
+    if not any(adapter.plan(each).unsupported for each in calls):
+        yield from (("run", each) for each in calls)
+        if case.expect.get("probe_gradient") and adapter.capabilities.autograd:
+            yield "run_gradients", call
+
+
+def _property_calls(property_id, dtype, adapter, plan):
+    from klconform.engine.properties import BY_ID, replayed_examples
+    from klconform.spec.claims import load_spec
+
+    prop = BY_ID.get(property_id)
+    device = plan["device"]
+    if prop is None or plan["max_examples"] is None \
+            or not prop.makes_calls(adapter, dtype, device, load_spec()):
+        return
+    drawing = prop.drawing(adapter, dtype, device)
+    for example in replayed_examples(prop, drawing, dtype, plan["max_examples"]) or ():
+        rehearsal = Rehearsal(adapter, example, device)
+        try:
+            prop.check(rehearsal, example)
+        except Exception:
+            pass
+        yield from rehearsal.made
+
+
+class Rehearsal(ExampleRun):
+    """A property's check on one example with its calls collected, not made: each answers
+    as the oracle would (its exact float64 value), so that the check goes on to the calls it
+    makes after a right answer."""
+
+    def __init__(self, adapter, example, device):
+        super().__init__(adapter, example, device, attribute=False)
+        self.made = []
+
+    def observe(self, call, label):
+        if self.adapter.plan(call).unsupported:
+            raise ExampleReplaced(label)
+        self.made.append(("run", call))
+        expected = oracle_for(call)
+        exact = replace(expected, budget=np.zeros_like(expected.budget))
+        return np.asarray(expected.value, dtype=np.float64), exact

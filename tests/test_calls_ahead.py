@@ -1,0 +1,259 @@
+"""Calls made ahead of the run (klconform.engine.calls_ahead): the run takes an answer only
+for the very call it would have made, a correct function's calls are all planned, and a
+run's verdict, claims and root causes are the same with them as without."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from klconform.adapters import load_adapter
+from klconform.adapters.base import Call
+from klconform.engine import calls_ahead, isolation
+from klconform.engine.calls_ahead import MAX_BYTES, call_key
+from klconform.engine.evaluate import evaluate
+from klconform.engine.gradients import eligible, evaluate_gradients
+from klconform.engine.layout_checks import evaluate_layouts
+from klconform.engine.planned_calls import calls_of
+from klconform.engine.properties import PROPERTIES, run_property
+from klconform.engine.worker_protocol import implementation_spec
+from klconform.harness.hypothesis_profiles import configure
+from klconform.spec.cases import load_cases
+from klconform.statuses import Status
+from tests.suite_runner import implementation_module, run_suite
+
+BASE = Call(np.array([[0.1, 0.2], [0.3, 0.4]]), np.array([[0.5, 0.5], [0.25, 0.75]]),
+            "float64", reduction="sum")
+
+
+def _one_ulp_up(array):
+    moved = array.copy()
+    moved[0, 0] = np.nextafter(moved[0, 0], 1.0)
+    return moved
+
+
+def test_an_equal_call_has_the_key_and_any_change_another():
+    key = call_key("run", BASE)
+    assert call_key("run", replace(BASE, input=BASE.input.copy(), legacy={})) == key
+    changed = [call_key("run_gradients", BASE)] + [call_key("run", replace(BASE, **change)) for
+                                                   change in (
+        {"input": _one_ulp_up(BASE.input)},
+        {"target": BASE.target.astype(np.float32)},
+        {"input": np.asfortranarray(BASE.input)},          # the same values, other strides
+        {"reduction": "mean"}, {"log_target": False},      # False is not left out
+        {"temperature": 1.0}, {"temperature": 1},          # nor is an int a float
+        {"legacy": {"size_average": False}}, {"requires_grad": ("input",)},
+        {"layout": "transposed"}, {"mask": np.array([True, False])}, {"dtype": "float32"},
+        {"input_dtype": "float32"}, {"device": "cuda"})]
+    assert key not in changed and len(set(changed)) == len(changed)
+
+
+def test_a_call_of_objects_or_over_the_size_limit_has_no_key():
+    objects = np.array([[0.1, 0.2], [0.3, 0.4]], dtype=object)
+    assert call_key("run", replace(BASE, input=objects)) is None
+    rows = MAX_BYTES // (2 * 8 * 1000) + 1
+    large = np.full((rows, 1000), 1e-3)
+    assert call_key("run", replace(BASE, input=large, target=large)) is None
+    assert call_key("run", replace(BASE, input=large[:1], target=large[:1])) is not None
+
+
+class Recording:
+    """An adapter as it is, the keys of its calls noted in order."""
+
+    def __init__(self, adapter):
+        self._adapter = adapter
+        self.made = []
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
+
+    def run(self, call):
+        self.made.append(call_key("run", call))
+        return self._adapter.run(call)
+
+    def run_gradients(self, call):
+        self.made.append(call_key("run_gradients", call))
+        return self._adapter.run_gradients(call)
+
+
+def _planned(kind, subject, dtype, adapter, max_examples=None):
+    plan = {"device": "cpu", "max_examples": max_examples}
+    return [call_key(method, call) for method, call in
+            calls_of(kind, subject, dtype, adapter, plan, failure_paths=False)
+            if not adapter.plan(call).unsupported]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_every_call_a_passing_function_makes_is_planned_and_no_other(dtype):
+    adapter = Recording(load_adapter("torch"))
+    cases = [case for case in load_cases() if case.profile != "thorough"]
+    for kind, evaluated, subjects in (("case", evaluate, cases),
+                                      ("gradient", evaluate_gradients, filter(eligible, cases)),
+                                      ("layout", evaluate_layouts, filter(eligible, cases))):
+        for case in (case for case in subjects if dtype in case.dtypes):
+            adapter.made = []
+            outcome = evaluated(case, dtype, adapter)
+            assert outcome.status not in (Status.FAILED, Status.ERRORED), (kind, case.id)
+            planned = _planned(kind, case, dtype, adapter)
+            # Those over the size limit have no key: the run makes them itself.
+            assert [key for key in adapter.made if key] == [key for key in planned if key] \
+                or (not adapter.made and outcome.status == Status.UNSUPPORTED), (kind, case.id)
+
+
+def test_every_call_a_passing_function_s_properties_make_is_planned_and_no_other():
+    recorded = configure("default")
+    adapter = Recording(load_adapter("torch"))
+    for prop in PROPERTIES:
+        adapter.made = []
+        run_property(prop, adapter, "float64")
+        assert adapter.made, prop.id
+        assert adapter.made == _planned("property", prop.id, "float64", adapter,
+                                        recorded["max_examples"]), prop.id
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    monkeypatch.setattr(isolation, "_pool", isolation._Pool())
+    yield
+    isolation._pool.shutdown()
+
+
+pytestmark = pytest.mark.skipif(not isolation._CAN_FORK or not Path("/proc/self/task").exists(),
+                                reason="the worker forks only where it can see its threads")
+
+
+def _plan(tests, max_examples=None):
+    return {"tests": tests, "device": "cpu", "max_examples": max_examples}
+
+
+def _gradient_test():
+    """A default gradient case in float64 (finite differences too), planned."""
+    from klconform.engine.compile_ahead import planned_test
+
+    case = next(case for case in load_cases() if case.profile != "thorough"
+                and eligible(case) and "float64" in case.dtypes)
+    return case, planned_test("gradient", case, "float64")
+
+
+def test_the_run_takes_the_answers_made_ahead_and_makes_none_itself(fresh_pool):
+    spec = implementation_spec("torch")
+    adapter = isolation.isolated(spec)
+    case, test = _gradient_test()
+    isolation.start_calls_ahead(spec, _plan([test]))
+    isolation.reached(0)
+    outcome = evaluate_gradients(case, "float64", adapter)
+    assert outcome.status == Status.PASSED
+    summary = isolation.calls_ahead_summary()
+    assert summary["taken"] > 4 and summary["made_by_the_run"] == 0, summary
+    assert isolation._pool.worker.child is None   # the call worker's own child never forked
+
+
+def _case_test(rank, reduction):
+    """A default case with `rank`-d arrays called with `reduction`, planned as a case test."""
+    from klconform.engine.compile_ahead import planned_test
+
+    torch = load_adapter("torch")
+    case = next(case for case in load_cases() if case.profile != "thorough"
+                and np.ndim(case.arrays[0]) == rank and case.call.get("reduction") == reduction
+                and "relation" not in case.expect and "error" not in case.expect
+                and "float64" in case.dtypes and not torch.plan(_its_call(case)).unsupported)
+    return case, planned_test("case", case, "float64")
+
+
+def _its_call(case):
+    from klconform.engine.evaluate import make_call
+
+    return make_call(case, "float64", "cpu")
+
+
+def test_a_call_hanging_ahead_is_the_run_s_hang_once_and_the_next_test_starts_a_child(
+        fresh_pool):
+    from klconform.engine.call_errors import CallTimeout
+
+    spec = implementation_spec("tests.hanging:spins", timeout=1)
+    adapter = isolation.isolated(spec)
+    hangs, hanging_test = _case_test(3, "sum")
+    returns, returning_test = _case_test(2, "sum")
+    isolation.start_calls_ahead(spec, _plan([hanging_test, returning_test]))
+    isolation.reached(0)
+    with pytest.raises(CallTimeout, match="per-call timeout"):
+        adapter.run(_its_call(hangs))
+    summary = isolation.calls_ahead_summary()
+    assert summary["ended"] == ["a call made no answer within the timeout"], summary
+    assert isolation._pool.worker.child is None   # the run did not make it again
+    assert isolation._pool.breaker.streaks        # counted as the call worker's own hang
+    isolation.reached(1)
+    adapter.run(_its_call(returns))
+    summary = isolation.calls_ahead_summary()
+    assert summary["children"] == 2 and summary["taken"] == 1, summary
+
+
+def test_a_call_crashing_ahead_is_the_run_s_crash(fresh_pool):
+    from klconform.engine.call_errors import WorkerCrashed
+
+    spec = implementation_spec("tests.hanging:exits_on_2d_sum", timeout=60)
+    adapter = isolation.isolated(spec)
+    crashes, crashing_test = _case_test(2, "sum")
+    isolation.start_calls_ahead(spec, _plan([crashing_test]))
+    isolation.reached(0)
+    with pytest.raises(WorkerCrashed, match=r"crashed the call worker process \(exit status 3\)"):
+        adapter.run(_its_call(crashes))
+    assert isolation.calls_ahead_summary()["ended"] == ["its process ended"]
+    assert isolation._pool.worker.child is None
+
+
+MUTANT = """
+import torch.nn.functional as F
+
+
+def batchmean_over_numel(input, target, reduction="mean", log_target=False):
+    if reduction == "batchmean":
+        return F.kl_div(input, target, reduction="sum", log_target=log_target) / input.numel()
+    return F.kl_div(input, target, reduction=reduction, log_target=log_target)
+"""
+
+
+def _comparable(report):
+    """The report without what differs between any two runs (times, the invocation)."""
+    return {key: value for key, value in report.items() if key not in ("run", "environment")}
+
+
+@pytest.mark.parametrize("impl", ["torch", "mutant"])
+def test_a_run_s_report_is_the_same_with_calls_made_ahead_and_without(pytester, monkeypatch,
+                                                                      impl):
+    # This test's own session may run under pytest-xdist, whose workers leave no core free.
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    monkeypatch.setattr("klconform.machine.usable_cores", lambda: 2)
+    if impl == "mutant":
+        impl = implementation_module(pytester, "batchmean_mutant", MUTANT) \
+            + ":batchmean_over_numel"
+    suites = ("test_cases.py", "test_gradients.py", "test_layouts.py")
+    ahead = run_suite(pytester, impl, suites=suites)
+    summary = isolation.calls_ahead_summary()
+    assert summary and summary["taken"] > 100, summary
+    report = ahead.report
+    isolation._pool.ahead_summary = None
+    made_in_turn = run_suite(pytester, impl, "--kl-calls-ahead", "off", suites=suites)
+    assert isolation.calls_ahead_summary() is None
+    assert json.dumps(_comparable(report), sort_keys=True) == \
+        json.dumps(_comparable(made_in_turn.report), sort_keys=True)
+    assert (report["verdict"] == "fail") == (impl != "torch"), report["verdict"]
+
+
+def test_plans_are_made_only_where_a_core_is_free_for_them(monkeypatch):
+    from klconform.harness.plugin import calls_ahead_pay
+    from klconform.harness.session import RunSettings
+
+    monkeypatch.setattr("klconform.machine.usable_cores", lambda: 2)
+    settings = RunSettings(impl="torch", report_dir="reports", requested=True)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT", raising=False)
+    assert calls_ahead_pay(settings)
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    assert not calls_ahead_pay(settings)
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
+    assert not calls_ahead_pay(replace(settings, device="cuda"))
+    monkeypatch.setattr("klconform.machine.usable_cores", lambda: 1)
+    assert not calls_ahead_pay(settings)
+    assert calls_ahead.MAX_STARTS >= 2
