@@ -1,6 +1,7 @@
 """The run and its call worker speak the versioned protocol of spec/call-worker.schema.json."""
 
 import json
+import time
 
 import jsonschema
 import numpy as np
@@ -43,6 +44,41 @@ def test_every_message_of_a_real_exchange_matches_the_schema(monkeypatch):
         jsonschema.validate(message, SCHEMA)
     assert all(message["implementation"] == {"impl": "numpy", "convention": None}
                for message in sent if message["kind"] in ("load", "call"))
+
+
+def test_the_messages_of_calls_made_ahead_match_the_schema(monkeypatch):
+    from klconform.engine.compile_ahead import planned_test
+    from klconform.engine.evaluate import evaluate
+    from klconform.spec.cases import load_cases
+
+    isolation.shutdown()
+    sent, received = [], []
+    encode, decode = wire.encode, wire.decode
+    monkeypatch.setattr(wire, "encode", lambda message, pid: sent.append(message)
+                        or encode(message, pid))
+    monkeypatch.setattr(wire, "decode", lambda payload: received.append(decode(payload))
+                        or received[-1])
+    spec = implementation_spec("numpy", timeout=60)
+    adapter = isolation.isolated(spec)
+    case = next(case for case in load_cases() if case.id == "worked-uniform-vs-9-12-4")
+    isolation.start_calls_ahead(spec, {"tests": [planned_test("case", case, "float64")],
+                                       "device": "cpu", "max_examples": None})
+    isolation.reached(0)
+    assert evaluate(case, "float64", adapter).status == "passed"
+    if isolation._pool.worker.spawner is None:
+        pytest.skip("the worker does not fork here: nothing is made ahead")
+    assert isolation.calls_ahead_summary()["taken"] == 1
+    deadline = time.monotonic() + 10
+    while not any(message["kind"] == "passed" for message in received) \
+            and time.monotonic() < deadline:
+        isolation.reached(1)   # past the plan's end: the child's last messages are read
+    isolation.stop_calls_ahead()
+    kinds = [message["kind"] for message in sent + received]
+    assert {"ahead", "making", "returned", "passed"} <= set(kinds)
+    assert any("key" in message for message in received if message["kind"] == "returned")
+    for message in sent + received + [protocol.reached(1)]:   # sent only to a late child
+        jsonschema.validate(message, SCHEMA)
+    isolation.shutdown()
 
 
 def test_the_schema_refuses_a_call_without_its_implementation():
