@@ -2,7 +2,8 @@
 
 Prints seven tables, every figure with its ratio:
   (a) wall time of the default `klconform run --impl torch` against the floor of starting
-      Python with torch, pytest, hypothesis and yaml imported (target: within 2x);
+      Python with torch, pytest, hypothesis and yaml imported (target: within 2x), and of
+      the same run with its calls made in turn (--calls-ahead off);
   (b) the oracle's time and peak extra memory against torch's own kl_div time on
       large-vocabulary data, for 'batchmean' and 'none' (targets: within 2x the time,
       within 3x the input bytes);
@@ -193,6 +194,10 @@ def run_times(repeats, thorough):
         floor, default, over_floor = wall_pairs(
             [sys.executable, "-c", "import torch, pytest, hypothesis, yaml"],
             klconform_run([], directory), repeats)
+        # The same run with each call made when its test needs it (engine.calls_ahead).
+        _, in_turn, in_turn_over_default = wall_pairs(
+            klconform_run([], directory), klconform_run(["--calls-ahead", "off"], directory),
+            repeats)
         serial, parallel, slowdown = wall_pairs(
             klconform_run([], directory), klconform_run(["--", "-n", "2"], directory), repeats)
         rows = [["klconform run --impl torch", f"{serial:.2f}", "1.00"],
@@ -209,6 +214,8 @@ def run_times(repeats, thorough):
           "ratios)", ["what", "seconds", "x floor"], [
               ["python -c 'import torch, pytest, hypothesis, yaml'", f"{floor:.2f}", "1.0"],
               ["klconform run --impl torch", f"{default:.2f}", f"{over_floor:.1f}"],
+              ["klconform run --impl torch --calls-ahead off", f"{in_turn:.2f}",
+               f"{over_floor * in_turn_over_default:.1f}"],
           ])
     table("(c) pytest-xdist (speed-up: median of serial / parallel over alternating pairs)",
           ["what", "seconds", "speed-up"], rows)

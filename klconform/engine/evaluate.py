@@ -148,11 +148,8 @@ NOT_VALUE_CHECKS = ("oracle", "raises", "probe", "probe_gradient")
 def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
     spec = load_spec()
     outcome = Outcome(Status.PASSED, case.id, dtype, case.claims, case.level)
-    call = make_call(case, dtype, device)
-    calls = [call]
-    if "relation" in case.expect:
-        other_arrays, other_args = case.other_call()
-        calls.append(make_call(case, dtype, device, other_arrays, other_args, case.mask))
+    calls = _calls_of(case, dtype, device)
+    call = calls[0]
     plans = [adapter.plan(each) for each in calls]
     for plan in plans:
         if plan.unsupported:
@@ -163,13 +160,7 @@ def evaluate(case, dtype, adapter, device="cpu") -> Outcome:
             return unsupported(outcome, f"{adapter.name} does not support {plan.unsupported}",
                                dict.fromkeys(claims))
     plan = plans[0]
-    composed = any(each.composed for each in plans)
-    judged = list(case.claims)
-    values = value_claims(case.claims, call, spec, composed) if case.kind == "value" else []
-    judged += values
-    cannot = {}
-    for each in plans:
-        cannot.update(unsupported_claims(judged, each, adapter.capabilities, spec))
+    composed, values, judged, cannot = _judgement(case, call, plans, adapter, spec)
     if case.kind == "value" and zeros_lost(plan, call):
         return _zeros_recorded(adapter, call, case, judged, outcome)
     if all(claim in cannot for claim in judged):
@@ -315,6 +306,48 @@ def lower_precision_expected(call, plan):
 NEGINF_TARGET_CLAIM = "impl-log-target-neginf"
 ZEROS_LOST = ("the target has zeros, which the library's log-space target can only state as "
               "-inf: implementation-defined (recorded under impl-log-target-neginf)")
+
+
+def _calls_of(case, dtype, device):
+    """The case's call, and its relation's second call where it has one."""
+    calls = [make_call(case, dtype, device)]
+    if "relation" in case.expect:
+        other_arrays, other_args = case.other_call()
+        calls.append(make_call(case, dtype, device, other_arrays, other_args, case.mask))
+    return calls
+
+
+def _judgement(case, call, plans, adapter, spec):
+    """(whether a plan composes the reduction, the value claims, the claims judged, claim
+    -> why it cannot be judged)."""
+    composed = any(each.composed for each in plans)
+    judged = list(case.claims)
+    values = value_claims(case.claims, call, spec, composed) if case.kind == "value" else []
+    judged += values
+    cannot = {}
+    for each in plans:
+        cannot.update(unsupported_claims(judged, each, adapter.capabilities, spec))
+    return composed, values, judged, cannot
+
+
+def planned_case_calls(case, dtype, adapter, device="cpu"):
+    """(method, Call) of every call the case makes of a function that passes it."""
+    calls = _calls_of(case, dtype, device)
+    plans = [adapter.plan(each) for each in calls]
+    if any(plan.unsupported for plan in plans):
+        return []
+    made = [("run", calls[0])]
+    if case.kind == "value" and zeros_lost(plans[0], calls[0]):
+        return made
+    _, _, judged, cannot = _judgement(case, calls[0], plans, adapter, load_spec())
+    if all(claim in cannot for claim in judged):
+        return []
+    if case.kind == "probe" and case.expect.get("probe_gradient") \
+            and adapter.capabilities.autograd:
+        made.append(("run_gradients", calls[0]))
+    if case.kind == "value" and "relation" in case.expect:
+        made.append(("run", calls[1]))
+    return made
 
 
 def _zeros_recorded(adapter, call, case, judged, outcome):

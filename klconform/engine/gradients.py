@@ -232,31 +232,59 @@ MODES = (("both", ("input", "target")), ("input only", ("input",)),
          ("target only", ("target",)))
 
 
-def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
-    call = make_call(case, dtype, device)
+def _masks_rows(call):
     # A case that masks rows judges their gradient too (n/a where no mask is declared).
-    masks_rows = call.mask is not None and not np.all(call.mask)
-    outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{case.id}", dtype,
-                      CLAIMS + ((MASK_GRADIENT_CLAIM,) if masks_rows else ()), Level.MUST)
+    return call.mask is not None and not np.all(call.mask)
+
+
+def _claims_of(call):
+    return CLAIMS + ((MASK_GRADIENT_CLAIM,) if _masks_rows(call) else ())
+
+
+def _unchecked(case, call, adapter):
+    """(why the gradient test of `call` makes no call, or None; claim -> why it is not
+    judged; the implementation's plan of the call, or None where it has none)."""
     reason = plan_refusal(adapter, call)
     if not adapter.capabilities.autograd:
         reason = "autograd"
     if reason:
-        return unsupported(outcome, f"{adapter.name} does not support {reason}", outcome.claims)
+        return f"{adapter.name} does not support {reason}", None, None
     plan = adapter.plan(call)
     spec = load_spec()
     not_applicable = distillation_case_not_applicable(case, plan, adapter.capabilities, spec)
     if not_applicable:
-        return unsupported(outcome, f"{adapter.name}: {not_applicable}", outcome.claims)
-    unjudged = unsupported_claims(outcome.claims, plan, adapter.capabilities, spec)
+        return f"{adapter.name}: {not_applicable}", None, plan
+    claims = _claims_of(call)
+    unjudged = unsupported_claims(claims, plan, adapter.capabilities, spec)
     if "target" in plan.logits_gradients and not call.log_target \
             and np.any(np.asarray(call.target) == 0):
         # P = 0 reaches a logits target as -inf, whose softmax row has no finite gradient:
         # the -inf target's behaviour, recorded by the value case (impl-log-target-neginf).
         unjudged.setdefault("gradient-target", ZEROS_LOST)
-    if len(unjudged) == len(outcome.claims):
-        return unsupported(outcome, f"{adapter.name}: {'; '.join(sorted(set(unjudged.values())))}",
-                           outcome.claims, unjudged)
+    if len(unjudged) == len(claims):
+        return f"{adapter.name}: {'; '.join(sorted(set(unjudged.values())))}", unjudged, plan
+    return None, unjudged, plan
+
+
+def planned_gradient_calls(case, dtype, adapter, device="cpu"):
+    """(method, Call) of every call the gradient test makes of a function that passes it:
+    each mode's gradients, then the finite differences'."""
+    call = make_call(case, dtype, device)
+    refusal, _, plan = _unchecked(case, call, adapter)
+    if refusal:
+        return []
+    return [("run_gradients", replace(call, requires_grad=arguments))
+            for _, arguments in MODES] + difference_calls(call, plan)
+
+
+def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
+    call = make_call(case, dtype, device)
+    masks_rows = _masks_rows(call)
+    outcome = Outcome(Status.PASSED, f"{CASE_PREFIX}{case.id}", dtype, _claims_of(call),
+                      Level.MUST)
+    refusal, unjudged, plan = _unchecked(case, call, adapter)
+    if refusal:
+        return unsupported(outcome, refusal, outcome.claims, unjudged)
     from klconform.engine import snippets as reproduce
 
     outcome.snippet = reproduce.snippet(adapter, call, case.id) + \

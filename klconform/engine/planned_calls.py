@@ -16,42 +16,27 @@ def calls_of(kind, subject, dtype, adapter, plan, failure_paths=True):
     returns what the oracle expects), lazily: an example is built only when reached.
     `failure_paths`: with the calls a gradient test makes only once a gradient failed (the
     same shapes, so the same compiled programs)."""
-    from klconform.engine.evaluate import make_call
+    from klconform.engine.evaluate import make_call, planned_case_calls
+    from klconform.engine.gradients import planned_gradient_calls
+    from klconform.engine.layout_checks import layout_calls
 
     device = plan["device"]
     if kind == "property":
         yield from _property_calls(subject, dtype, adapter, plan)
-        return
-    case = subject
-    if kind == "layout":
-        from klconform.engine.layout_checks import layout_calls
-
-        yield from (("run", each) for each in layout_calls(case, dtype, adapter, device))
-        return
-    call = make_call(case, dtype, device)
-    if kind == "gradient":
-        if adapter.capabilities.autograd:
-            from klconform.engine.gradients import MODES, difference_calls
-
-            for _, arguments in MODES:
-                yield "run_gradients", replace(call, requires_grad=arguments)
-            yield from difference_calls(call, adapter.plan(call))
-            if failure_paths:
-                # Its value (a wrong gradient's cause) and, without a reduction, the
-                # gradients of 'mean', which the default's are judged by.
-                yield "run", call
-                if call.reduction is None:
-                    yield "run_gradients", replace(call, reduction="mean")
-        return
-    calls = [call]
-    if "relation" in case.expect:
-        other_arrays, other_args = case.other_call()
-        calls.append(make_call(case, dtype, device, other_arrays, other_args, case.mask))
-    # As the run: a case with a call its implementation cannot be asked makes none.
-    if not any(adapter.plan(each).unsupported for each in calls):
-        yield from (("run", each) for each in calls)
-        if case.expect.get("probe_gradient") and adapter.capabilities.autograd:
-            yield "run_gradients", call
+    elif kind == "layout":
+        yield from (("run", each) for each in layout_calls(subject, dtype, adapter, device))
+    elif kind == "case":
+        yield from planned_case_calls(subject, dtype, adapter, device)
+    else:
+        calls = planned_gradient_calls(subject, dtype, adapter, device)
+        yield from calls
+        if calls and failure_paths:
+            # Its value (a wrong gradient's cause) and, without a reduction, the gradients
+            # of 'mean', which the default's are judged by.
+            call = make_call(subject, dtype, device)
+            yield "run", call
+            if call.reduction is None:
+                yield "run_gradients", replace(call, reduction="mean")
 
 
 def _property_calls(property_id, dtype, adapter, plan):
