@@ -3,6 +3,7 @@ for the very call it would have made, a correct function's calls are all planned
 run's verdict, claims and root causes are the same with them as without."""
 
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,6 +58,69 @@ def test_a_call_of_objects_or_over_the_size_limit_has_no_key():
     large = np.full((rows, 1000), 1e-3)
     assert call_key("run", replace(BASE, input=large, target=large)) is None
     assert call_key("run", replace(BASE, input=large[:1], target=large[:1])) is not None
+
+
+def _child_said(*messages, timeout=60):
+    """The run's side of an ahead child (plan from test 0) that sent `messages`."""
+    import os
+    import socket
+    from multiprocessing.connection import Connection
+
+    from klconform.engine import wire
+
+    run_end, child_end = socket.socketpair()
+    child = Connection(child_end.detach())
+    for message in messages:
+        child.send_bytes(wire.encode(message, os.getpid()))
+    return calls_ahead.AheadChild(12345, Connection(run_end.detach()), timeout, 0), child
+
+
+def test_the_same_call_made_twice_in_a_test_is_answered_twice_in_order():
+    from klconform.engine import worker_protocol as protocol
+
+    key = call_key("run", BASE)
+    ahead, _ = _child_said(protocol.making(0, key), protocol.returned("first", key),
+                           protocol.making(0, key), protocol.returned("second", key),
+                           protocol.passed(0))
+    assert ahead.take(key, 0).message["value"] == "first"
+    assert ahead.take(key, 0).message["value"] == "second"
+    assert ahead.take(key, 0) is None   # it made no third one: the run makes it
+    assert ahead.ended is None
+
+
+def test_an_answer_is_taken_only_in_the_test_it_was_made_for():
+    from klconform.engine import worker_protocol as protocol
+
+    key = call_key("run", BASE)
+    ahead, _ = _child_said(protocol.making(0, key), protocol.returned("in test 0", key),
+                           protocol.passed(0), protocol.making(1, key),
+                           protocol.returned("in test 1", key), protocol.passed(1))
+    assert ahead.take(call_key("run_gradients", BASE), 0) is None
+    ahead.reached(1)   # test 0's answer is not taken now
+    assert ahead.take(key, 1).message["value"] == "in test 1"
+    assert ahead.take(key, 1) is None
+
+
+def test_a_child_that_ends_mid_call_crashed_that_call_and_no_other():
+    from klconform.engine import worker_protocol as protocol
+
+    key, other = call_key("run", BASE), call_key("run", replace(BASE, reduction="none"))
+    ahead, child = _child_said(protocol.making(0, key))
+    child.close()
+    assert ahead.take(other, 0) is None and ahead.ended == "its process ended"
+    assert ahead.take(key, 0).kind == "crashed"
+
+
+def test_a_child_stuck_in_a_call_is_ended_when_the_run_moves_on():
+    from klconform.engine import worker_protocol as protocol
+
+    key = call_key("run", BASE)
+    ahead, _ = _child_said(protocol.making(0, key), timeout=0.2)
+    ahead.reached(0)
+    assert ahead.ended is None and ahead.making is not None
+    time.sleep(0.3)
+    ahead.reached(1)   # the run no longer waits for it: it still must not hold a core
+    assert ahead.ended == "a call made no answer within the timeout"
 
 
 class Recording:

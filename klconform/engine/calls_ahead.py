@@ -87,7 +87,9 @@ class AheadChild:
         self.pid = pid
         self.connection = connection
         self.timeout = timeout if timeout and timeout > 0 else None
-        self.answers = {}       # (test, key) -> the returned or raised message
+        # (test, key) -> the returned or raised messages, in the order made: a test can make
+        # the same call twice (two examples that round to the same arrays).
+        self.answers = {}
         # A `reached` sent and not yet answered by a `passed`: the child reads those only
         # between tests, so one at a time keeps the run from filling its socket.
         self.telling = False
@@ -111,8 +113,9 @@ class AheadChild:
     def take(self, key, test):
         """The Answer to the call `key` of the run's test `test`, or None: the run makes it."""
         while True:
-            found = self.answers.pop((test, key), None)
-            if found is not None:
+            made = self.answers.get((test, key))
+            if made:
+                found = made.pop(0)
                 return Answer(found["kind"], found)
             if self.ended is not None:
                 making = self.making
@@ -183,7 +186,7 @@ class AheadChild:
             made_in = self.making[0] if self.making is not None else -1
             self.making = None
             if made_in >= test:
-                self.answers[made_in, message.get("key")] = message
+                self.answers.setdefault((made_in, message.get("key")), []).append(message)
 
 
 class CallsAhead:
