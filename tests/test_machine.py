@@ -25,6 +25,7 @@ def test_openmp_threads_read_like_openmp(four_cores, monkeypatch, value, threads
 
 
 def test_a_call_worker_under_xdist_gets_its_share_of_the_cores(four_cores, monkeypatch):
+    monkeypatch.setattr(isolation, "_pool", isolation._Pool())
     monkeypatch.delenv(machine.THREADS_VARIABLE, raising=False)
     # serial: left as it is
     assert machine.THREADS_VARIABLE not in isolation._worker_environment()
@@ -32,6 +33,14 @@ def test_a_call_worker_under_xdist_gets_its_share_of_the_cores(four_cores, monke
     assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "2"
     monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "8")
     assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "1"
+    # Each run's calls made ahead beside it: a second busy process per run.
+    isolation.expect_calls_ahead()
+    monkeypatch.delenv("PYTEST_XDIST_WORKER_COUNT")
+    assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "2"
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", "2")
+    assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "1"
+    isolation.stop_calls_ahead()   # the end of the session: a later one decides again
+    assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "2"
     monkeypatch.setenv(machine.THREADS_VARIABLE, "3")  # the user's choice stands
     assert isolation._worker_environment()[machine.THREADS_VARIABLE] == "3"
 

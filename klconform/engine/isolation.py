@@ -80,16 +80,18 @@ def _crash_message(returncode):
 
 def _worker_environment():
     """This process's environment, with where programs compiled ahead are found
-    (engine.compile_ahead) and, under pytest-xdist's N workers, a 1/N share of the cores for
-    OpenMP (unless the user chose): left with all of them, N libraries' spinning threads take
-    each other's cores (benchmarks/RESULTS.md)."""
+    (engine.compile_ahead) and, beside the other busy processes of the run (pytest-xdist's N
+    workers, each one's calls made ahead), a share of the cores for OpenMP (unless the user
+    chose): left with all of them, the library's spinning threads take the cores the other
+    processes need (benchmarks/RESULTS.md)."""
     environment = compile_ahead.worker_environment(os.environ)
     try:
         workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     except ValueError:
         return environment
-    if workers >= 2 and THREADS_VARIABLE not in os.environ:
-        environment[THREADS_VARIABLE] = str(threads_per_process(workers))
+    busy = max(1, workers) * (2 if _pool.calls_ahead_expected else 1)
+    if busy >= 2 and THREADS_VARIABLE not in os.environ:
+        environment[THREADS_VARIABLE] = str(threads_per_process(busy))
     return environment
 
 
@@ -346,6 +348,9 @@ class _Pool:
         self.killed_at_work = False
         self.in_flight = False
         self.ahead = None       # the calls made ahead of the run (engine.calls_ahead)
+        # Whether the run's calls will be made ahead beside it: a worker started then
+        # shares the cores with this process (_worker_environment).
+        self.calls_ahead_expected = False
         self.ahead_summary = None
 
     def current(self):
@@ -443,6 +448,12 @@ def _described(spec):
     return load_adapter(spec.impl, convention=spec.convention, describe_only=True)
 
 
+def expect_calls_ahead():
+    """Before the call worker starts: its calls will be made ahead of the run, a second
+    busy process beside this one."""
+    _pool.calls_ahead_expected = True
+
+
 def start_calls_ahead(spec, plan):
     """Make the calls of `plan` (engine.calls_ahead: the selected tests in the order they
     run) ahead of the run in a second child of the call worker, from the first test the run
@@ -465,9 +476,10 @@ def start_calls_ahead(spec, plan):
 
 def stop_calls_ahead():
     """The end of a run's session: its ahead child goes (a later session in this process
-    may run another implementation)."""
+    may run another implementation, and decides again whether to make calls ahead)."""
     with _pool.lock:
         _pool.stop_ahead()
+        _pool.calls_ahead_expected = False
 
 
 def reached(test):

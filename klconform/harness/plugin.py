@@ -57,8 +57,13 @@ def pytest_configure(config):
     if settings.requested:
         from klconform.engine import compile_ahead
 
-        # Before the call worker starts: its environment names the folder.
+        # Before the call worker starts: its environment names the folder, and the share
+        # of the cores it has.
         compile_ahead.keep_in(settings.compile_cache)
+        if settings.calls_ahead == "auto" and calls_ahead_pay(settings):
+            from klconform.engine import isolation
+
+            isolation.expect_calls_ahead()
         # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
         collector.state.load_implementation(makes_calls=makes_calls(config))
         # xdist workers parse the command line again and collect for themselves: they
