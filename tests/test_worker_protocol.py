@@ -22,14 +22,20 @@ def _uniform(shape, reduction="sum"):
                 dtype="float64", reduction=reduction)
 
 
-def test_every_message_of_a_real_exchange_matches_the_schema(monkeypatch):
-    isolation.shutdown()   # a fresh worker: its ready message and a load are part of it
+def _recorded_messages(monkeypatch):
+    """The lists this process's sent and received messages are appended to, as they go."""
     sent, received = [], []
     encode, decode = wire.encode, wire.decode
     monkeypatch.setattr(wire, "encode", lambda message, pid: sent.append(message)
                         or encode(message, pid))
     monkeypatch.setattr(wire, "decode", lambda payload: received.append(decode(payload))
                         or received[-1])
+    return sent, received
+
+
+def test_every_message_of_a_real_exchange_matches_the_schema(monkeypatch):
+    isolation.shutdown()   # a fresh worker: its ready message and a load are part of it
+    sent, received = _recorded_messages(monkeypatch)
     adapter = isolation.isolated(implementation_spec("numpy", timeout=60))
     assert adapter.run(_uniform((2, 3))).shape == ()
     with pytest.raises(NotImplementedError):   # numpy's record declares no autograd
@@ -52,12 +58,7 @@ def test_the_messages_of_calls_made_ahead_match_the_schema(monkeypatch):
     from klconform.spec.cases import load_cases
 
     isolation.shutdown()
-    sent, received = [], []
-    encode, decode = wire.encode, wire.decode
-    monkeypatch.setattr(wire, "encode", lambda message, pid: sent.append(message)
-                        or encode(message, pid))
-    monkeypatch.setattr(wire, "decode", lambda payload: received.append(decode(payload))
-                        or received[-1])
+    sent, received = _recorded_messages(monkeypatch)
     spec = implementation_spec("numpy", timeout=60)
     adapter = isolation.isolated(spec)
     case = next(case for case in load_cases() if case.id == "worked-uniform-vs-9-12-4")
