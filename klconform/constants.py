@@ -14,6 +14,11 @@ DEFAULT_DTYPES = ("float32", "float64")
 # the report: 2 is the first where start and record events carry what their test checks.
 STREAM_FORMAT = 2
 
+# The two values of an option that works on the run's calls ahead of them
+# (--kl-compile-ahead, --kl-calls-ahead) or keeps their programs (--kl-compile-cache):
+# where it pays, or not at all.
+AUTO, OFF = "auto", "off"
+
 # Seconds one implementation call may take before it fails (--kl-timeout).
 DEFAULT_TIMEOUT_S = 60.0
 

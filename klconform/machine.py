@@ -9,6 +9,8 @@ import os
 # The environment variable OpenMP reads at start-up: torch, numpy's BLAS, paddle and
 # mindspore size their thread pools from it.
 THREADS_VARIABLE = "OMP_NUM_THREADS"
+# pytest-xdist names the number of its workers in each worker's environment.
+XDIST_WORKERS_VARIABLE = "PYTEST_XDIST_WORKER_COUNT"
 
 
 def usable_cores():
@@ -20,6 +22,14 @@ def usable_cores():
 def threads_per_process(processes):
     """Each of `processes` busy processes' share of the cores, at least one."""
     return max(1, usable_cores() // max(1, processes))
+
+
+def pytest_processes():
+    """The pytest processes of this run: pytest-xdist's workers, else this one."""
+    try:
+        return max(1, int(os.environ.get(XDIST_WORKERS_VARIABLE, "1")))
+    except ValueError:
+        return 1
 
 
 def openmp_threads():

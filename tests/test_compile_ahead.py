@@ -98,7 +98,8 @@ def test_the_second_child_is_killed_and_its_folder_removed_when_the_run_ends(tmp
     elsewhere = os.path.join(runs, "another-host-999999999-0")   # its processes are not seen
     for folder in (ended, elsewhere):
         os.makedirs(folder)
-    compile_ahead.start(spec, [], "cpu", None, dict(os.environ))
+    compile_ahead.start(spec, {"tests": [], "device": "cpu", "max_examples": None},
+                        dict(os.environ))
     assert os.path.isdir(run) and os.path.isdir(programs)
     assert not os.path.exists(ended)   # a run killed outright: its folder goes at the next
     assert os.path.exists(elsewhere)

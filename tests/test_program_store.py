@@ -211,7 +211,8 @@ def test_a_cache_folder_that_cannot_be_made_leaves_every_program_compiled_in_pla
     kept_in.folder = None
     compile_ahead.keep_in(str(blocked / "cache"))
     environment = compile_ahead.worker_environment({})
-    compile_ahead.start(implementation_spec("numpy"), [], "cpu", None, dict(os.environ))
+    compile_ahead.start(implementation_spec("numpy"), {"tests": [], "device": "cpu",
+                                                       "max_examples": None}, dict(os.environ))
     assert kept_in.process is None   # no second child, and no error
     # The call worker's side: no folder of its own, no sharing asked of the library.
     for name, value in environment.items():

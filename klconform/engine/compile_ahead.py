@@ -36,6 +36,7 @@ import tempfile
 
 from klconform import program_store
 from klconform.adapters.arrays import COMPILED_AHEAD_VARIABLE, COMPILED_HERE_VARIABLE
+from klconform.constants import OFF  # --kl-compile-cache's: a cache of this run's only
 from klconform.engine import children
 
 # The kept folder: PROGRAMS, shared by every run, and RUNS, one folder per running run. In
@@ -48,8 +49,6 @@ PLAN = "plan.pickle"
 # The index in the plan of the test the run has reached, which the second child reads.
 PROGRESS = "progress"
 PROGRESS_WIDTH = 12
-# --kl-compile-cache's value for a cache of this run's programs only.
-OFF = "off"
 
 
 def default_cache():
@@ -225,13 +224,13 @@ def planned_test(kind, subject, dtype):
     return (kind, getattr(subject, "id", subject) if kind == "property" else subject, dtype)
 
 
-def start(spec, tests, device, max_examples, environment):
-    """Start compiling ahead the calls of `tests` (planned_test()s, in the order they run)
-    of the implementation of `spec`. `max_examples`: the default profile's, whose stored
-    examples the properties replay; None where they search afresh (nothing to rehearse)."""
+def start(spec, plan, environment):
+    """Start compiling ahead the calls of the implementation of `spec` that `plan` makes:
+    its tests (planned_test()s, in the order they run), device and examples per property
+    (the default profile's, whose stored examples the properties replay; None where they
+    search afresh, with nothing to rehearse)."""
     _compiled_ahead.stop_compiling()
-    plan = {"implementation": spec.as_data(), "tests": list(tests), "device": device,
-            "max_examples": max_examples, "sys_path": list(sys.path)}
+    plan = {**plan, "implementation": spec.as_data(), "sys_path": list(sys.path)}
     # It reads and adds to the kept programs as the call worker does, from a folder of its
     # own (STAGING), which the run's end does not publish: it shares each program live.
     _compiled_ahead.start(plan, {

@@ -46,7 +46,7 @@ from klconform.engine.call_errors import (
 )
 from klconform.engine.worker_protocol import ImplementationSpec, ProtocolError
 from klconform.errors import KLConformError
-from klconform.machine import THREADS_VARIABLE, threads_per_process
+from klconform.machine import THREADS_VARIABLE, pytest_processes, threads_per_process
 
 # Loading the adapter in the worker (importing torch, say) is not the call under test.
 LOAD_TIMEOUT_S = 300.0
@@ -85,11 +85,7 @@ def _worker_environment():
     chose): left with all of them, the library's spinning threads take the cores the other
     processes need (benchmarks/RESULTS.md)."""
     environment = compile_ahead.worker_environment(os.environ)
-    try:
-        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    except ValueError:
-        return environment
-    busy = max(1, workers) * (2 if _pool.calls_ahead_expected else 1)
+    busy = pytest_processes() * (2 if _pool.calls_ahead_expected else 1)
     if busy >= 2 and THREADS_VARIABLE not in os.environ:
         environment[THREADS_VARIABLE] = str(threads_per_process(busy))
     return environment
@@ -258,7 +254,6 @@ class CallWorker:
         """An ahead child (engine.calls_ahead) making the calls of `plan`; None where the
         worker cannot fork."""
         self.load(spec)
-        self._wait_ready()
         if self.refusal is not None:
             return None
         child = self._fork()

@@ -13,7 +13,7 @@ import re
 import shlex
 from dataclasses import dataclass
 
-from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.constants import AUTO, DEFAULT_TIMEOUT_S, OFF
 from klconform.report.gate import parse_min_coverage
 
 
@@ -52,6 +52,13 @@ IMPL_HELP = ("implementation under test: torch (default), torch-module, numpy, a
 IMPL_ENV = "KLCONFORM_IMPL"
 DEFAULT_IMPL = "torch"
 
+def _ahead(name, pytest_spelling, cli_spelling, help_text):
+    """An option that has work done ahead of the run's calls where it pays (AUTO), or not
+    (OFF): how a run gets its results, never what they are, so a replay leaves it out."""
+    return Option(name, pytest_spelling, cli_spelling, help_text, default=AUTO,
+                  choices=(AUTO, OFF), replay=False)
+
+
 OPTIONS = (
     Option("impl", "--impl", "--impl", IMPL_HELP, default=DEFAULT_IMPL),
     Option("report_dir", "--report-dir", "--report-dir",
@@ -88,17 +95,15 @@ OPTIONS = (
            "applicable ones (N%%); a claim is checked where a returned value was judged. "
            "Without it a run must still check one claim",
            type=parse_min_coverage, replay=False),
-    Option("kl_compile_ahead", "--kl-compile-ahead", "--compile-ahead",
+    _ahead("kl_compile_ahead", "--kl-compile-ahead", "--compile-ahead",
            "for a record that compiles each new shape (jax, optax, keras on jax): 'auto' "
            "compiles its calls' programs ahead of them in a second process (more CPU, less "
-           "waiting); 'off' leaves every compilation to the call that needs it",
-           default="auto", choices=("auto", "off"), replay=False),
-    Option("kl_calls_ahead", "--kl-calls-ahead", "--calls-ahead",
+           "waiting); 'off' leaves every compilation to the call that needs it"),
+    _ahead("kl_calls_ahead", "--kl-calls-ahead", "--calls-ahead",
            "'auto' makes the implementation's calls ahead of the tests in a second process "
            "where a core is free for it (the same calls, so the same results, with less "
            "waiting); 'off' makes each call when its test needs it (an implementation whose "
-           "results depend on the calls made before)",
-           default="auto", choices=("auto", "off"), replay=False),
+           "results depend on the calls made before)"),
     Option("kl_compile_cache", "--kl-compile-cache", "--compile-cache",
            "for a record that compiles each new shape (jax, optax, keras on jax): the folder "
            "its compiled programs are kept in between runs, so that a later run loads them "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from klconform.constants import AUTO
 from klconform.errors import KLConformError
 from klconform.harness.collector import Collector
 from klconform.harness.conclude import conclude
@@ -60,7 +61,7 @@ def pytest_configure(config):
         # Before the call worker starts: its environment names the folder, and the share
         # of the cores it has.
         compile_ahead.keep_in(settings.compile_cache)
-        if settings.calls_ahead == "auto" and calls_ahead_pay(settings):
+        if makes_calls_ahead(settings):
             from klconform.engine import isolation
 
             isolation.expect_calls_ahead()
@@ -329,9 +330,7 @@ def start_ahead(state, items):
     local = adapter.local
     record, bridge = getattr(local, "record", None), getattr(local, "bridge", None)
     compiling = record is not None and bridge is not None and compiles_ahead(record, bridge)
-    if compiling and settings.compile_ahead != "auto":
-        return
-    if not compiling and not (settings.calls_ahead == "auto" and calls_ahead_pay(settings)):
+    if not (settings.compile_ahead == AUTO if compiling else makes_calls_ahead(settings)):
         return
     from klconform.engine import compile_ahead as ahead
     from klconform.harness.identity import BY_ARGUMENT
@@ -346,25 +345,24 @@ def start_ahead(state, items):
         tests.append(ahead.planned_test(suite.kind, params[suite.argument],
                                         params["kl_dtype"]))
     stored = settings.profile != "thorough" and settings.seed is None
-    max_examples = state.hypothesis["max_examples"] if stored else None
+    # The properties replay the default profile's stored examples; elsewhere they search
+    # afresh, and what they will call cannot be planned (None).
+    plan = {"tests": tests, "device": settings.device,
+            "max_examples": state.hypothesis["max_examples"] if stored else None}
     if compiling:
-        ahead.start(adapter.spec, tests, settings.device, max_examples, os.environ)
+        ahead.start(adapter.spec, plan, os.environ)
     else:
-        isolation.start_calls_ahead(adapter.spec, {"tests": tests, "device": settings.device,
-                                                   "max_examples": max_examples})
+        isolation.start_calls_ahead(adapter.spec, plan)
 
 
-def calls_ahead_pay(settings):
-    """Whether making the calls ahead can make the run faster: a core of its own for the
-    second child beside each pytest process, and the CPU (a GPU's runtime would start
-    twice)."""
-    from klconform.machine import usable_cores
+def makes_calls_ahead(settings):
+    """Whether the run's calls are made ahead of it (klconform.engine.calls_ahead): asked for,
+    on the CPU (a GPU's runtime would start twice), and with a core of its own for the second
+    child beside each pytest process, where it makes the run faster."""
+    from klconform.machine import pytest_processes, usable_cores
 
-    try:
-        processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    except ValueError:
-        processes = 1
-    return settings.device == "cpu" and usable_cores() >= 2 * max(1, processes)
+    return settings.calls_ahead == AUTO and settings.device == "cpu" \
+        and usable_cores() >= 2 * pytest_processes()
 
 
 @pytest.hookimpl(optionalhook=True)

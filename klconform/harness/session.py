@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from klconform.constants import DEFAULT_TIMEOUT_S
+from klconform.constants import AUTO, DEFAULT_TIMEOUT_S
 from klconform.errors import KLConformError
 
 RECORD_KEY = "klconform"       # user_properties key of a result record
@@ -38,9 +38,9 @@ class RunSettings:
     convention: str | None = None        # --kl-convention: the record file for --impl
     min_coverage: str | None = None      # --kl-min-coverage: '20' claims or '80%' of applicable
     journal_append: bool = False
-    compile_ahead: str = "auto"          # --kl-compile-ahead: 'auto' or 'off'
+    compile_ahead: str = AUTO            # --kl-compile-ahead: AUTO or OFF
     compile_cache: str | None = None     # --kl-compile-cache: a folder, 'off', None: the default
-    calls_ahead: str = "auto"            # --kl-calls-ahead: 'auto' or 'off'
+    calls_ahead: str = AUTO              # --kl-calls-ahead: AUTO or OFF
     options: tuple = ()                  # (name, value) of every klconform option, for replays
 
 
