@@ -60,6 +60,36 @@ def test_a_call_of_objects_or_over_the_size_limit_has_no_key():
     assert call_key("run", replace(BASE, input=large[:1], target=large[:1])) is not None
 
 
+def test_a_cases_own_arrays_are_digested_once_and_keyed_as_their_bytes(monkeypatch):
+    """A case's own call is keyed, whatever its size, by a digest worked out once on the
+    kept arrays (engine.prepared.kept_digest): the key a copy of the same bytes would have,
+    and none kept once the arrays were written into."""
+    from klconform.engine import prepared
+    from klconform.engine.evaluate import make_call
+
+    cases = {case.id: case for case in load_cases()}
+    prepared.forget_all()
+    small = make_call(cases["batchmean-2d"], "float32", "cpu")
+    assert prepared.kept_digest(small.input, calls_ahead._bytes_digest) is not None
+    copied = replace(small, input=small.input.copy(), target=small.target.copy())
+    assert prepared.kept_digest(copied.input, calls_ahead._bytes_digest) is None
+    assert call_key("run", small) == call_key("run", copied)
+
+    large = make_call(cases["large-vocab-summation-accuracy"], "float32", "cpu")
+    assert large.input.nbytes > MAX_BYTES
+    digested = []
+    monkeypatch.setattr(calls_ahead, "_bytes_digest",
+                        lambda array: digested.append(array.nbytes) or b"d" * 16)
+    key = call_key("run", large)
+    again = make_call(cases["large-vocab-summation-accuracy"], "float32", "cpu")
+    assert key is not None and call_key("run_gradients", again) != key
+    assert call_key("run", again) == key
+    assert len(digested) == 2   # input and target, once each for both calls
+    large.input[0, 0] += 1.0
+    assert call_key("run", large) is None
+    prepared.forget_all()
+
+
 def _child_said(*messages, timeout=60):
     """The run's side of an ahead child (plan from test 0) that sent `messages`."""
     import os

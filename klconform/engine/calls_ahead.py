@@ -30,7 +30,7 @@ from dataclasses import fields
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.engine import wire
+from klconform.engine import prepared, wire
 from klconform.engine import worker_protocol as protocol
 
 # New ahead children after one hung or crashed: each costs a fork, and a function that
@@ -41,31 +41,41 @@ KINDS = ("making", "returned", "raised", "passed")
 # the next one) before making its calls itself: only a broken child takes this long.
 BETWEEN_CALLS_S = 30.0
 _CALL_FIELDS = tuple(field.name for field in fields(Call))
-_ARRAYS = ("input", "target", "mask")
-# Larger calls (a vocabulary-sized case, 16 MB) are made by the run itself: digesting their
-# arrays on both sides costs more than their call, and their answers would cross twice.
+# A call with more bytes than this in arrays made for it alone is made by the run itself:
+# digesting them on both sides would cost more than the call. A case's own arrays are
+# digested once per process (engine.prepared.kept_digest), whatever their size: the
+# vocabulary-sized case's 24 calls, 16 MB each, are made ahead too.
 MAX_BYTES = 1 << 20
 
 
 def call_key(method, call):
     """What identifies a call in any process: a digest of the method and every field of the
-    Call, each array by its dtype, shape, strides and bytes, anything else by its repr (plain
-    data: strings, numbers, tuples, the legacy keywords); None for an array of objects,
-    whose bytes are addresses, and for a call of over MAX_BYTES (the run then makes those
-    itself)."""
-    if sum(getattr(getattr(call, name), "nbytes", 0) for name in _ARRAYS) > MAX_BYTES:
-        return None
+    Call, each array by its dtype, shape, strides and the digest of its bytes, anything else
+    by its repr (plain data: strings, numbers, tuples, the legacy keywords); None for an
+    array of objects, whose bytes are addresses, and for a call with over MAX_BYTES in arrays
+    other than a case's own (the run then makes those itself)."""
     digest = hashlib.blake2b(method.encode(), digest_size=16)
+    fresh = 0
     for name in _CALL_FIELDS:
         value = getattr(call, name)
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
                 return None
+            part = prepared.kept_digest(value, _bytes_digest)
+            if part is None:
+                fresh += value.nbytes
+                if fresh > MAX_BYTES:
+                    return None
+                part = _bytes_digest(value)
             digest.update(f"|{name}:{value.dtype.str}{value.shape}{value.strides}:".encode())
-            digest.update(np.ascontiguousarray(value).data)
+            digest.update(part)
         else:
             digest.update(f"|{name}={type(value).__name__}:{value!r}".encode())
     return digest.hexdigest()
+
+
+def _bytes_digest(array):
+    return hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest()
 
 
 class Answer:

@@ -29,6 +29,7 @@ from klconform.engine.expectations import (
     check_warnings,
     effective_reduction,
     oracle_for,
+    pairwise_sum,
     representation_allowance,
 )
 from klconform.engine.judging import (
@@ -48,7 +49,10 @@ from klconform.spec.claims import load_spec
 from klconform.statuses import Level, Status
 
 
-def make_call(case, dtype, device, arrays=None, call_args=None, mask=None):
+def make_call(case, dtype, device, arrays=None, call_args=None, mask=None, kept_by=None):
+    """The call of `case` at `dtype`, or of `arrays` with `call_args`. `kept_by`: what owns
+    `arrays` and keeps them unchanged (a replayed example): their rounding, and what is
+    worked out from it, are then kept with it, as a case's own call's are (engine.prepared)."""
     args = case.call if call_args is None else call_args
     input_dtype, target_dtype = args.get("input_dtype"), args.get("target_dtype")
 
@@ -58,7 +62,10 @@ def make_call(case, dtype, device, arrays=None, call_args=None, mask=None):
 
     if arrays is None and call_args is None:
         rounded_input, rounded_target = prepared.rounded_arrays(
-            case, (dtype, input_dtype, target_dtype), round_both)
+            case, (dtype, input_dtype, target_dtype), round_both, case.mask)
+    elif kept_by is not None:
+        rounded_input, rounded_target = prepared.rounded_arrays(
+            kept_by, (dtype, input_dtype, target_dtype), round_both, mask)
     else:
         rounded_input, rounded_target = round_both()
     return Call(
@@ -348,6 +355,16 @@ def planned_case_calls(case, dtype, adapter, device="cpu"):
     if case.kind == "value" and "relation" in case.expect:
         made.append(("run", calls[1]))
     return made
+
+
+def work_out_ahead(case, dtype, adapter, device="cpu"):
+    """Work out now, for engine.prepared to keep, what judging a passing answer to each of
+    the case's calls asks of the oracle (the run does this while the library loads)."""
+    made = planned_case_calls(case, dtype, adapter, device)
+    for _, call in made:
+        oracle_for(call)
+    if made and "summation_accuracy" in case.expect:
+        pairwise_sum(made[0][1])
 
 
 def _zeros_recorded(adapter, call, case, judged, outcome):

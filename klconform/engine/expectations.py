@@ -166,11 +166,8 @@ def check_summation_accuracy(spec, call, actual, expected, failures, claims=None
 
     Returns the figures, which the report shows whether or not the check fails.
     """
-    log_target = bool(call.log_target)
     scale = expected.abs_term_sum or 1.0
-    pairwise = prepared.derived(
-        call, ("pairwise sum", log_target, call.dtype),
-        lambda x, t: float(np.sum(_in_dtype(oracle.pointwise(x, t, log_target), call.dtype))))
+    pairwise = pairwise_sum(call)
     exact = float(expected.value)
     floor = UNIT_ROUNDOFF[call.dtype]
     pairwise_error = max(abs(pairwise - exact) / scale, floor)
@@ -180,6 +177,15 @@ def check_summation_accuracy(spec, call, actual, expected, failures, claims=None
     if not error <= spec["factor"] * pairwise_error:
         failures.add(f"summation_accuracy: {figures}, over {spec['factor']:g} x pairwise", claims)
     return figures
+
+
+def pairwise_sum(call):
+    """The call's terms summed pairwise in its dtype: what summation_accuracy measures a
+    library's sum against."""
+    log_target = bool(call.log_target)
+    return prepared.derived(
+        call, ("pairwise sum", log_target, call.dtype),
+        lambda x, t: float(np.sum(_in_dtype(oracle.pointwise(x, t, log_target), call.dtype))))
 
 
 def _in_dtype(values, dtype):

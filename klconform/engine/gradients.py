@@ -17,7 +17,7 @@ import numpy as np
 from klconform.adapters.base import Call
 from klconform.constants import DTYPES
 from klconform.dtypes import SMALLEST_NORMAL, UNIT_ROUNDOFF
-from klconform.engine import gradient_mistakes
+from klconform.engine import gradient_mistakes, prepared
 from klconform.engine.attribution import (
     LOWER_PRECISION,
     PRECISION_CLAIM,
@@ -277,6 +277,26 @@ def planned_gradient_calls(case, dtype, adapter, device="cpu"):
             for _, arguments in MODES] + difference_calls(call, plan)
 
 
+def _wanted(call, plan):
+    """(analytic(), _budgets()) of the case's own call, kept with its arrays by
+    engine.prepared (the key names every field of the plan they read)."""
+    key = ("gradients", effective_reduction(call), bool(call.log_target), call.dtype,
+           plan.scale, tuple(plan.logits_gradients), tuple(plan.conversions))
+    return prepared.derived(call, key, lambda x, t: (
+        analytic(replace(call, input=x, target=t), plan),
+        _budgets(replace(call, input=x, target=t), plan)))
+
+
+def work_out_ahead(case, dtype, adapter, device="cpu"):
+    """Work out now, for engine.prepared to keep, what judging the gradients of a passing
+    function asks of the oracle (the run does this while the library loads)."""
+    call = make_call(case, dtype, device)
+    refusal, _, plan = _unchecked(case, call, adapter)
+    if not refusal:
+        oracle_for(call)
+        _wanted(call, plan)
+
+
 def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
     call = make_call(case, dtype, device)
     masks_rows = _masks_rows(call)
@@ -290,8 +310,8 @@ def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
     outcome.snippet = reproduce.snippet(adapter, call, case.id) + \
         "# gradients: adapter.run_gradients(Call(..., requires_grad=('input', 'target'))) " \
         "or result.sum().backward()\n"
-    want_input, want_target, target_checked = analytic(call, plan)
-    budget_input, budget_target = _budgets(call, plan)
+    (want_input, want_target, target_checked), (budget_input, budget_target) = \
+        _wanted(call, plan)
     masked = ~_row_keep(call, np.shape(call.input)) if masks_rows else None
     failures = []
     gradients = {}

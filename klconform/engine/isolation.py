@@ -347,6 +347,7 @@ class _Pool:
         # shares the cores with this process (_worker_environment).
         self.calls_ahead_expected = False
         self.ahead_summary = None
+        self.preloading = None  # a threading.Thread loading the implementation (prepare())
 
     def current(self):
         if self.worker is None:
@@ -394,8 +395,15 @@ def prepare(spec):
     imports then overlap this process's own."""
     with _pool.lock:
         worker = _pool.current()
-        threading.Thread(target=_preload, args=(worker, spec),
-                         name="klconform-preload", daemon=True).start()
+        _pool.preloading = threading.Thread(target=_preload, args=(worker, spec),
+                                            name="klconform-preload", daemon=True)
+        _pool.preloading.start()
+
+
+def loading():
+    """Whether prepare()'s load is still under way: this process has time for other work
+    until the library has loaded (or failed to)."""
+    return _pool.preloading is not None and _pool.preloading.is_alive()
 
 
 def _preload(worker, spec):

@@ -39,6 +39,30 @@ def calls_of(kind, subject, dtype, adapter, plan, failure_paths=True):
                 yield "run_gradients", replace(call, reduction="mean")
 
 
+def worked_out_ahead(adapter, plan):
+    """Work out, test by test in the order they run, the oracle's part of judging what a
+    passing function answers (what engine.prepared keeps: of cases, gradients and replayed
+    property examples; a layout test's arrays are made for its call); a step per test, so
+    that the run can stop as soon as the library has loaded."""
+    from klconform.engine.evaluate import work_out_ahead as case_ahead
+    from klconform.engine.gradients import work_out_ahead as gradients_ahead
+
+    def property_ahead(property_id, dtype, adapter, device):
+        for _ in _property_calls(property_id, dtype, adapter, plan):
+            pass   # a Rehearsal asks the oracle for each call's answer
+
+    ahead_of = {"case": case_ahead, "gradient": gradients_ahead, "property": property_ahead}
+    for kind, subject, dtype in plan["tests"]:
+        work_out = ahead_of.get(kind)
+        if work_out is None:
+            continue
+        try:
+            work_out(subject, dtype, adapter, plan["device"])
+        except Exception:  # the test itself meets the same error, and reports it
+            pass
+        yield
+
+
 def _property_calls(property_id, dtype, adapter, plan):
     from klconform.engine.properties import BY_ID, replayed_examples
     from klconform.spec.claims import load_spec

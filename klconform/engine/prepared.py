@@ -1,4 +1,5 @@
-"""A case's own call and what the oracle makes of it, worked out once per process.
+"""A case's own call and what the oracle makes of it, worked out once per process (and a
+replayed property example's, engine.properties).
 
 Rounding a case's inputs to a dtype, and the oracle's answer for them, depend on the case
 and the dtype alone. Yet the value, gradient and layout suites each build the same call, and
@@ -33,18 +34,21 @@ class _Entry:
         self.arrays = arrays        # the kept (input, target), read-only
         self.mask = mask
         self.derived = {}
+        self.digests = {}           # (index in arrays, digest function) -> its digest
         self.nbytes = sum(array.nbytes for array in arrays)
 
 
 _KEPT: OrderedDict = OrderedDict()
 _KEPT_NBYTES = 0
-# id(array handed out) -> (weak reference to it, the entry it was copied from)
+# id(array handed out) -> (weak reference to it, the entry it was copied from, its index in
+# the entry's arrays)
 _HANDED_OUT: dict = {}
 
 
-def rounded_arrays(case, key, round_both):
-    """(input, target) of the case's own call at `key` (dtype and argument dtypes): copies
-    of arrays rounded once by `round_both()`; later work on them finds the same entry."""
+def rounded_arrays(case, key, round_both, mask):
+    """(input, target) of the case's own call at `key` (dtype and argument dtypes), with
+    `mask`: copies of arrays rounded once by `round_both()`; later work on them finds the
+    same entry. `case` is what owns the arrays rounded (a Case, a replayed example)."""
     global _KEPT_NBYTES
     entry_key = (id(case), key)
     entry = _KEPT.get(entry_key)
@@ -52,14 +56,14 @@ def rounded_arrays(case, key, round_both):
         arrays = tuple(np.asarray(array) for array in round_both())
         for array in arrays:
             array.flags.writeable = False
-        entry = _Entry(entry_key, case, arrays, case.mask)
+        entry = _Entry(entry_key, case, arrays, mask)
         _KEPT[entry_key] = entry
         _KEPT_NBYTES += entry.nbytes
     _KEPT.move_to_end(entry_key)
     _evict_beyond_budget()
     copies = tuple(array.copy() for array in entry.arrays)
-    for copy in copies:
-        _HANDED_OUT[id(copy)] = (weakref.ref(copy, _forget(id(copy))), entry)
+    for index, copy in enumerate(copies):
+        _HANDED_OUT[id(copy)] = (weakref.ref(copy, _forget(id(copy))), entry, index)
     return copies
 
 
@@ -83,6 +87,27 @@ def _entry_of(call):
     if entries[1] is not entry or call.mask is not entry.mask:
         return None
     return entry
+
+
+def kept_digest(array, digest):
+    """`digest(array)`, worked out once on the kept array for every copy handed out here that
+    still holds its bytes; None for any other array (the caller's to digest, if it will)."""
+    found = _HANDED_OUT.get(id(array))
+    if found is None or found[0]() is not array:
+        return None
+    _, entry, index = found
+    kept = entry.arrays[index]
+    if array.dtype != kept.dtype or array.shape != kept.shape \
+            or not np.array_equal(_as_bytes(array), _as_bytes(kept)):
+        return None   # written into since it was handed out
+    key = (index, digest)
+    if key not in entry.digests:
+        entry.digests[key] = digest(kept)
+    return entry.digests[key]
+
+
+def _as_bytes(array):
+    return np.ascontiguousarray(array).reshape(-1).view(np.uint8)
 
 
 def derived(call, what, work_out):

@@ -142,7 +142,11 @@ class ExampleRun:
                   example.target if target is None else target)
         arguments = {"reduction": example.reduction if reduction == "same" else reduction,
                      "log_target": example.log_target if log_target == "same" else log_target}
-        return make_call(None, example.dtype, self.device, arrays, arguments)
+        # A replayed example's own arrays are rounded once, and the oracle's answers for
+        # them kept (engine.prepared); other arrays are the check's, made for this call.
+        own = input is None and target is None and id(example) in _REPLAYED_IDS
+        return make_call(None, example.dtype, self.device, arrays, arguments,
+                         kept_by=example if own else None)
 
     def observe(self, call, label):
         """Run `call` and compare it with the oracle; returns (value or None, Expected)."""
@@ -791,9 +795,41 @@ def _stored_examples(prop, drawing, dtype, seed):
 
 def replayed_examples(prop, drawing, dtype, max_examples):
     """The default profile's examples of `prop` at `max_examples`, made again from their
-    stored draws, in order (lazily); None where they are not stored."""
+    stored draws, in order (lazily); None where they are not stored. Each is made once per
+    process and its arrays are read-only: the run checks the examples that it worked out the
+    oracle's answers for while the library loaded (engine.planned_calls.worked_out_ahead)."""
     draws = stored_examples.stored_draws(prop.id, dtype, drawing.as_data(), max_examples)
-    return None if draws is None else (drawing.example(dtype, each) for each in draws)
+    if draws is None:
+        return None
+    kept = _REPLAYED.get(id(draws))
+    if kept is None or kept[0] is not draws:
+        # The draws are held with their examples: no other list can take their id.
+        kept = _REPLAYED[id(draws)] = (draws, [])
+    return _replayed(drawing, dtype, *kept)
+
+
+# id(stored draws) -> (the draws, the examples made from them so far): equal drawings make
+# equal examples from the same draws (Drawing), and the draws' store entry names the drawing.
+_REPLAYED = {}
+
+
+def _replayed(drawing, dtype, draws, made):
+    for index, each in enumerate(draws):
+        if index == len(made):
+            made.append(_read_only(drawing.example(dtype, each)))
+        _REPLAYED_IDS.add(id(made[index]))
+        yield made[index]
+
+
+# Of the examples in _REPLAYED, which hold them for as long as this set names them.
+_REPLAYED_IDS = set()
+
+
+def _read_only(example):
+    for array in (example.input, example.target, *example.extra.values()):
+        if isinstance(array, np.ndarray):
+            array.flags.writeable = False
+    return example
 
 
 def drawn_examples(prop, drawing, dtype):

@@ -233,9 +233,38 @@ def pytest_collection_modifyitems(session, config, items):
         # Tests run in this process after all (or --impl came from the environment): their
         # calls go to a call worker, never straight into this process.
         state.load_implementation()
+
+
+# pytest registers a hook function by its "pytest_" name only; this one is a second
+# implementation of pytest_collection_modifyitems, after -k and --deselect.
+@pytest.hookimpl(trylast=True, specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_once_selected(session, config, items):
+    """Once the selection is final (-k, --deselect): the tests' oracle work while the call
+    worker still imports the library, then the refusal of one that does not load."""
+    kl_items = [item for item in items if is_conformance(item)]
+    if not kl_items:
+        return
+    state = run_state(config)
     if not config.option.collectonly:
+        work_while_loading(config, state, kl_items)
         refuse_an_implementation_that_does_not_load(config, state, items, kl_items)
     state.known_deviations()
+
+
+def work_while_loading(config, state, kl_items):
+    """The oracle's part of the tests (engine.planned_calls.worked_out_ahead), in their
+    order, for as long as the call worker is importing the library: this process would
+    otherwise wait idle (about a second for torch), and the tests then find it done. Not in
+    an xdist worker, whose tests are handed out later and whose siblings share the cores."""
+    from klconform.engine import isolation
+    from klconform.engine.planned_calls import worked_out_ahead
+
+    if hasattr(config, "workerinput") or not isolation.loading():
+        return
+    plan = run_plan(state, [planned for _, planned in planned_tests(kl_items)])
+    for _ in worked_out_ahead(state.adapter, plan):
+        if not isolation.loading():
+            return
 
 
 def refuse_an_implementation_that_does_not_load(config, state, items, kl_items):
@@ -333,26 +362,39 @@ def start_ahead(state, items):
     if not (settings.compile_ahead == AUTO if compiling else makes_calls_ahead(settings)):
         return
     from klconform.engine import compile_ahead as ahead
-    from klconform.harness.identity import BY_ARGUMENT
 
     tests = []
+    for item, planned in planned_tests(items):
+        item.stash[PLANNED_INDEX] = len(tests)
+        tests.append(planned)
+    plan = run_plan(state, tests)
+    if compiling:
+        ahead.start(adapter.spec, plan, os.environ)
+    else:
+        isolation.start_calls_ahead(adapter.spec, plan)
+
+
+def run_plan(state, tests):
+    """What is worked on ahead of the tests: `tests` (planned_tests()), the device, and the
+    examples per property that the properties replay from the default profile's store;
+    elsewhere they search afresh, and what they will call cannot be planned (None)."""
+    settings = state.settings
+    stored = settings.profile != "thorough" and settings.seed is None
+    return {"tests": tests, "device": settings.device,
+            "max_examples": state.hypothesis["max_examples"] if stored else None}
+
+
+def planned_tests(items):
+    """(item, compile_ahead.planned_test()) of each conformance test that will run, in order."""
+    from klconform.engine.compile_ahead import planned_test
+    from klconform.harness.identity import BY_ARGUMENT
+
     for item in items:
         if not is_conformance(item) or item.get_closest_marker("skip"):
             continue
         params = item.callspec.params
         suite = next(BY_ARGUMENT[name] for name in params if name in BY_ARGUMENT)
-        item.stash[PLANNED_INDEX] = len(tests)
-        tests.append(ahead.planned_test(suite.kind, params[suite.argument],
-                                        params["kl_dtype"]))
-    stored = settings.profile != "thorough" and settings.seed is None
-    # The properties replay the default profile's stored examples; elsewhere they search
-    # afresh, and what they will call cannot be planned (None).
-    plan = {"tests": tests, "device": settings.device,
-            "max_examples": state.hypothesis["max_examples"] if stored else None}
-    if compiling:
-        ahead.start(adapter.spec, plan, os.environ)
-    else:
-        isolation.start_calls_ahead(adapter.spec, plan)
+        yield item, planned_test(suite.kind, params[suite.argument], params["kl_dtype"])
 
 
 def makes_calls_ahead(settings):
