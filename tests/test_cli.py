@@ -48,41 +48,68 @@ def test_run_from_a_folder_holding_the_installation_collects_only_the_suites():
         completed.stdout[-2000:]
 
 
-def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
+def test_the_run_says_how_it_split_and_splits_so(tmp_path):
+    """Chosen in the run's pytest process (harness.workers) and acted on by pytest-xdist."""
+    import pytest
+
+    from klconform.machine import usable_cores
+
+    if usable_cores() < 2:
+        pytest.skip("one core: every run is serial")
+    one_test = ["-k", "test_property and sum-equals-none-sum and float64"]
+    split = _klconform("run", "--impl", "numpy", "--max-examples", "200", "--", *one_test,
+                       cwd=tmp_path)
+    serial = _klconform("run", "--impl", "numpy", "--", *one_test, cwd=tmp_path)
+    given = _klconform("run", "--impl", "numpy", "--", "-n", "0", *one_test, cwd=tmp_path)
+    for completed in (split, serial, given):
+        assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    assert "klconform run: 2 workers (pytest-xdist -n 2): 200 examples" in split.stderr
+    assert "bringing up nodes" in split.stdout
+    assert "klconform run: serial: at 25 examples per property" in serial.stderr
+    assert "klconform run: workers as given after --" in given.stderr
+    assert "bringing up nodes" not in serial.stdout + given.stdout
+    assert "klconform run:" not in given.stderr.replace(
+        "klconform run: workers as given after --", "")
+
+
+def _option(profile="default", max_examples=None, convention=None):
     from argparse import Namespace
 
-    from klconform.cli import main as cli
+    return Namespace(kl_profile=profile, kl_seed=None, kl_max_examples=max_examples,
+                     kl_convention=convention)
 
-    def choice(profile="default", max_examples=None, extra=(), cores=2, impl="torch"):
-        monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: set(range(cores)),
+
+def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
+    from klconform.harness import workers as chosen
+
+    def choice(profile="default", max_examples=None, cores=2, impl="torch"):
+        monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)),
                             raising=False)
-        return cli.parallelism(Namespace(kl_profile=profile, kl_seed=None,
-                                         kl_max_examples=max_examples, impl=impl,
-                                         kl_convention=None, kl_compile_cache=None),
-                               list(extra))
+        return chosen.choose_workers(_option(profile, max_examples), impl)
 
     workers, why = choice()
     assert workers == 0 and why.startswith("serial: at 25 examples per property")
     workers, why = choice("thorough")
     assert workers == 2 and "400 examples per property on 2 cores" in why
-    assert choice("thorough", cores=8)[0] == cli.MAX_WORKERS
+    assert choice("thorough", cores=8)[0] == chosen.MAX_WORKERS
     assert choice(max_examples=200)[0] == 2
     assert choice("thorough", cores=1) == (0, "serial: 400 examples per property, but one core")
-    assert choice("thorough", extra=["-n", "3"]) == (0, "workers as given after --")
+    choice("thorough")
+    workers, why = chosen.choose_workers(_option("thorough"), "torch", xdist_loaded=False)
+    assert workers == 0 and why.endswith("but pytest-xdist is not loaded (-p xdist)")
+    monkeypatch.setattr(chosen, "find_spec", lambda name: None)
+    workers, why = chosen.choose_workers(_option("thorough"), "torch")
+    assert workers == 0 and why.endswith("but pytest-xdist is not installed")
 
 
 def test_run_splits_a_record_that_compiles_each_shape_over_two_workers(monkeypatch, tmp_path):
-    from argparse import Namespace
+    from klconform.harness import workers as chosen
 
-    from klconform.cli import main as cli
-
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
 
     def choice(impl, convention=None):
-        return cli.parallelism(Namespace(kl_profile="default", kl_seed=None,
-                                         kl_max_examples=None, impl=impl,
-                                         kl_convention=convention, kl_compile_cache=None), [])
+        return chosen.choose_workers(_option(convention=convention), impl)
 
     for impl in ("jax", "optax", "keras-jax"):
         workers, why = choice(impl)

@@ -213,10 +213,10 @@ def run_suites(args):
     ]
     if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
         pytest_args += ["-p", "klconform.harness.plugin"]
-    workers, why = parallelism(args, extra)
-    print(f"klconform run: {why}", file=sys.stderr)
-    if workers:
-        pytest_args += ["-n", str(workers)]
+    if any(argument.startswith(("-n", "--numprocesses")) for argument in extra):
+        print("klconform run: workers as given after --", file=sys.stderr)
+    else:
+        pytest_args.append("--kl-workers=auto")   # chosen and said there (harness.workers)
     # Hypothesis keeps a cache in ./.hypothesis; the child puts it here, and it goes.
     hypothesis_home = tempfile.mkdtemp(prefix="klconform-hypothesis-")
     os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = hypothesis_home
@@ -224,70 +224,6 @@ def run_suites(args):
         return run_surviving_crashes(pytest_args + extra, args.report_dir)
     finally:
         shutil.rmtree(hypothesis_home, ignore_errors=True)
-
-
-# Examples per property from which the run is split over pytest-xdist workers. Each worker
-# starts its own interpreter, library and call worker: at the thorough profile's 400 that
-# pays (1.61x serial on 2 cores, benchmarks/RESULTS.md (c)); at the default 25, whose
-# examples are replayed rather than drawn, -n 2 is no faster than serial (0.92x, RESULTS.md,
-# stop 29) and holds the library twice.
-PARALLEL_EXAMPLES = 100
-MAX_WORKERS = 4
-# A record that compiles each shape and shares its programs (engine.compile_ahead): two
-# workers split the compilations and load each other's as soon as they are written (on 2
-# cores, first runs 0.83-0.95x the time of a serial run compiling ahead in a second child,
-# later runs 0.82-0.92x; benchmarks/RESULTS.md, stop 33).
-COMPILING_WORKERS = 2
-
-
-def parallelism(args, extra):
-    """(workers or 0 for serial, the sentence saying which and why)."""
-    from importlib.util import find_spec
-
-    from klconform.harness.hypothesis_profiles import describe
-    from klconform.machine import usable_cores
-
-    if any(argument.startswith(("-n", "--numprocesses")) for argument in extra):
-        return 0, "workers as given after --"
-    examples = describe(args.kl_profile, args.kl_seed, args.kl_max_examples)["max_examples"]
-    cores = usable_cores()
-    if examples < PARALLEL_EXAMPLES:
-        if cores >= 2 and _shares_compilations(args):
-            if find_spec("xdist") is None:
-                return 0, (f"serial: {args.impl} compiles a program per shape, which "
-                           f"{COMPILING_WORKERS} workers would split, but pytest-xdist is "
-                           f"not installed")
-            return COMPILING_WORKERS, (
-                f"{COMPILING_WORKERS} workers (pytest-xdist -n {COMPILING_WORKERS}): "
-                f"{args.impl} compiles a program per shape, and the workers split the "
-                f"compilations and share what they compiled (pass -- -n 0 for serial)")
-        return 0, (f"serial: at {examples} examples per property, workers would be no faster "
-                   f"and cost CPU and memory (pass -- -n N to split it)")
-    if cores < 2:
-        return 0, f"serial: {examples} examples per property, but one core"
-    if find_spec("xdist") is None:
-        return 0, (f"serial: {examples} examples per property would run faster on "
-                   f"{min(cores, MAX_WORKERS)} workers, but pytest-xdist is not installed")
-    workers = min(cores, MAX_WORKERS)
-    return workers, (f"{workers} workers (pytest-xdist -n {workers}): {examples} examples per "
-                     f"property on {cores} cores run faster split than serial")
-
-
-def _shares_compilations(args):
-    """Whether `args.impl` is a record that compiles each shape and shares its programs
-    between processes (read from its record; its library is not imported)."""
-    from klconform.adapters.arrays import bridge
-    from klconform.adapters.convention import compiles_ahead
-    from klconform.adapters.registry import builtin_records
-    from klconform.spec.conventions import load_record
-
-    try:
-        record = load_record(args.kl_convention) if args.kl_convention \
-            else builtin_records().get(args.impl)
-    except KLConformError:
-        return False   # the run itself says what is wrong with the record
-    return record is not None and bool(record.arrays) \
-        and compiles_ahead(record, bridge(record.arrays))
 
 
 def run_diagnose(args):

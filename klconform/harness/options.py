@@ -114,6 +114,10 @@ OPTIONS = (
            "run only the bundled conformance suites, not this project's tests; test ids "
            "relative to the suites (test_cases.py::test_case[ID]) select from them",
            flag=True, default=False, replay=False),
+    Option("kl_workers", "--kl-workers", None,
+           "'auto': run serially or split over pytest-xdist workers, whichever is faster "
+           "for this implementation on this machine, and say which (what `klconform run` "
+           "passes unless -n follows --)", choices=(AUTO,), replay=False),
     # `klconform run` resuming after a crash appends to the journal of the first attempt.
     Option("kl_journal_append", "--kl-journal-append", None, "", flag=True, default=False,
            replay=False, hidden=True),

@@ -85,9 +85,30 @@ def is_xdist_controller(config):
         and bool(getattr(config.option, "numprocesses", None))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config):
+    """--kl-workers auto: serial or pytest-xdist workers (harness.workers), chosen before
+    pytest-xdist reads -n; said once (a run resumed after a crash chooses the same)."""
+    option = config.option
+    if option.kl_workers != AUTO or hasattr(config, "workerinput"):
+        return
+    from klconform.harness.workers import choose_workers
+
+    workers, why = choose_workers(option, requested_impl(option),
+                                  xdist_loaded=config.pluginmanager.hasplugin("xdist"))
+    if not option.kl_journal_append:
+        sys.stderr.write(f"klconform run: {why}\n")
+    if workers:
+        option.numprocesses = workers
+
+
+def requested_impl(option):
+    return option.impl or os.environ.get(IMPL_ENV) or DEFAULT_IMPL
+
+
 def settings_from(config):
     option = config.option
-    impl = option.impl or os.environ.get(IMPL_ENV) or DEFAULT_IMPL
+    impl = requested_impl(option)
     return RunSettings(
         impl=impl,
         report_dir=option.report_dir or default_report_dir(config.invocation_params.dir, impl),
