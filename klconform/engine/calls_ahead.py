@@ -46,6 +46,8 @@ _CALL_FIELDS = tuple(field.name for field in fields(Call))
 # digested once per process (engine.prepared.kept_digest), whatever their size: the
 # vocabulary-sized case's 24 calls, 16 MB each, are made ahead too.
 MAX_BYTES = 1 << 20
+# Below this an array is digested where it is: comparing it with a kept copy would cost more.
+KEPT_DIGEST_BYTES = 1 << 16
 
 
 def call_key(method, call):
@@ -61,7 +63,8 @@ def call_key(method, call):
         if isinstance(value, np.ndarray):
             if value.dtype.hasobject:
                 return None
-            part = prepared.kept_digest(value, _bytes_digest)
+            part = prepared.kept_digest(value, _bytes_digest) \
+                if value.nbytes >= KEPT_DIGEST_BYTES else None
             if part is None:
                 fresh += value.nbytes
                 if fresh > MAX_BYTES:
