@@ -11,7 +11,7 @@ from klconform.cli.main import main
 from klconform.constants import STREAM_FORMAT
 from klconform.harness.child_runner import _append_crash
 from klconform.harness.identity import SUITES, identities
-from klconform.harness.run_stream import in_flight, read_stream
+from klconform.harness.run_stream import ended, in_flight, read_stream
 from klconform.report.build import build_report
 from klconform.spec.cases import load_cases
 from klconform.spec.claims import load_spec
@@ -57,6 +57,20 @@ def test_a_layout_test_that_crashed_the_process_fails_layout_independence_only(t
     [failure] = report["failures"]
     assert failure["case"] == layout.case_id and failure["dtype"] == layout.dtype
     assert "crashed the test process (SIGSEGV)" in failure["summary"]
+
+
+def test_a_stream_has_ended_only_when_its_last_line_is_a_footer(tmp_path, monkeypatch):
+    """What `klconform run` reads from the stream's end to see that pytest did not crash."""
+    from klconform.harness import run_stream
+
+    _, stream = _layout_start(tmp_path)
+    assert not ended(tmp_path) and not ended(tmp_path / "missing")
+    footer = json.dumps({"event": "footer", "exitstatus": 0, "finished": 1.0}) + "\n"
+    monkeypatch.setattr(run_stream, "TAIL_BYTES", len(footer) + 10)   # starts mid-line
+    stream.write_text(stream.read_text() + footer)
+    assert ended(tmp_path) and ended(stream)
+    stream.write_text(stream.read_text() + footer[:20])   # a line cut short by a crash
+    assert not ended(tmp_path)
 
 
 def test_a_stream_of_another_format_is_refused_in_one_line(tmp_path, capsys):

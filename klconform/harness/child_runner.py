@@ -12,7 +12,7 @@ import sys
 import time
 
 from klconform.harness.identity import errored
-from klconform.harness.run_stream import RunStream, finished, in_flight, read_stream
+from klconform.harness.run_stream import RunStream, ended, finished, in_flight, read_stream
 from klconform.statuses import Status, Verdict
 
 MAX_CRASHES = 10
@@ -30,6 +30,8 @@ def run_surviving_crashes(pytest_args, report_dir):
         if crashes:
             command.append("--kl-journal-append")
         returncode = subprocess.call(command)
+        if not crashes and ended(report_dir):
+            return returncode
         events = read_stream(report_dir)
         if not events and not crashes:
             return returncode  # stopped before any test (usage or collection error)
