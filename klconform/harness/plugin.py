@@ -530,10 +530,13 @@ def claim_levels():
     return {claim.id: claim.level for claim in load_spec().claims.values()}
 
 
+# The fixtures made for each test take the session's `pytestconfig` rather than `request`
+# where they need only the configuration: pytest builds a new definition of `request` each
+# time a fixture asks for it.
 @pytest.fixture
-def kl_conclude(request, kl_record):
+def kl_conclude(pytestconfig, kl_record):
     """Record an Outcome and turn it into pass / fail / skip / xfail / warning."""
-    state = run_state(request.config)
+    state = run_state(pytestconfig)
 
     def finish(outcome):
         conclude(outcome, kl_record, state.settings.strict, state.manifest, claim_levels())
@@ -543,11 +546,11 @@ def kl_conclude(request, kl_record):
 
 
 @pytest.fixture
-def kl_check_property(request, kl_identity, kl_adapter, kl_device, kl_conclude):
+def kl_check_property(pytestconfig, kl_identity, kl_adapter, kl_device, kl_conclude):
     """Search a property at a dtype for a falsifying example, and conclude it."""
     from klconform.engine.properties import BY_ID, run_property
 
-    settings = run_settings(request.config)
+    settings = run_settings(pytestconfig)
     example_dir = os.path.join(settings.report_dir, "examples")
 
     def check(property_id, dtype):
