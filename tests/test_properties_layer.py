@@ -160,7 +160,8 @@ def test_strategy_values_are_exact_in_the_dtype():
     from hypothesis import given, settings
 
     from klconform.dtypes import round_to
-    from klconform.engine.strategies import Options, examples
+    from klconform.engine.drawn import Options
+    from klconform.engine.strategies import examples
 
     @settings(max_examples=30, derandomize=True, database=None, deadline=None)
     @given(examples("bfloat16", ("sum",), (None, True), Options()))

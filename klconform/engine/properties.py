@@ -23,10 +23,11 @@ import numpy as np
 from klconform.adapters.base import Call
 from klconform.constants import DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
 from klconform.dtypes import round_to
+from klconform.engine import drawn, stored_examples
 from klconform.engine import snippets as reproduce
-from klconform.engine import stored_examples, strategies
 from klconform.engine.attribution import judge_value
 from klconform.engine.call_errors import CallNotRun, CallTimeout
+from klconform.engine.drawn import Options
 from klconform.engine.evaluate import (
     budget_dtype,
     lower_precision_expected,
@@ -48,7 +49,6 @@ from klconform.engine.judging import (
     value_claims,
 )
 from klconform.engine.outcome import CheckFailures, Outcome, unsupported
-from klconform.engine.strategies import Options
 from klconform.oracle import float64 as oracle
 from klconform.short_text import first_line, format_number, summarize
 from klconform.spec.claims import load_spec
@@ -441,13 +441,13 @@ class Property:
             return f"the ranks this property draws (takes ranks {low} to {high})"
         if self.special == "one-hot" and self.target_in_log_space(adapter, dtype, device):
             return "one-hot targets (its target is in log space, where 0 is -inf)"
-        empty = strategies.sample_array(adapter)
+        empty = drawn.sample_array(adapter)
 
         def reason(reduction, log_target):
             return plan_refusal(adapter, Call(empty, empty, dtype=dtype, device=device,
                                                     reduction=reduction, log_target=log_target))
 
-        reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
+        reductions, log_targets = drawn.reduction_choices(adapter, self.options, dtype,
                                                                device)
         if not reductions or not log_targets:
             # The first option's reason names the dtype or device when those are missing.
@@ -460,12 +460,12 @@ class Property:
 
     def unsupported_claims(self, adapter, dtype, device, spec):
         """claim -> reason for the claims no drawn call can judge on this adapter."""
-        reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
+        reductions, log_targets = drawn.reduction_choices(adapter, self.options, dtype,
                                                                device)
         reasons = {}
         for reduction in (*reductions, *self.needs):
             for log_target in (*log_targets, *self.needs_log_target):
-                log_q = strategies.sample_array(adapter)
+                log_q = drawn.sample_array(adapter)
                 sample = Call(log_q, np.exp(log_q), dtype=dtype,
                               device=device, reduction=reduction, log_target=log_target)
                 plan = adapter.plan(sample)
@@ -501,8 +501,8 @@ class Property:
 
     def target_in_log_space(self, adapter, dtype, device):
         """Whether klconform must take log P for this library (so P = 0 cannot be asked)."""
-        sample = strategies.sample_array(adapter)
-        drawable, _ = strategies.reduction_choices(adapter, self.options, dtype, device)
+        sample = drawn.sample_array(adapter)
+        drawable, _ = drawn.reduction_choices(adapter, self.options, dtype, device)
         plan = adapter.plan(Call(sample, np.exp(sample), dtype=dtype, device=device,
                                  reduction=(drawable or (None,))[0]))
         return any(conversion.startswith("target") for conversion in plan.conversions)
@@ -517,7 +517,7 @@ class Property:
         fixed = bool(adapter.capabilities.fixed_shapes)
         if self.special == "one-hot":
             return Drawing(self.special, options, (), (), fixed)
-        reductions, log_targets = strategies.reduction_choices(adapter, self.options, dtype,
+        reductions, log_targets = drawn.reduction_choices(adapter, self.options, dtype,
                                                                device)
         return Drawing(self.special, options, reductions, log_targets, fixed)
 
@@ -538,32 +538,35 @@ class Drawing:
     fixed_shapes: bool
 
     def strategy(self, dtype):
+        # Imported here: replaying stored examples needs no Hypothesis (engine.drawn).
+        from klconform.engine import strategies
+
         options, fixed = self.options, self.fixed_shapes
         if self.special == "one-hot":
             return strategies.one_hot_examples(dtype, options.max_dims, fixed)
         # A must-level property never draws an implementation-defined point: 0-d 'batchmean'
         # (impl-0d-batchmean) has no batch to divide by.
-        drawn = strategies.examples(dtype, self.reductions, self.log_targets, options,
-                                    fixed).filter(
+        examples = strategies.examples(dtype, self.reductions, self.log_targets, options,
+                                       fixed).filter(
             lambda example: not (example.reduction == "batchmean" and np.ndim(example.input) == 0))
         if self.special == "asymmetric":
-            return drawn.filter(clearly_asymmetric)
+            return examples.filter(clearly_asymmetric)
         if self.special == "permutation":
-            return drawn.flatmap(lambda example: strategies.permutations_of(
+            return examples.flatmap(lambda example: strategies.permutations_of(
                 example.input.size).map(lambda drawn: replace(
                     example, extra={"permutation": drawn[1]}, draws=(*example.draws, drawn[0]))))
-        return drawn
+        return examples
 
     def example(self, dtype, draws):
         """The example this drawing's strategy makes from `draws` (an Example's)."""
         if self.special == "one-hot":
-            return strategies.one_hot_from_draws(dtype, draws)
+            return drawn.one_hot_from_draws(dtype, draws)
         if self.special == "permutation":
-            *drawn, seed = draws
-            example = strategies.example_from_draws(dtype, self.options, drawn)
+            *example_draws, seed = draws
+            example = drawn.example_from_draws(dtype, self.options, example_draws)
             return replace(example, draws=(*example.draws, seed), extra={
-                "permutation": strategies.permutation_from_seed(seed, example.input.size)})
-        return strategies.example_from_draws(dtype, self.options, draws)
+                "permutation": drawn.permutation_from_seed(seed, example.input.size)})
+        return drawn.example_from_draws(dtype, self.options, draws)
 
     def as_data(self):
         return {"special": self.special, "options": asdict(self.options),
