@@ -196,3 +196,15 @@ def test_a_wrong_functions_verdicts_do_not_depend_on_it(mutant):
     list(worked_out_ahead(adapter, _plan(*tests)))
     assert outcomes() == alone
     assert any(outcome["status"] == "failed" for outcome in alone)
+
+
+def test_with_a_key_the_digests_of_a_cases_arrays_are_worked_out_too(torch_adapter):
+    """The run takes answers made ahead by their key (engine.calls_ahead.call_key): the
+    vocabulary-sized case's digests are then kept before its tests run."""
+    from klconform.engine.calls_ahead import call_key
+
+    case = CASES["large-vocab-summation-accuracy"]
+    list(worked_out_ahead(torch_adapter, _plan(("case", case, "float32"))))
+    assert not any(entry.digests for entry in prepared._KEPT.values())
+    list(worked_out_ahead(torch_adapter, _plan(("case", case, "float32")), key=call_key))
+    assert any(entry.digests for entry in prepared._KEPT.values())

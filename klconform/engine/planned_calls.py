@@ -39,11 +39,13 @@ def calls_of(kind, subject, dtype, adapter, plan, failure_paths=True):
                 yield "run_gradients", replace(call, reduction="mean")
 
 
-def worked_out_ahead(adapter, plan):
+def worked_out_ahead(adapter, plan, key=None):
     """Work out, test by test in the order they run, the oracle's part of judging what a
     passing function answers (what engine.prepared keeps: of cases, gradients and replayed
     property examples; a layout test's arrays are made for its call); a step per test, so
-    that the run can stop as soon as the library has loaded."""
+    that the run can stop as soon as the library has loaded. `key(method, call)`, where
+    given, is asked of each call of a case or gradient test: the run takes answers made
+    ahead by their key, whose digests of a case's arrays engine.prepared keeps."""
     from klconform.engine.evaluate import work_out_ahead as case_ahead
     from klconform.engine.gradients import work_out_ahead as gradients_ahead
 
@@ -58,6 +60,10 @@ def worked_out_ahead(adapter, plan):
             continue
         try:
             work_out(subject, dtype, adapter, plan["device"])
+            if key is not None and kind != "property":
+                for method, call in calls_of(kind, subject, dtype, adapter, plan,
+                                             failure_paths=False):
+                    key(method, call)
         except Exception:  # the test itself meets the same error, and reports it
             pass
         yield

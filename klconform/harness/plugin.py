@@ -283,7 +283,10 @@ def work_while_loading(config, state, kl_items):
     if hasattr(config, "workerinput") or not isolation.loading():
         return
     plan = run_plan(state, [planned for _, planned in planned_tests(kl_items)])
-    for _ in worked_out_ahead(state.adapter, plan):
+    key = None
+    if makes_calls_ahead(state.settings):
+        from klconform.engine.calls_ahead import call_key as key
+    for _ in worked_out_ahead(state.adapter, plan, key):
         if not isolation.loading():
             return
 
