@@ -208,3 +208,28 @@ def test_with_a_key_the_digests_of_a_cases_arrays_are_worked_out_too(torch_adapt
     assert not any(entry.digests for entry in prepared._KEPT.values())
     list(worked_out_ahead(torch_adapter, _plan(("case", case, "float32")), key=call_key))
     assert any(entry.digests for entry in prepared._KEPT.values())
+
+
+def test_a_run_works_out_only_its_selected_tests_and_a_collection_none(pytester, monkeypatch):
+    """The plugin works out the tests left after -k, in their order, while the call worker
+    loads (here: for as long as it asks), and nothing for --collect-only."""
+    from klconform.engine import isolation, planned_calls
+    from tests.suite_runner import run_suite
+
+    seen = []
+    original = planned_calls.worked_out_ahead
+
+    def recording(adapter, plan, key=None):
+        seen.extend(plan["tests"])
+        yield from original(adapter, plan, key)
+
+    monkeypatch.setattr(planned_calls, "worked_out_ahead", recording)
+    monkeypatch.setattr(isolation, "loading", lambda: True)
+    run = run_suite(pytester, "numpy", "--co", "-q", suites=("test_cases.py",))
+    assert run.result.ret == 0 and seen == []
+    run = run_suite(pytester, "numpy", "-k", "batchmean-2d",
+                    suites=("test_cases.py", "test_gradients.py"))
+    assert run.result.ret == 0, run.output[-2000:]
+    assert seen and all("batchmean-2d" in getattr(subject, "id", "") for _, subject, _ in seen)
+    assert {kind for kind, _, _ in seen} == {"case", "gradient"}
+    assert run.report["summary"]["failed"] == 0
