@@ -233,3 +233,28 @@ def test_a_run_works_out_only_its_selected_tests_and_a_collection_none(pytester,
     assert seen and all("batchmean-2d" in getattr(subject, "id", "") for _, subject, _ in seen)
     assert {kind for kind, _, _ in seen} == {"case", "gradient"}
     assert run.report["summary"]["failed"] == 0
+
+
+@pytest.mark.parametrize("mutant", ("batchmean_divides_by_numel", "log_target_ignored",
+                                    "terms_clamped"))
+def test_a_wrong_functions_properties_do_not_depend_on_it(mutant):
+    """The same for the properties, whose replayed examples are made once and whose own
+    arrays' answers are kept: every outcome the same, field by field."""
+    from klconform.harness.hypothesis_profiles import configure
+
+    configure("default")
+    adapter = load_adapter(f"tests.mutants:{mutant}")
+    tests = [("property", prop.id, dtype) for prop in properties.PROPERTIES
+             for dtype in ("float32", "float64")]
+
+    def outcomes():
+        return [asdict(properties.run_property(properties.BY_ID[subject], adapter, dtype))
+                for _, subject, dtype in tests]
+
+    alone = outcomes()
+    prepared.forget_all()
+    properties._REPLAYED.clear()
+    properties._REPLAYED_IDS.clear()
+    list(worked_out_ahead(adapter, _plan(*tests)))
+    assert outcomes() == alone
+    assert any(outcome["status"] == "failed" for outcome in alone)
