@@ -349,7 +349,7 @@ def test_a_run_s_report_is_the_same_with_calls_made_ahead_and_without(pytester, 
 
 def test_calls_are_made_ahead_only_where_asked_on_the_cpu_with_a_core_free(monkeypatch):
     from klconform.constants import OFF
-    from klconform.harness.plugin import makes_calls_ahead
+    from klconform.harness.ahead import makes_calls_ahead
     from klconform.harness.session import RunSettings
 
     monkeypatch.setattr("klconform.machine.usable_cores", lambda: 2)

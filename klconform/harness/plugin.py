@@ -15,6 +15,12 @@ import pytest
 
 from klconform.constants import AUTO
 from klconform.errors import KLConformError
+from klconform.harness.ahead import (
+    PLANNED_INDEX,
+    makes_calls_ahead,
+    start_ahead,
+    work_while_loading,
+)
 from klconform.harness.collector import Collector
 from klconform.harness.conclude import conclude
 from klconform.harness.options import (
@@ -272,25 +278,6 @@ def pytest_collection_modifyitems_once_selected(session, config, items):
     state.known_deviations()
 
 
-def work_while_loading(config, state, kl_items):
-    """The oracle's part of the tests (engine.planned_calls.worked_out_ahead), in their
-    order, for as long as the call worker is importing the library: this process would
-    otherwise wait idle (about a second for torch), and the tests then find it done. Not in
-    an xdist worker, whose tests are handed out later and whose siblings share the cores."""
-    from klconform.engine import isolation
-    from klconform.engine.planned_calls import worked_out_ahead
-
-    if hasattr(config, "workerinput") or not isolation.loading():
-        return
-    plan = run_plan(state, [planned for _, planned in planned_tests(kl_items)])
-    key = None
-    if makes_calls_ahead(state.settings):
-        from klconform.engine.calls_ahead import call_key as key
-    for _ in worked_out_ahead(state.adapter, plan, key):
-        if not isolation.loading():
-            return
-
-
 def refuse_an_implementation_that_does_not_load(config, state, items, kl_items):
     """A usage error, in one line, where the call worker cannot load --impl: where this
     process only describes it, the worker's import is the first (a library installed but
@@ -353,10 +340,7 @@ def pytest_collection_finish(session):
                f"selected ({'; '.join(state.partial)})")
             + "; a conformance run that checks nothing cannot pass")
     if counts["selected"] and not config.option.collectonly:
-        start_ahead(state, session.items)
-
-
-PLANNED_INDEX = pytest.StashKey[int]()
+        start_ahead(state, [item for item in session.items if is_conformance(item)])
 
 
 def pytest_runtest_setup(item):
@@ -366,69 +350,6 @@ def pytest_runtest_setup(item):
 
         compile_ahead.reached(index)
         isolation.reached(index)
-
-
-def start_ahead(state, items):
-    """Work on the run's calls ahead of them, following the plan (the selected tests in the
-    order they run; each test's setup says where the run is): where the implementation's
-    library compiles each new shape, its programs are compiled ahead in a second process
-    (klconform.engine.compile_ahead); else, where a core is free for it, the calls
-    themselves are made ahead (klconform.engine.calls_ahead)."""
-    from klconform.adapters.convention import compiles_ahead
-    from klconform.engine import isolation
-
-    adapter, settings = state.adapter, state.settings
-    if not isinstance(adapter, isolation.IsolatedAdapter):
-        return
-    local = adapter.local
-    record, bridge = getattr(local, "record", None), getattr(local, "bridge", None)
-    compiling = record is not None and bridge is not None and compiles_ahead(record, bridge)
-    if not (settings.compile_ahead == AUTO if compiling else makes_calls_ahead(settings)):
-        return
-    from klconform.engine import compile_ahead as ahead
-
-    tests = []
-    for item, planned in planned_tests(items):
-        item.stash[PLANNED_INDEX] = len(tests)
-        tests.append(planned)
-    plan = run_plan(state, tests)
-    if compiling:
-        ahead.start(adapter.spec, plan, os.environ)
-    else:
-        isolation.start_calls_ahead(adapter.spec, plan)
-
-
-def run_plan(state, tests):
-    """What is worked on ahead of the tests: `tests` (planned_tests()), the device, and the
-    examples per property that the properties replay from the default profile's store;
-    elsewhere they search afresh, and what they will call cannot be planned (None)."""
-    settings = state.settings
-    stored = settings.profile != "thorough" and settings.seed is None
-    return {"tests": tests, "device": settings.device,
-            "max_examples": state.hypothesis["max_examples"] if stored else None}
-
-
-def planned_tests(items):
-    """(item, compile_ahead.planned_test()) of each conformance test that will run, in order."""
-    from klconform.engine.compile_ahead import planned_test
-    from klconform.harness.identity import BY_ARGUMENT
-
-    for item in items:
-        if not is_conformance(item) or item.get_closest_marker("skip"):
-            continue
-        params = item.callspec.params
-        suite = next(BY_ARGUMENT[name] for name in params if name in BY_ARGUMENT)
-        yield item, planned_test(suite.kind, params[suite.argument], params["kl_dtype"])
-
-
-def makes_calls_ahead(settings):
-    """Whether the run's calls are made ahead of it (klconform.engine.calls_ahead): asked for,
-    on the CPU (a GPU's runtime would start twice), and with a core of its own for the second
-    child beside each pytest process, where it makes the run faster."""
-    from klconform.machine import pytest_processes, usable_cores
-
-    return settings.calls_ahead == AUTO and settings.device == "cpu" \
-        and usable_cores() >= 2 * pytest_processes()
 
 
 @pytest.hookimpl(optionalhook=True)
