@@ -25,8 +25,7 @@ CASE_IDS = ("mean-divides-by-numel", "batchmean-2d", "large-vocab-summation-accu
 def nothing_kept():
     def forget():
         prepared.forget_all()
-        properties._REPLAYED.clear()
-        properties._REPLAYED_IDS.clear()
+        properties.forget_replayed()
     forget()
     yield
     forget()
@@ -253,8 +252,7 @@ def test_a_wrong_functions_properties_do_not_depend_on_it(mutant):
 
     alone = outcomes()
     prepared.forget_all()
-    properties._REPLAYED.clear()
-    properties._REPLAYED_IDS.clear()
+    properties.forget_replayed()
     list(worked_out_ahead(adapter, _plan(*tests)))
     assert outcomes() == alone
     assert any(outcome["status"] == "failed" for outcome in alone)

@@ -289,12 +289,15 @@ def _wanted(call, plan):
 
 def work_out_ahead(case, dtype, adapter, device="cpu"):
     """Work out now, for engine.prepared to keep, what judging the gradients of a passing
-    function asks of the oracle (the run does this while the library loads)."""
+    function asks of the oracle (the run does this while the library loads); returns the
+    case's own call, or None where the test makes no call."""
     call = make_call(case, dtype, device)
     refusal, _, plan = _unchecked(case, call, adapter)
-    if not refusal:
-        oracle_for(call)
-        _wanted(call, plan)
+    if refusal:
+        return None
+    oracle_for(call)
+    _wanted(call, plan)
+    return call
 
 
 def evaluate_gradients(case, dtype, adapter, device="cpu") -> Outcome:
@@ -611,7 +614,7 @@ def difference_calls(call, plan):
     (engine.planned_calls)."""
     if call.dtype != FINITE_DIFFERENCE_DTYPE:
         return []
-    _, _, target_checked = analytic(call, plan)
+    (_, _, target_checked), _ = _wanted(call, plan)
     x = np.asarray(call.input, dtype=np.float64)
     t = np.asarray(call.target, dtype=np.float64)
     step_x, step_t, input_calls, target_calls = _stepped_calls(call, plan, target_checked)

@@ -44,8 +44,8 @@ def worked_out_ahead(adapter, plan, key=None):
     passing function answers (what engine.prepared keeps: of cases, gradients and replayed
     property examples; a layout test's arrays are made for its call); a step per test, so
     that the run can stop as soon as the library has loaded. `key(method, call)`, where
-    given, is asked of each call of a case or gradient test: the run takes answers made
-    ahead by their key, whose digests of a case's arrays engine.prepared keeps."""
+    given, is asked of each case's own call: the run takes answers made ahead by their key,
+    whose digests of the case's arrays engine.prepared then keeps."""
     from klconform.engine.evaluate import work_out_ahead as case_ahead
     from klconform.engine.gradients import work_out_ahead as gradients_ahead
 
@@ -59,11 +59,9 @@ def worked_out_ahead(adapter, plan, key=None):
         if work_out is None:
             continue
         try:
-            work_out(subject, dtype, adapter, plan["device"])
-            if key is not None and kind != "property":
-                for method, call in calls_of(kind, subject, dtype, adapter, plan,
-                                             failure_paths=False):
-                    key(method, call)
+            own_call = work_out(subject, dtype, adapter, plan["device"])
+            if key is not None and own_call is not None:
+                key("run", own_call)
         except Exception:  # the test itself meets the same error, and reports it
             pass
         yield

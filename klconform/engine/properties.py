@@ -828,6 +828,12 @@ def _replayed(drawing, dtype, draws, made):
 _REPLAYED_IDS = set()
 
 
+def forget_replayed():
+    """Drop every replayed example made so far (tests that rebuild them)."""
+    _REPLAYED.clear()
+    _REPLAYED_IDS.clear()
+
+
 def _read_only(example):
     for array in (example.input, example.target, *example.extra.values()):
         if isinstance(array, np.ndarray):

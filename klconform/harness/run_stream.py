@@ -42,11 +42,15 @@ class RunStream:
         self._stream.close()
 
 
+def _stream_file(path):
+    """The stream file of a report dir, or the file itself."""
+    path = Path(path)
+    return path / STREAM_NAME if path.is_dir() else path
+
+
 def read_stream(path):
     """The events of a stream file (a report dir or the file itself); [] if there is none."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / STREAM_NAME
+    path = _stream_file(path)
     if not path.exists():
         return []
     events = []
@@ -61,18 +65,15 @@ def read_stream(path):
 def ended(path):
     """Whether the stream file's last line is its footer (the run wrote it to the end),
     read from the file's end: a whole run's stream takes 0.04 s to parse."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / STREAM_NAME
     try:
-        with open(path, "rb") as handle:
+        with open(_stream_file(path), "rb") as handle:
             size = handle.seek(0, 2)
             handle.seek(max(0, size - TAIL_BYTES))
             lines = handle.read().splitlines()
     except OSError:
         return False
     try:
-        return bool(lines) and json.loads(lines[-1])["event"] == "footer"
+        return bool(lines) and finished([json.loads(lines[-1])])
     except (ValueError, KeyError, TypeError):
         return False
 
