@@ -84,6 +84,60 @@ def test_bfloat16_rounding_is_nearest_even():
     assert abs(rounded[4] - -2.5e-3) <= 2.5e-3 * 2**-8
 
 
+def _same_bits(got, want):
+    """Equal as float64 bit patterns (the sign of a zero counts), any NaN matching any NaN."""
+    nan = np.isnan(want)
+    return np.array_equal(np.isnan(got), nan) \
+        and np.array_equal(got[~nan].view(np.uint64), want[~nan].view(np.uint64))
+
+
+def _every_float16_and_its_ties():
+    """Every finite float16, the midpoints between neighbours (the ties), and the float64
+    values on either side of each: where a rounding to float16 can go wrong."""
+    values = np.unique(np.arange(2**16, dtype=np.uint32).astype(np.uint16).view(np.float16)
+                       .astype(np.float64))
+    values = values[np.isfinite(values)]
+    ties = (values[:-1] + values[1:]) / 2
+    edges = [65504.0, 65520.0, np.nextafter(65520.0, 0), 65536.0, 1e300, np.inf, np.nan,
+             0.0, 5e-324, 2.0**-25, 3 * 2.0**-26, 2.0**-14 - 2.0**-25]
+    near = np.concatenate([values, ties, edges])
+    near = np.concatenate([near, np.nextafter(near, np.inf), np.nextafter(near, -np.inf)])
+    return np.concatenate([near, -near])
+
+
+def test_float16_rounding_is_numpys_cast_bit_for_bit():
+    # round_to computes float16 rounding in float64 arithmetic (numpy's cast is 10x slower on
+    # subnormals): it must agree with the cast on every value, ties and overflow included.
+    bit_patterns = np.random.default_rng(7).integers(0, 2**64, 2_000_000, dtype=np.uint64)
+    for values in (_every_float16_and_its_ties(), bit_patterns.view(np.float64)):
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = values.astype(np.float16).astype(np.float64)
+        assert _same_bits(round_to(values, "float16"), cast)
+    for scalar in (7e4, 1e-5, -0.0):         # a 0-d array stays one, as the cast's does
+        rounded = round_to(np.array(scalar), "float16")
+        assert isinstance(rounded, np.ndarray) and rounded.shape == ()
+        with np.errstate(over="ignore"):
+            cast = np.array([scalar]).astype(np.float16).astype(np.float64)
+        assert _same_bits(rounded.reshape(1), cast)
+
+
+def test_bfloat16_rounding_is_float32_then_nearest_even_on_the_top_16_bits():
+    rng = np.random.default_rng(8)
+    float32_bits = rng.integers(0, 2**32, 1_000_000, dtype=np.uint64).astype(np.uint32)
+    with np.errstate(over="ignore", invalid="ignore"):   # the NaNs among the patterns
+        values = np.concatenate([
+            rng.integers(0, 2**64, 1_000_000, dtype=np.uint64).view(np.float64),
+            float32_bits.view(np.float32).astype(np.float64),
+            [np.float32(3.3895314e38), np.inf, -np.inf, np.nan, 0.0, -0.0]])
+        as32 = values.astype(np.float32)
+    # The definition, spelled out on 64-bit integers, where no addition can wrap.
+    bits = as32.view(np.uint32).astype(np.uint64)
+    kept = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    want = kept.astype(np.uint32).view(np.float32).astype(np.float64)
+    want[np.isnan(as32)] = np.nan
+    assert _same_bits(round_to(values, "bfloat16"), want)
+
+
 def test_divisor_rules():
     assert oracle.divisor_for("batchmean", (10, 6, 4)) == 10
     assert oracle.divisor_for("batchmean", ()) == 1
