@@ -75,8 +75,10 @@ def test_a_cases_own_arrays_are_digested_once_and_keyed_as_their_bytes(monkeypat
     assert prepared.kept_digest(copied.input, calls_ahead._bytes_digest) is None
     assert call_key("run", small) == call_key("run", copied)
 
+    # Below the case's array size, so that the array written into has no key.
+    monkeypatch.setattr(calls_ahead, "MAX_BYTES", 1 << 20)
     large = make_call(cases["large-vocab-summation-accuracy"], "float32", "cpu")
-    assert large.input.nbytes > MAX_BYTES
+    assert large.input.nbytes > calls_ahead.MAX_BYTES
     digested = []
     monkeypatch.setattr(calls_ahead, "_bytes_digest",
                         lambda array: digested.append(array.nbytes) or b"d" * 16)
@@ -363,3 +365,38 @@ def test_calls_are_made_ahead_only_where_asked_on_the_cpu_with_a_core_free(monke
     assert not makes_calls_ahead(replace(settings, device="cuda"))
     monkeypatch.setattr("klconform.machine.usable_cores", lambda: 1)
     assert not makes_calls_ahead(settings)
+
+
+def test_a_child_behind_the_run_is_sent_past_it_and_the_tests_between_are_the_runs():
+    """The run's side alone, against a connection this test answers for the child: a child
+    still at test 0 when the run starts test 3 is told to jump LEAD_TESTS past it; the run
+    makes the calls of the tests in between itself, without waiting on the child, and takes
+    the child's answers from the test it jumped to."""
+    import os
+    from multiprocessing import Pipe
+
+    from klconform.engine import wire
+    from klconform.engine import worker_protocol as protocol
+
+    run_end, child_end = Pipe()
+    child = calls_ahead.AheadChild(os.getpid(), run_end, timeout=60, first=0)
+
+    def say(message):
+        child_end.send_bytes(wire.encode(message, os.getpid()))
+
+    say(protocol.making(0, "k0"))
+    child.reached(3)
+    told = protocol.checked(wire.decode(child_end.recv_bytes()), ("reached",))
+    assert told["test"] == 3 + calls_ahead.LEAD_TESTS
+    assert child.take("k3", 3) is None       # behind: the run makes it
+    say(protocol.returned(0.5, "k0"))
+    say(protocol.passed(0))
+    jumped = told["test"]
+    say(protocol.making(jumped, "kj"))
+    say(protocol.returned(0.25, "kj"))
+    child.reached(jumped - 1)
+    assert child.take("k-between", jumped - 1) is None   # it skipped that test: no wait
+    child.reached(jumped)
+    answer = child.take("kj", jumped)
+    assert answer is not None and answer.kind == "returned" and answer.message["value"] == 0.25
+    assert child.ended is None

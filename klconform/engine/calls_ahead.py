@@ -24,6 +24,7 @@ made before it.
 
 import hashlib
 import os
+import select
 import time
 from dataclasses import fields
 
@@ -37,15 +38,20 @@ from klconform.engine import worker_protocol as protocol
 # crashes everywhere gains nothing from more.
 MAX_STARTS = 8
 KINDS = ("making", "returned", "raised", "passed")
+# How many tests past the run an ahead child that fell behind it jumps to: level with the
+# run, the run would wait on each of its calls; the run makes those of the tests in between
+# itself.
+LEAD_TESTS = 4
 # What the run waits at least for an ahead child that is not in a call (it starts, or plans
 # the next one) before making its calls itself: only a broken child takes this long.
 BETWEEN_CALLS_S = 30.0
 _CALL_FIELDS = tuple(field.name for field in fields(Call))
-# A call with more bytes than this in arrays made for it alone is made by the run itself:
-# digesting them on both sides would cost more than the call. A case's own arrays are
-# digested once per process (engine.prepared.kept_digest), whatever their size: the
-# vocabulary-sized case's 24 calls, 16 MB each, are made ahead too.
-MAX_BYTES = 1 << 20
+# A call with more bytes than this in arrays made for it alone is made by the run itself.
+# Digesting costs about 0.5 ms a MB on each side, making the call in the run more (the
+# expanded layout of the vocabulary-sized case, 32 MB: 17 ms to digest, 50-95 ms to make;
+# benchmarks/RESULTS.md, stop 36). A case's own arrays are digested once per process
+# (engine.prepared.kept_digest), whatever their size.
+MAX_BYTES = 1 << 26
 # Below this an array is digested where it is: comparing it with a kept copy would cost more.
 KEPT_DIGEST_BYTES = 1 << 16
 
@@ -56,7 +62,7 @@ def call_key(method, call):
     by its repr (plain data: strings, numbers, tuples, the legacy keywords); None for an
     array of objects, whose bytes are addresses, and for a call with over MAX_BYTES in arrays
     other than a case's own (the run then makes those itself)."""
-    digest = hashlib.blake2b(method.encode(), digest_size=16)
+    digest = hashlib.sha256(method.encode())
     fresh = 0
     for name in _CALL_FIELDS:
         value = getattr(call, name)
@@ -74,11 +80,14 @@ def call_key(method, call):
             digest.update(part)
         else:
             digest.update(f"|{name}={type(value).__name__}:{value!r}".encode())
-    return digest.hexdigest()
+    return digest.hexdigest()[:32]
 
 
 def _bytes_digest(array):
-    return hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).digest()
+    # SHA-256, which most CPUs run in hardware, digests an array twice as fast as BLAKE2b
+    # here (17 ms against 38 ms for 32 MB): a vocabulary-sized case's arrays are digested in
+    # the run and in the ahead child.
+    return hashlib.sha256(np.ascontiguousarray(array).data).digest()[:16]
 
 
 class Answer:
@@ -108,9 +117,9 @@ class AheadChild:
         self.telling = False
         self.making = None      # (test, key, when the run heard of it)
         self.at = first         # the test it works on (it starts at `first`)
-        self.passed = first - 1  # the last test all of whose calls it made
         self.ended = None       # why it is of no more use, once it is not
         self.crashed = False
+        self.readable = readable(connection)
 
     def send(self, message):
         try:
@@ -136,8 +145,8 @@ class AheadChild:
                     self.making = None
                     return Answer("crashed" if self.crashed else "hung")
                 return None
-            if self.passed >= test:
-                return None    # it made that test's calls, not this one
+            if self.at > test:
+                return None    # past that test (made or skipped): not this call
             if self.at < test and not self._readable(0):
                 self._tell(test)
                 return None    # behind the run: its answer would come later than the call's
@@ -158,13 +167,14 @@ class AheadChild:
             self._tell(test)
 
     def _tell(self, test):
+        """Send a child behind the run LEAD_TESTS tests past it."""
         if not self.telling:
             self.telling = True
-            self.send(protocol.reached(test))
+            self.send(protocol.reached(test + LEAD_TESTS))
 
     def _readable(self, timeout):
         try:
-            return self.connection.poll(timeout)
+            return self.readable(timeout)
         except OSError:
             return True    # the read says how it ended
 
@@ -193,7 +203,6 @@ class AheadChild:
             self.making = (message["test"], message["key"], time.monotonic())
         elif kind == "passed":
             self.telling = False
-            self.passed = max(self.passed, message["test"])
             self.at = max(self.at, message["test"] + 1)
         else:
             made_in = self.making[0] if self.making is not None else -1
@@ -266,6 +275,22 @@ class CallsAhead:
             self.child = None
 
 
+def readable(connection):
+    """`readable(timeout)`: whether a message waits on `connection` or it closed, within
+    `timeout` seconds (None: however long it takes). One poll object for the connection's
+    life: the connection's own poll() builds a selector each time, a twentieth of the
+    run's time reading the ahead child's messages (benchmarks/RESULTS.md, stop 36)."""
+    if not hasattr(select, "poll"):
+        return connection.poll
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN)
+
+    def ready(timeout):
+        return bool(poller.poll(None if timeout is None else max(0, timeout) * 1000))
+
+    return ready
+
+
 def make_ahead(adapter, implementation_key, plan, connection, run_pid):
     """In the ahead child: make the plan's calls from its first test on, answering on
     `connection`, until the plan ends or the run closes the socket."""
@@ -278,8 +303,9 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
     def send(message):
         connection.send_bytes(wire.encode(message, run_pid))
 
+    told = readable(connection)
     while test < len(tests):
-        while connection.poll(0):
+        while told(0):
             message = protocol.checked(wire.decode(connection.recv_bytes()), ("reached",))
             test = max(test, message["test"])
         if test >= len(tests):
