@@ -400,3 +400,23 @@ def test_a_child_behind_the_run_is_sent_past_it_and_the_tests_between_are_the_ru
     answer = child.take("kj", jumped)
     assert answer is not None and answer.kind == "returned" and answer.message["value"] == 0.25
     assert child.ended is None
+
+
+def test_a_child_far_ahead_waits_while_its_unread_answers_fill_the_bound(tmp_path, monkeypatch):
+    """What the run has not read of the child's answers in shared memory is bounded: the child
+    waits until the run has read (removed) enough of them."""
+    import threading
+
+    monkeypatch.setattr(calls_ahead, "MAX_UNREAD_BYTES", 100)
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.write_bytes(b"")
+    new.write_bytes(b"")
+    unread = [(str(old), 80), (str(new), 40)]
+    reader = threading.Timer(0.2, old.unlink)
+    started = time.monotonic()
+    reader.start()
+    calls_ahead._wait_for_the_run_to_read(unread)
+    assert time.monotonic() - started >= 0.15
+    assert unread == [(str(new), 40)]
+    calls_ahead._wait_for_the_run_to_read(unread)     # within the bound: no wait
+    assert unread == [(str(new), 40)]

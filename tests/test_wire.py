@@ -23,9 +23,12 @@ def test_a_large_call_travels_out_of_band_and_comes_back_equal():
     rows = np.random.default_rng(3).standard_normal((16, 5000))  # 640 KB per array
     view = rows[:, ::2]  # not contiguous: pickled in band, still equal
     call = Call(rows, rows[::-1].copy(), dtype="float32", reduction="none")
-    payload = wire.encode(("call", "torch", "run", call, view, None), run_pid)
+    written = []
+    payload = wire.encode(("call", "torch", "run", call, view, None), run_pid, written)
     assert len(payload) < rows.nbytes  # the arrays are not in the pipe's bytes
     assert len(_files(run_pid)) == 1
+    assert [(os.path.basename(path), size) for path, size in written] \
+        == [(_files(run_pid)[0], 2 * rows.nbytes)]
     kind, spec, method, received, received_view, path = wire.decode(payload)
     assert _files(run_pid) == []
     assert (kind, spec, method, path) == ("call", "torch", "run", None)
@@ -36,8 +39,10 @@ def test_a_large_call_travels_out_of_band_and_comes_back_equal():
 
 
 def test_small_messages_stay_in_the_pipe():
-    payload = wire.encode(("ok", np.arange(10.0)), os.getpid())
+    written = []
+    payload = wire.encode(("ok", np.arange(10.0)), os.getpid(), written)
     assert wire.SHARED_DIR is None or _files(os.getpid()) == []
+    assert written == []
     np.testing.assert_array_equal(wire.decode(payload)[1], np.arange(10.0))
 
 

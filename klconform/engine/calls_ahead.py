@@ -42,6 +42,16 @@ KINDS = ("making", "returned", "raised", "passed")
 # run, the run would wait on each of its calls; the run makes those of the tests in between
 # itself.
 LEAD_TESTS = 4
+# The ahead child's socket buffer: what it may say before the run reads it. At the default
+# 208 KB, about 20 property tests' messages, a child far ahead stopped on a full socket
+# (for up to 0.46 s) and then fell behind the run in the property tests, which cost it
+# more than the run; the run waited 50-110 ms for it there (benchmarks/RESULTS.md, stop
+# 36). The system's maximum (net.core.wmem_max) caps it.
+SEND_BUFFER_BYTES = 4 << 20
+# Which the child may run far enough ahead to fill with answers the run has not read yet,
+# their large arrays in files in shared memory (engine.wire), which is RAM: a default torch
+# run holds up to about 100 MB there at once; past this bound the child waits for the run.
+MAX_UNREAD_BYTES = 256 << 20
 # What the run waits at least for an ahead child that is not in a call (it starts, or plans
 # the next one) before making its calls itself: only a broken child takes this long.
 BETWEEN_CALLS_S = 30.0
@@ -304,6 +314,7 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
         connection.send_bytes(wire.encode(message, run_pid))
 
     told = readable(connection)
+    unread = []     # (path, bytes) of answers in shared memory the run has not read yet
     while test < len(tests):
         while told(0):
             message = protocol.checked(wire.decode(connection.recv_bytes()), ("reached",))
@@ -318,12 +329,25 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
             key = call_key(method, call)
             if key is None:
                 continue
+            # Before `making`: the run times the call from it.
+            _wait_for_the_run_to_read(unread)
             send(protocol.making(test, key))
             try:
                 reply = wire.encode(protocol.returned(getattr(adapter, method)(call), key),
-                                    run_pid)
+                                    run_pid, written=unread)
             except BaseException as error:   # as the call worker answers it (SystemExit too)
                 reply = wire.encode(protocol.raised_rebuildable(error, key), run_pid)
             connection.send_bytes(reply)
         send(protocol.passed(test))
         test += 1
+
+
+def _wait_for_the_run_to_read(unread):
+    """Wait while this child's answers in shared memory that the run has not read (it removes
+    each file as it reads it) hold over MAX_UNREAD_BYTES: the next answer may then add one
+    answer's bytes more."""
+    while True:
+        unread[:] = [(path, size) for path, size in unread if os.path.exists(path)]
+        if sum(size for _, size in unread) <= MAX_UNREAD_BYTES:
+            return
+        time.sleep(0.005)

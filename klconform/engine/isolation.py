@@ -229,9 +229,12 @@ class CallWorker:
             self.child_sent_path = None
         return self.child.connection if self.child is not None else None
 
-    def _fork(self):
-        """A new child of the worker's, ready on its own socket; None where it refused."""
+    def _fork(self, send_buffer=None):
+        """A new child of the worker's, ready on its own socket (whose sending side holds
+        `send_buffer` bytes, where given and the system allows); None where it refused."""
         run_end, child_end = socket.socketpair()
+        if send_buffer:
+            child_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         try:
             reply = self._ask(protocol.spawn(), passing=child_end)
         finally:
@@ -256,7 +259,7 @@ class CallWorker:
         self.load(spec)
         if self.refusal is not None:
             return None
-        child = self._fork()
+        child = self._fork(send_buffer=calls_ahead.SEND_BUFFER_BYTES)
         if child is None:
             return None
         ahead = calls_ahead.AheadChild(child.pid, child.connection, spec.timeout, plan["first"])

@@ -29,7 +29,9 @@ def _prefix(run_pid):
     return f"klconform-{run_pid}-"
 
 
-def encode(message, run_pid) -> bytes:
+def encode(message, run_pid, written=None) -> bytes:
+    """The message's bytes for the pipe; `written`, where given, gets (path, bytes) of the
+    file in shared memory that holds its large buffers, where one was written."""
     large = []
 
     def out_of_band(buffer):
@@ -50,6 +52,8 @@ def encode(message, run_pid) -> bytes:
     except BaseException:
         _remove(path)
         raise
+    if written is not None:
+        written.append((path, sum(view.nbytes for view in large)))
     return pickle.dumps((data, (path, [view.nbytes for view in large])), protocol=PROTOCOL)
 
 
