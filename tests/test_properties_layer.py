@@ -225,3 +225,34 @@ def test_compiles_per_shape_in_a_record_sets_fixed_shapes(tmp_path):
 def test_examples_directory_is_under_the_report_dir(wrong_run):
     _, report_dir, _ = wrong_run
     assert Path(report_dir / "examples").is_dir()
+
+
+def test_a_one_hot_example_is_checked_on_its_logits_and_written_with_them_as_lists():
+    """The cross-entropy check takes a property example's logits as the array they are and a
+    case file's as tensor data, to the same verdict; the case written for the example holds
+    them as lists."""
+    from klconform.engine.expectations import check_cross_entropy, oracle_for
+    from klconform.engine.outcome import CheckFailures
+
+    prop = properties.BY_ID["one-hot-cross-entropy"]
+    adapter = NumpyAdapter()
+    example = next(iter(properties.replayed_examples(
+        prop, prop.drawing(adapter, "float64", "cpu"), "float64", DEFAULT_EXAMPLES)))
+    probe = properties.ExampleRun(adapter, example, "cpu")
+    call = probe.call()
+    expected = oracle_for(call)
+    logits = example.extra["logits"]
+    for value in (float(expected.value), float(expected.value) + 1.0):
+        verdicts = []
+        for given in (logits, logits.tolist()):
+            failures = CheckFailures()
+            check_cross_entropy({"cross_entropy": {"logits": given}}, call, value, expected,
+                                failures)
+            verdicts.append(list(failures.lines))
+        assert verdicts[0] == verdicts[1]
+    assert verdicts[0]            # the wrong value fails either way
+    probe.case(call, {"cross_entropy": {"logits": logits}}, "one-hot")
+    written = probe.cases[0]
+    assert written["expect"]["cross_entropy"]["logits"] == logits.tolist()
+    assert written["input"] == call.input.tolist()
+    json.dumps(written)

@@ -131,7 +131,9 @@ class ExampleRun:
         self.failures = CheckFailures()
         self.error = None
         self.calls = []           # (label, call) in the order made, for snippets
-        self.cases = []           # case descriptions that reproduce this example as YAML
+        # (call, expectation, note) of each call, written as a YAML case description only
+        # when asked for (`cases`): a failing example's, not every passing one's.
+        self._cases = []
         self.first_failed = None  # (call, expected, value) of the first failing comparison
         self.refused = 0          # calls the circuit breaker did not make
         self.refusal = None       # what it said of the last one
@@ -241,15 +243,33 @@ class ExampleRun:
                 f"(both budgets plus the exact difference on these inputs)", following)
 
     def case(self, call, expect, note):
-        """Record the call and expectation as a YAML case description (see case_writer)."""
-        arguments = {}
-        if call.reduction is not None:
-            arguments["reduction"] = call.reduction
-        if call.log_target is not None:
-            arguments["log_target"] = call.log_target
-        self.cases.append({"note": note, "input": call.input.tolist(),
-                           "target": call.target.tolist(), "call": arguments,
-                           "expect": {"oracle": True, **expect}})
+        """Record the call and expectation, for `cases`."""
+        self._cases.append((call, expect, note))
+
+    @property
+    def cases(self):
+        """The recorded calls as YAML case descriptions that reproduce this example (see
+        case_writer)."""
+        described = []
+        for call, expect, note in self._cases:
+            arguments = {}
+            if call.reduction is not None:
+                arguments["reduction"] = call.reduction
+            if call.log_target is not None:
+                arguments["log_target"] = call.log_target
+            described.append({"note": note, "input": call.input.tolist(),
+                              "target": call.target.tolist(), "call": arguments,
+                              "expect": {"oracle": True, **_as_data(expect)}})
+        return described
+
+
+def _as_data(value):
+    """`value` with every array in it as nested lists, as YAML writes them."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, dict):
+        return {key: _as_data(item) for key, item in value.items()}
+    return value
 
 
 def measured(value, expected):
@@ -414,7 +434,7 @@ def check_oracle_only(label):
 def check_one_hot_cross_entropy(probe, example):
     call = probe.call()
     value, expected = probe.observe(call, "'batchmean'")
-    expect = {"cross_entropy": {"logits": example.extra["logits"].tolist()}}
+    expect = {"cross_entropy": {"logits": example.extra["logits"]}}
     probe.case(call, expect, "one-hot target against cross-entropy of the logits")
     if value is not None:
         probe.check(call, expected, value, expect)
