@@ -203,3 +203,42 @@ def test_a_case_expecting_an_error_is_not_passed_by_a_call_that_did_not_complete
     assert set(outcome.claim_results.values()) == {Status.ERRORED}
     # The same case against numpy, which raises an error of its own there: passed.
     assert evaluate(case, case.dtypes[0], load_adapter("numpy")).status == Status.PASSED
+
+
+def test_the_load_started_before_the_workers_are_chosen_is_taken_up_or_ended(pytester,
+                                                                               monkeypatch):
+    """`--kl-workers auto` starts the call worker's load before choosing (serial is the usual
+    choice): pytest_configure's own request finds it under way, and a choice of workers
+    ends it (each worker loads its own)."""
+    import time
+
+    from klconform.engine import isolation
+    from klconform.engine.worker_protocol import implementation_spec
+    from klconform.harness import plugin, workers
+
+    pool = isolation._Pool()
+    monkeypatch.setattr(isolation, "_pool", pool)
+    try:
+        config = pytester.parseconfig("--impl=numpy", "--kl-only", "--kl-workers=auto",
+                                      "-p", "no:cacheprovider")
+        monkeypatch.setattr(workers, "choose_workers", lambda *args, **kwargs: (0, "serial"))
+        plugin.pytest_cmdline_main(config)
+        worker = pool.worker
+        assert worker is not None and worker.process.poll() is None
+        started = time.monotonic()
+        isolation.prepare(implementation_spec("numpy"))
+        assert time.monotonic() - started < 0.5 and pool.worker is worker
+
+        monkeypatch.setattr(workers, "choose_workers", lambda *args, **kwargs: (2, "workers"))
+        pool.shutdown(now=True)
+        started = []
+        prepare = isolation.prepare
+        monkeypatch.setattr(isolation, "prepare",
+                            lambda spec: (prepare(spec), started.append(pool.worker)))
+        config = pytester.parseconfig("--impl=numpy", "--kl-only", "--kl-workers=auto",
+                                      "-p", "no:cacheprovider")
+        plugin.pytest_cmdline_main(config)
+        assert config.option.numprocesses == 2 and pool.worker is None
+        assert len(started) == 1 and started[0].process.poll() is not None
+    finally:
+        pool.shutdown(now=True)

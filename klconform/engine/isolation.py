@@ -351,6 +351,7 @@ class _Pool:
         self.calls_ahead_expected = False
         self.ahead_summary = None
         self.preloading = None  # a threading.Thread loading the implementation (prepare())
+        self.prepared = None    # (spec key, worker) of the last prepare()
 
     def current(self):
         if self.worker is None:
@@ -395,9 +396,13 @@ def shutdown(now=False):
 
 def prepare(spec):
     """Start the worker and have it load `spec` in the background: the implementation's
-    imports then overlap this process's own."""
+    imports then overlap this process's own. Asked again of the same worker, nothing: the
+    run's pytest_cmdline_main starts the load before pytest_configure asks for it."""
+    if _pool.worker is not None and _pool.prepared == (spec.key, _pool.worker):
+        return
     with _pool.lock:
         worker = _pool.current()
+        _pool.prepared = (spec.key, worker)
         _pool.preloading = threading.Thread(target=_preload, args=(worker, spec),
                                             name="klconform-preload", daemon=True)
         _pool.preloading.start()

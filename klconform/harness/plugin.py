@@ -62,21 +62,40 @@ def pytest_configure(config):
     collector = Collector(config)
     config.pluginmanager.register(collector, "klconform-collector")
     if settings.requested:
-        from klconform.engine import compile_ahead
-
-        # Before the call worker starts: its environment names the folder, and the share
-        # of the cores it has.
-        compile_ahead.keep_in(settings.compile_cache)
-        if makes_calls_ahead(settings):
-            from klconform.engine import isolation
-
-            isolation.expect_calls_ahead()
+        set_up_the_call_worker(settings)
         # Resolved before collection: a wrong --impl is a usage error, whatever else runs.
         collector.state.load_implementation(makes_calls=makes_calls(config))
         # xdist workers parse the command line again and collect for themselves: they
         # select the same suites the same way.
         collector.state.named_suites = select_suites(config, only=option.kl_only)
         keep_hypothesis_out_of(config)
+
+
+def set_up_the_call_worker(settings):
+    """Before the call worker starts: its environment names the folder of kept programs, and
+    the share of the cores it has."""
+    from klconform.engine import compile_ahead
+
+    compile_ahead.keep_in(settings.compile_cache)
+    if makes_calls_ahead(settings):
+        from klconform.engine import isolation
+
+        isolation.expect_calls_ahead()
+
+
+def start_loading(config):
+    """Have the call worker start loading --impl now, where this process will call it;
+    whether it did. pytest_configure's load_implementation then finds the load under way."""
+    settings = settings_from(config)
+    if not settings.requested or not makes_calls(config):
+        return False
+    from klconform.engine import isolation
+    from klconform.engine.worker_protocol import implementation_spec
+
+    set_up_the_call_worker(settings)
+    isolation.prepare(implementation_spec(settings.impl, settings.convention,
+                                          settings.timeout))
+    return True
 
 
 def makes_calls(config):
@@ -98,14 +117,21 @@ def pytest_cmdline_main(config):
     option = config.option
     if option.kl_workers != AUTO or hasattr(config, "workerinput"):
         return
-    from klconform.harness.workers import choose_workers
+    from klconform.harness.workers import choose_workers, serial_unless_compiling
 
+    # Serial is the usual choice: the call worker starts loading the library beside the
+    # choosing, which reads the records (0.15 s), and goes where workers are chosen.
+    loading = serial_unless_compiling(option) and start_loading(config)
     workers, why = choose_workers(option, requested_impl(option),
                                   xdist_loaded=config.pluginmanager.hasplugin("xdist"))
     if not option.kl_journal_append:
         sys.stderr.write(f"klconform run: {why}\n")
     if workers:
         option.numprocesses = workers
+        if loading:
+            from klconform.engine import isolation
+
+            isolation.shutdown(now=True)
 
 
 def requested_impl(option):

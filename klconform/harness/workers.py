@@ -58,6 +58,15 @@ def choose_workers(option, impl, xdist_loaded=True):
                      f"property on {cores} cores run faster split than serial")
 
 
+def serial_unless_compiling(option):
+    """Whether choose_workers() picks serial for `option` unless --impl compiles each shape
+    (known only once the records are read)."""
+    from klconform.harness.hypothesis_profiles import describe
+
+    return describe(option.kl_profile, option.kl_seed,
+                    option.kl_max_examples)["max_examples"] < PARALLEL_EXAMPLES
+
+
 def _shares_compilations(impl, convention):
     """Whether `impl` is a record that compiles each shape and shares its programs between
     processes (read from its record; its library is not imported)."""
