@@ -1,9 +1,14 @@
 """The oracle and the budgets, checked against mpmath and against deliberate imprecision."""
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from klconform.dtypes import round_to
+from klconform.engine.outcome import CheckFailures
 from klconform.oracle import extended as precise
 from klconform.oracle import float64 as oracle
 
@@ -182,3 +187,33 @@ def test_a_term_beyond_float32_keeps_float64_storage():
     got = oracle.expected(x, t, reduction="none", dtype="bfloat16")
     assert got.value.dtype == np.float64
     assert np.all(np.isfinite(got.value)) and np.all(np.isfinite(got.budget))
+
+
+_ANY_FLOAT = st.floats(allow_nan=True, allow_infinity=True, allow_subnormal=True)
+
+
+@settings(max_examples=1000, deadline=None, derandomize=True)
+@given(want=_ANY_FLOAT, got=_ANY_FLOAT, budget=_ANY_FLOAT | st.sampled_from([0.0, 1e-300]),
+       dtype=st.sampled_from([None, "float16", "bfloat16", "float32", "float64"]),
+       near=st.booleans())
+def test_a_single_value_passed_as_floats_passes_as_arrays_with_nothing_to_say(
+        want, got, budget, dtype, near):
+    """compare_with_oracle decides one passing value in Python's floats: where it does, the
+    arrays' path finds no failure and notes nothing (what fails, the arrays decide)."""
+    from klconform.engine.expectations import _scalar_passes, compare_with_oracle
+
+    if near and math.isfinite(want):
+        got = want + budget / 2 if math.isfinite(budget) else got
+    as_array = oracle.Expected(np.array([want]), np.array([budget]), "sum", 1.0, 0.0, 0.0)
+    found = CheckFailures()
+    with np.errstate(over="ignore"):     # the arrays' own warning for a huge difference
+        compare_with_oracle(np.array([got]), as_array, found, "value", dtype=dtype)
+    passes = _scalar_passes(np.array(want), np.array(got), np.array(budget))
+    if passes:
+        assert not found.lines and not found.notes
+    scalar = CheckFailures()
+    with np.errstate(over="ignore"):
+        compare_with_oracle(np.float64(got), oracle.Expected(np.array(want), np.array(budget),
+                                                             "sum", 1.0, 0.0, 0.0),
+                            scalar, "value", dtype=dtype)
+    assert bool(scalar.lines) == bool(found.lines) and bool(scalar.notes) == bool(found.notes)
