@@ -77,11 +77,11 @@ def _scalar_passes(want, got, tolerance):
     IEEE doubles as the arrays below, a tenth of their cost: most comparisons are of one
     reduced value). False: the arrays decide, and say why."""
     want, got, tolerance = float(want), float(got), float(tolerance)
-    if want != want or got != got:
-        return want != want and got != got     # NaN where NaN is expected
-    if want in (math.inf, -math.inf):
+    if math.isnan(want) or math.isnan(got):
+        return math.isnan(want) and math.isnan(got)
+    if math.isinf(want):
         return got == want
-    return got not in (math.inf, -math.inf) and abs(got - want) - tolerance <= 0
+    return math.isfinite(got) and abs(got - want) - tolerance <= 0
 
 
 def check_published(case, call, actual, expected, failures, claims=None):

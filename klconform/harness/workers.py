@@ -28,11 +28,9 @@ def choose_workers(option, impl, xdist_loaded=True):
     """(workers or 0 for serial, the sentence saying which and why) for the run of `impl`
     with `option`'s profile, seed, examples and record (--kl-convention). `xdist_loaded`:
     whether this pytest has pytest-xdist to split the run with."""
-    from klconform.harness.hypothesis_profiles import describe
     from klconform.machine import usable_cores
 
-    examples = describe(option.kl_profile, option.kl_seed,
-                        option.kl_max_examples)["max_examples"]
+    examples = _examples(option)
     cores = usable_cores()
     missing = "installed" if find_spec("xdist") is None else None if xdist_loaded \
         else "loaded (-p xdist)"
@@ -61,10 +59,14 @@ def choose_workers(option, impl, xdist_loaded=True):
 def serial_unless_compiling(option):
     """Whether choose_workers() picks serial for `option` unless --impl compiles each shape
     (known only once the records are read)."""
+    return _examples(option) < PARALLEL_EXAMPLES
+
+
+def _examples(option):
+    """Examples per property at `option`'s profile, seed and --kl-max-examples."""
     from klconform.harness.hypothesis_profiles import describe
 
-    return describe(option.kl_profile, option.kl_seed,
-                    option.kl_max_examples)["max_examples"] < PARALLEL_EXAMPLES
+    return describe(option.kl_profile, option.kl_seed, option.kl_max_examples)["max_examples"]
 
 
 def _shares_compilations(impl, convention):
