@@ -3,6 +3,7 @@ for the very call it would have made, a correct function's calls are all planned
 run's verdict, claims and root causes are the same with them as without."""
 
 import json
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -420,3 +421,103 @@ def test_a_child_far_ahead_waits_while_its_unread_answers_fill_the_bound(tmp_pat
     assert unread == [(str(new), 40)]
     calls_ahead._wait_for_the_run_to_read(unread)     # within the bound: no wait
     assert unread == [(str(new), 40)]
+
+
+def test_a_child_told_past_the_plans_end_says_it_finished_and_the_run_waits_for_nothing():
+    """Told to skip beyond the last test, the child makes no more calls and says so: a run
+    level with where the child stopped makes its calls itself at once (it waited out the
+    timeout for a message that never came)."""
+    import os
+    from multiprocessing import Pipe
+
+    from klconform.engine import wire
+    from klconform.engine import worker_protocol as protocol
+
+    run_end, child_end = Pipe()
+    child_end.send_bytes(wire.encode(protocol.reached(5), os.getpid()))
+    never_called = object()   # an adapter: any call on it would raise
+    calls_ahead.make_ahead(never_called, ("impl", None),
+                           {"tests": [("case", None, "float64")] * 3, "first": 0},
+                           run_end, os.getpid())
+    assert child_end.poll(5), "the child said nothing"
+    said = protocol.checked(wire.decode(child_end.recv_bytes()), calls_ahead.KINDS)
+    assert said["kind"] == "finished" and not child_end.poll(0)
+
+    run_end, child_end = Pipe()
+    child = calls_ahead.AheadChild(os.getpid(), run_end, timeout=60, first=0)
+    for message in (protocol.making(0, "k0"), protocol.returned(0.5, "k0"), protocol.passed(0),
+                    protocol.finished()):
+        child_end.send_bytes(wire.encode(message, os.getpid()))
+    child.reached(0)
+    assert child.take("k0", 0).message["value"] == 0.5
+    child.reached(1)
+    started = time.monotonic()
+    assert child.take("k1", 1) is None
+    assert time.monotonic() - started < 1.0 and child.ended is None
+
+
+def test_shares_split_a_plans_tests_by_dtype_in_turn():
+    from klconform.engine.calls_ahead import shares_of
+
+    plan = {"tests": [("case", "a", "float16"), ("case", "a", "float32"),
+                      ("gradient", "a", "float16"), ("case", "b", "float64"),
+                      ("case", "b", "bfloat16")]}
+    assert shares_of(plan, 1) == [None]
+    first, second = shares_of(plan, 2)
+    assert first.dtypes == ("float16", "float64") and second.dtypes == ("float32", "bfloat16")
+    assert [first.next_owned(test) for test in range(6)] == [0, 2, 2, 3, math.inf, math.inf]
+    assert [second.next_owned(test) for test in range(6)] == [1, 1, 4, 4, 4, math.inf]
+
+
+def test_a_child_with_a_share_is_waited_for_and_never_sent_past_the_run():
+    """Behind the run on a test of its share, it is waited for (the run making those calls
+    itself would compile their programs twice); its place moves over the tests of other
+    shares."""
+    import os
+    import threading
+    from multiprocessing import Pipe
+
+    from klconform.engine import wire
+    from klconform.engine import worker_protocol as protocol
+
+    plan = {"tests": [("case", "a", "float16"), ("case", "a", "float32"),
+                      ("case", "b", "float16")]}
+    share = calls_ahead.Share(plan, ["float16"])
+    run_end, child_end = Pipe()
+    child = calls_ahead.AheadChild(os.getpid(), run_end, timeout=60, first=0, owned=share)
+
+    def say(*messages):
+        for message in messages:
+            child_end.send_bytes(wire.encode(message, os.getpid()))
+
+    say(protocol.making(0, "k0"))
+    child.reached(2)
+    assert child.at == 0 and not child_end.poll(0)    # behind, and told nothing
+    later = threading.Timer(0.3, say, (protocol.returned(0.5, "k0"), protocol.passed(0),
+                                       protocol.making(2, "k2"), protocol.returned(0.25, "k2")))
+    later.start()
+    started = time.monotonic()
+    answer = child.take("k2", 2)
+    later.join()
+    assert time.monotonic() - started >= 0.25          # it waited for the child
+    assert answer.message["value"] == 0.25 and child.at == 2
+    say(protocol.passed(2))
+    child.reached(2)
+    assert child.at == math.inf                        # past its share's last test
+
+
+def test_two_children_each_answer_the_tests_of_their_dtypes(fresh_pool):
+    from klconform.engine.compile_ahead import planned_test
+
+    spec = implementation_spec("torch")
+    adapter = isolation.isolated(spec)
+    case = next(case for case in load_cases() if case.profile != "thorough"
+                and eligible(case) and {"float32", "float64"} <= set(case.dtypes))
+    tests = [planned_test("gradient", case, dtype) for dtype in ("float64", "float32")]
+    isolation.start_calls_ahead(spec, {**_plan(tests), "children": 2})
+    for index, dtype in enumerate(("float64", "float32")):
+        isolation.reached(index)
+        assert evaluate_gradients(case, dtype, adapter).status == Status.PASSED
+    summary = isolation.calls_ahead_summary()
+    assert summary["children"] == 2 and summary["made_by_the_run"] == 0, summary
+    assert summary["taken"] > 8, summary

@@ -72,11 +72,12 @@ def test_the_run_says_how_it_split_and_splits_so(tmp_path):
         "klconform run: workers as given after --", "")
 
 
-def _option(profile="default", max_examples=None, convention=None):
+def _option(profile="default", max_examples=None, convention=None, calls_ahead="auto",
+            device="cpu"):
     from argparse import Namespace
 
     return Namespace(kl_profile=profile, kl_seed=None, kl_max_examples=max_examples,
-                     kl_convention=convention)
+                     kl_convention=convention, kl_calls_ahead=calls_ahead, kl_device=device)
 
 
 def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
@@ -103,17 +104,24 @@ def test_run_splits_over_workers_only_where_measured_faster(monkeypatch):
 
 
 def test_run_splits_a_record_that_compiles_each_shape_over_two_workers(monkeypatch, tmp_path):
+    """Over two workers where its calls are not made ahead; where they are, the run and the
+    ahead child split them in one serial run."""
     from klconform.harness import workers as chosen
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
 
-    def choice(impl, convention=None):
-        return chosen.choose_workers(_option(convention=convention), impl)
+    def choice(impl, convention=None, calls_ahead="off", device="cpu"):
+        return chosen.choose_workers(_option(convention=convention, calls_ahead=calls_ahead,
+                                             device=device), impl)
 
     for impl in ("jax", "optax", "keras-jax"):
         workers, why = choice(impl)
         assert workers == 2 and f"{impl} compiles a program per shape" in why, why
+        assert choice(impl, calls_ahead="auto", device="cuda")[0] == 2
+        workers, why = choice(impl, calls_ahead="auto")
+        assert workers == 0 and why.startswith(f"serial: {impl} compiles a program per "
+                                               f"shape, and its calls are split"), why
     assert choice("torch")[0] == 0
     assert choice("mylosses:kl")[0] == 0   # a plain callable compiles nothing
     record = tmp_path / "mine.yaml"

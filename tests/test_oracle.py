@@ -110,9 +110,15 @@ def _every_float16_and_its_ties():
     return np.concatenate([near, -near])
 
 
-def test_float16_rounding_is_numpys_cast_bit_for_bit():
+@pytest.mark.parametrize("cast_below", ["as set", 0])
+def test_float16_rounding_is_numpys_cast_bit_for_bit(monkeypatch, cast_below):
     # round_to computes float16 rounding in float64 arithmetic (numpy's cast is 10x slower on
-    # subnormals): it must agree with the cast on every value, ties and overflow included.
+    # subnormals): it must agree with the cast on every value, ties and overflow included;
+    # the arithmetic on small arrays and 0-d ones too, which otherwise are cast.
+    from klconform import dtypes
+
+    if cast_below != "as set":
+        monkeypatch.setattr(dtypes, "CAST_BELOW_SIZE", cast_below)
     bit_patterns = np.random.default_rng(7).integers(0, 2**64, 2_000_000, dtype=np.uint64)
     for values in (_every_float16_and_its_ties(), bit_patterns.view(np.float64)):
         with np.errstate(over="ignore", invalid="ignore"):

@@ -96,19 +96,40 @@ def prepare_libraries(record):
         # Written in a folder of its own, which holds links to the shared programs (those
         # others compile during the run too, linked in before each call); what a call
         # compiled is shared once it returned, when none can be half written.
-        global _shared_programs
-        scope = array_bridge.compilation_scope()
-        try:
-            _shared_programs = program_store.Mirror(os.path.join(shared, scope),
-                                                    os.path.join(own, scope))
-        except OSError:
-            return array_bridge   # an unwritable cache folder: every program compiled here
-        array_bridge.share_compilations(_shared_programs.own, writes=True)
+        _share_programs(array_bridge, shared, own)
     return array_bridge
 
 
-# This process's view of the shared compiled programs (prepare_libraries), or None.
+def _share_programs(array_bridge, shared, own):
+    global _shared_programs, _sharing_bridge
+    scope = array_bridge.compilation_scope()
+    try:
+        _shared_programs = program_store.Mirror(os.path.join(shared, scope),
+                                                os.path.join(own, scope))
+    except OSError:
+        _shared_programs = None
+        return   # an unwritable cache folder: every program compiled here
+    _sharing_bridge = array_bridge
+    array_bridge.share_compilations(_shared_programs.own, writes=True)
+
+
+def compile_apart(name):
+    """In a child forked from the call worker that calls beside the worker's other child (an
+    ahead child, engine.calls_ahead): what it compiles goes into a folder of its own, `name`
+    beside the worker's, and is shared from there as the worker's is. In one folder, each
+    would share the other's entries half written (a Mirror shares what appeared in its own
+    folder during its own call)."""
+    if _shared_programs is None:
+        return
+    own = os.environ[COMPILED_HERE_VARIABLE]
+    _share_programs(_sharing_bridge, os.path.dirname(_shared_programs.shared),
+                    os.path.join(os.path.dirname(own), f"{os.path.basename(own)}-{name}"))
+
+
+# This process's view of the shared compiled programs (prepare_libraries), or None; the
+# array bridge sharing them.
 _shared_programs = None
+_sharing_bridge = None
 
 
 def _sharing_programs():

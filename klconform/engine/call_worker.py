@@ -189,7 +189,10 @@ def serve(inbox: Connection, outbox: Connection, run_pid, template=None):
             if adapter is None:
                 adapter = adapters[key] = load_adapter(*key)
             if message["kind"] == "ahead":
+                from klconform.adapters.convention import compile_apart
                 from klconform.engine.calls_ahead import make_ahead
+
+                compile_apart(f"ahead-{os.getpid()}")
 
                 try:
                     make_ahead(adapter, key, message["plan"], outbox, run_pid)

@@ -8,21 +8,27 @@ core is free for it, the run forks a second child of the worker, the *ahead chil
 it the plan: the selected tests in the order they run (compile_ahead.planned_test). It makes
 each test's calls as engine.planned_calls says the test makes them for an implementation that
 answers as the oracle does, and streams back for each `making` (before the call) and then
-its `returned` or `raised` answer, keyed by call_key(); after each test, `passed`.
+its `returned` or `raised` answer, keyed by call_key(); after each test, `passed`; at the
+end of the plan (or told to skip past it), `finished`.
 
 The run, about to make a call, takes the ahead child's answer where one has the call's key;
 where the ahead child made no such call in the run's test (a wrong implementation's checks
-go elsewhere than the plan; layout tests are not planned) or is behind the run, the run makes
-the call itself in the call worker's usual child. What it takes is what it would have got: the
-same implementation, loaded in a fork of the same worker, called with a Call that pickles to
-the same bytes. A call that hangs or crashes in the ahead child while the run waits for it is
-that call's hang or crash, reported as the call worker's would be; any other ends the ahead
-child, and the next test starts a new one that leaves out what the circuit breaker refuses.
+go elsewhere than the plan) or is behind the run, the run makes the call itself in the call
+worker's usual child. For a library that compiles each new shape, two children share the
+plan by dtype (a Share each) and the run waits for the one whose test it is: making the
+calls itself, the run would compile their programs a second time. What it takes is what it
+would have got: the same implementation, loaded in a fork of the same worker, called with a
+Call that pickles to the same bytes. A call that hangs or crashes in the ahead child while
+the run waits for it is that call's hang or crash, reported as the call worker's would be;
+any other ends the ahead child, and the next test starts a new one that leaves out what the
+circuit breaker refuses.
 `--kl-calls-ahead off` turns it off, for an implementation whose results depend on the calls
 made before it.
 """
 
+import bisect
 import hashlib
+import math
 import os
 import select
 import time
@@ -37,7 +43,13 @@ from klconform.engine import worker_protocol as protocol
 # New ahead children after one hung or crashed: each costs a fork, and a function that
 # crashes everywhere gains nothing from more.
 MAX_STARTS = 8
-KINDS = ("making", "returned", "raised", "passed")
+KINDS = ("making", "returned", "raised", "passed", "finished")
+# Ahead children for a library that compiles each new shape (jax: its calls cost the child
+# 3-6x the run's checks of them), each making the calls of its own dtypes: one child, with
+# the run making the calls of the tests it fell behind on, had 82 of its 90 programs
+# compiled by both processes; on 2 cores two children took 0.88x its time (benchmarks/
+# RESULTS.md, stop 37).
+COMPILING_CHILDREN = 2
 # How many tests past the run an ahead child that fell behind it jumps to: level with the
 # run, the run would wait on each of its calls; the run makes those of the tests in between
 # itself.
@@ -115,7 +127,7 @@ class AheadChild:
     """The run's side of one ahead child: its connection, where it is in the plan, and the
     answers read but not yet taken."""
 
-    def __init__(self, pid, connection, timeout, first):
+    def __init__(self, pid, connection, timeout, first, owned=None):
         self.pid = pid
         self.connection = connection
         self.timeout = timeout if timeout and timeout > 0 else None
@@ -126,7 +138,11 @@ class AheadChild:
         # between tests, so one at a time keeps the run from filling its socket.
         self.telling = False
         self.making = None      # (test, key, when the run heard of it)
-        self.at = first         # the test it works on (it starts at `first`)
+        # The tests whose calls it makes: a share of the plan's (Share), or every one. A
+        # child with a share is waited for, never sent past the run: the run making calls
+        # of its share would compile their programs a second time.
+        self.share = owned
+        self.at = self._next_owned(first)   # the test it works on (it starts at `first`)
         self.ended = None       # why it is of no more use, once it is not
         self.crashed = False
         self.readable = readable(connection)
@@ -157,7 +173,7 @@ class AheadChild:
                 return None
             if self.at > test:
                 return None    # past that test (made or skipped): not this call
-            if self.at < test and not self._readable(0):
+            if self.at < test and self.share is None and not self._readable(0):
                 self._tell(test)
                 return None    # behind the run: its answer would come later than the call's
             self._read_one(test)
@@ -173,8 +189,11 @@ class AheadChild:
         if self.ended is None and self.making is not None and self.timeout is not None \
                 and time.monotonic() - self.making[2] > self.timeout:
             self.end("a call made no answer within the timeout")
-        if self.ended is None and self.at < test:
+        if self.ended is None and self.at < test and self.share is None:
             self._tell(test)
+
+    def _next_owned(self, test):
+        return test if self.share is None else self.share.next_owned(test)
 
     def _tell(self, test):
         """Send a child behind the run LEAD_TESTS tests past it."""
@@ -213,7 +232,12 @@ class AheadChild:
             self.making = (message["test"], message["key"], time.monotonic())
         elif kind == "passed":
             self.telling = False
-            self.at = max(self.at, message["test"] + 1)
+            self.at = max(self.at, self._next_owned(message["test"] + 1))
+        elif kind == "finished":
+            # Past every test: told to skip beyond the plan's end, it made no more calls,
+            # and a run level with where it stopped would wait for none.
+            self.telling = False
+            self.at = math.inf
         else:
             made_in = self.making[0] if self.making is not None else -1
             self.making = None
@@ -221,9 +245,34 @@ class AheadChild:
                 self.answers.setdefault((made_in, message.get("key")), []).append(message)
 
 
+class Share:
+    """The tests of a plan whose calls one of several ahead children makes: those at its
+    dtypes. A program is compiled for one dtype, so no two children compile the same one."""
+
+    def __init__(self, plan, dtypes):
+        self.dtypes = tuple(dtypes)
+        self.owned = [index for index, (_, _, dtype) in enumerate(plan["tests"])
+                      if dtype in self.dtypes]
+
+    def next_owned(self, test):
+        """The first test at or after `test` in this share (math.inf past the last)."""
+        index = bisect.bisect_left(self.owned, test)
+        return self.owned[index] if index < len(self.owned) else math.inf
+
+
+def shares_of(plan, children):
+    """The plan's tests split among `children` ahead children by dtype, in turn (one child:
+    None, every test); the dtypes come from the plan, in the order they first appear."""
+    if children <= 1:
+        return [None]
+    dtypes = list(dict.fromkeys(dtype for _, _, dtype in plan["tests"]))
+    return [Share(plan, dtypes[index::children]) for index in range(children)]
+
+
 class CallsAhead:
     """A run's making of calls ahead of one implementation: the plan, the current ahead
-    child and the run's place.
+    children (one per share of the plan's tests, `plan["children"]`, by default one) and the
+    run's place.
     `fork(plan)` starts an ahead child (an AheadChild, or None where none can be had), `kill
     (child)` ends one."""
 
@@ -232,30 +281,49 @@ class CallsAhead:
         self.plan = plan
         self.fork = fork
         self.kill = kill
-        self.child = None
+        self.shares = shares_of(plan, plan.get("children", 1))
+        self.children = [None] * len(self.shares)
         self.starts = 0
         self.test = -1
         self.taken = 0          # calls answered ahead
         self.made_here = 0      # calls the run made itself while an ahead child ran
         self.ended = []         # why each ahead child ended early
 
+    @property
+    def child(self):
+        """The ahead child making the calls of the run's current test (of its share)."""
+        return self.children[self._share_of(self.test)]
+
+    def _share_of(self, test):
+        if len(self.shares) == 1 or not 0 <= test < len(self.plan["tests"]):
+            return 0
+        dtype = self.plan["tests"][test][2]
+        return next(index for index, share in enumerate(self.shares) if dtype in share.dtypes)
+
     def reached(self, test, breaker):
         """The run starts the plan's test `test`; `breaker` says which calls not to make."""
         self.test = test
-        child = self.child
-        if child is not None:
+        for index, child in enumerate(self.children):
+            if child is None:
+                continue
             child.reached(test)
             if child.ended is not None:
                 self.ended.append(child.ended)
                 self.kill(child)
-                child = self.child = None
-        if child is None and self.starts < MAX_STARTS and test < len(self.plan["tests"]):
+                self.children[index] = None
+        owner = self._share_of(test)
+        if self.children[owner] is None and self.starts < MAX_STARTS \
+                and test < len(self.plan["tests"]):
             self.starts += 1
-            self.child = self.fork({**self.plan, "first": test, "breaker": breaker})
+            share = self.shares[owner]
+            self.children[owner] = self.fork({
+                **self.plan, "first": test, "breaker": breaker,
+                "dtypes": None if share is None else share.dtypes})
 
     def take(self, method, call):
         """The ahead child's Answer to the call, or None: the run makes it itself."""
-        child = self.child
+        owner = self._share_of(self.test)
+        child = self.children[owner]
         if child is None or self.test < 0:
             return None
         key = call_key(method, call)
@@ -268,7 +336,7 @@ class CallsAhead:
             # Hung or crashed on the run's own call: the next test starts a new one.
             self.ended.append(child.ended)
             answer.returncode = self.kill(child)
-            self.child = None
+            self.children[owner] = None
         return answer
 
     def summary(self):
@@ -278,11 +346,12 @@ class CallsAhead:
                 "children": self.starts, "ended": list(self.ended)}
 
     def stop(self):
-        if self.child is not None:
-            if self.child.ended is not None:
-                self.ended.append(self.child.ended)
-            self.kill(self.child)
-            self.child = None
+        for index, child in enumerate(self.children):
+            if child is not None:
+                if child.ended is not None:
+                    self.ended.append(child.ended)
+                self.kill(child)
+                self.children[index] = None
 
 
 def readable(connection):
@@ -309,6 +378,7 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
     breaker = plan.get("breaker")
     tests = plan["tests"]
     test = plan["first"]
+    dtypes = plan.get("dtypes")   # its share of the tests (Share), or None: every one
 
     def send(message):
         connection.send_bytes(wire.encode(message, run_pid))
@@ -322,6 +392,9 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
         if test >= len(tests):
             break
         kind, subject, dtype = tests[test]
+        if dtypes is not None and dtype not in dtypes:
+            test += 1
+            continue
         # The plan holds no call the implementation cannot be asked (planned_calls).
         for method, call in calls_of(kind, subject, dtype, adapter, plan, failure_paths=False):
             if breaker is not None and breaker.refuse(implementation_key, call):
@@ -340,6 +413,7 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
             connection.send_bytes(reply)
         send(protocol.passed(test))
         test += 1
+    send(protocol.finished())
 
 
 def _wait_for_the_run_to_read(unread):

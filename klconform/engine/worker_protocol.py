@@ -29,6 +29,8 @@ run (engine.calls_ahead) on that socket, answering each with its key:
     child -> run    making  {test, key}   (before the call)
                     returned {value, key} / raised {error, key}
                     passed  {test}   (every call of that test is made)
+                    finished {}      (no call comes after it: the plan ended, or the rest
+                                      was skipped past its end)
 
 `implementation` is the ImplementationSpec as data: the worker keeps one adapter per spec.
 The value returned to a load describes the loaded implementation (adapters.described), or is
@@ -108,6 +110,10 @@ def making(test, key):
 
 def passed(test):
     return {"protocol": PROTOCOL, "kind": "passed", "test": test}
+
+
+def finished():
+    return {"protocol": PROTOCOL, "kind": "finished"}
 
 
 def ready():

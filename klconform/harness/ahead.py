@@ -37,10 +37,11 @@ def work_while_loading(config, state, kl_items):
 
 def start_ahead(state, items):
     """Work on the run's calls ahead of them, following the plan (the selected tests in the
-    order they run; each test's setup says where the run is): where the implementation's
-    library compiles each new shape, its programs are compiled ahead in a second process
-    (klconform.engine.compile_ahead); else, where a core is free for it, the calls
-    themselves are made ahead (klconform.engine.calls_ahead)."""
+    order they run; each test's setup says where the run is): where a core is free for it,
+    the calls themselves are made ahead (klconform.engine.calls_ahead; by two children, each
+    with its own dtypes, where the implementation's library compiles each new shape); else,
+    for such a library, its programs are compiled ahead in a second process
+    (klconform.engine.compile_ahead)."""
     from klconform.adapters.convention import compiles_ahead
     from klconform.engine import isolation
 
@@ -50,7 +51,8 @@ def start_ahead(state, items):
     local = adapter.local
     record, bridge = getattr(local, "record", None), getattr(local, "bridge", None)
     compiling = record is not None and bridge is not None and compiles_ahead(record, bridge)
-    if not (settings.compile_ahead == AUTO if compiling else makes_calls_ahead(settings)):
+    calling = makes_calls_ahead(settings)
+    if not (calling or compiling and settings.compile_ahead == AUTO):
         return
     from klconform.engine import compile_ahead as ahead
 
@@ -59,10 +61,13 @@ def start_ahead(state, items):
         item.stash[PLANNED_INDEX] = len(tests)
         tests.append(planned)
     plan = run_plan(state, tests)
-    if compiling:
-        ahead.start(adapter.spec, plan, os.environ)
+    if calling:
+        from klconform.engine.calls_ahead import COMPILING_CHILDREN
+
+        isolation.start_calls_ahead(adapter.spec, {
+            **plan, "children": COMPILING_CHILDREN if compiling else 1})
     else:
-        isolation.start_calls_ahead(adapter.spec, plan)
+        ahead.start(adapter.spec, plan, os.environ)
 
 
 def run_plan(state, tests):

@@ -8,6 +8,7 @@ before it could start pytest (0.15 s of every run, benchmarks/RESULTS.md, stop 3
 
 from importlib.util import find_spec
 
+from klconform.constants import AUTO
 from klconform.errors import KLConformError
 
 # Examples per property from which the run is split over pytest-xdist workers. Each worker
@@ -17,10 +18,12 @@ from klconform.errors import KLConformError
 # stop 29) and holds the library twice.
 PARALLEL_EXAMPLES = 100
 MAX_WORKERS = 4
-# A record that compiles each shape and shares its programs (engine.compile_ahead): two
-# workers split the compilations and load each other's as soon as they are written (on 2
-# cores, first runs 0.83-0.95x the time of a serial run compiling ahead in a second child,
-# later runs 0.82-0.92x; benchmarks/RESULTS.md, stop 33).
+# A record that compiles each shape and shares its programs (engine.compile_ahead), where its
+# calls are not made ahead (--kl-calls-ahead off, a GPU): two workers split the
+# compilations and load each other's as soon as they are written (on 2 cores, first runs
+# 0.83-0.95x the time of a serial run compiling ahead in a second child, later runs
+# 0.82-0.92x; benchmarks/RESULTS.md, stop 33). Made ahead, its calls are split between the
+# run's worker and the ahead child in one serial run, faster still (stop 37).
 COMPILING_WORKERS = 2
 
 
@@ -36,6 +39,10 @@ def choose_workers(option, impl, xdist_loaded=True):
         else "loaded (-p xdist)"
     if examples < PARALLEL_EXAMPLES:
         if cores >= 2 and _shares_compilations(impl, option.kl_convention):
+            if option.kl_calls_ahead == AUTO and option.kl_device == "cpu":
+                return 0, (f"serial: {impl} compiles a program per shape, and its calls are "
+                           f"split between the call worker and a second child making them "
+                           f"ahead of the run (pass -- -n N to split it over workers)")
             if missing:
                 return 0, (f"serial: {impl} compiles a program per shape, which "
                            f"{COMPILING_WORKERS} workers would split, but pytest-xdist is "

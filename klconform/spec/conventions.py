@@ -16,7 +16,9 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 
 import yaml
 
@@ -82,37 +84,44 @@ class ImplementationRecord:
     data: dict = field(repr=False)          # the validated document, as written
     source: str = "built-in"                 # the file it came from
 
-    @property
+    # Read on every call's plan (a run plans thousands): each typed field is worked out once
+    # per record, and handed out read-only, since every plan shares it.
+    def __getstate__(self):
+        return {name: self.__dict__[name] for name in ("name", "description", "data", "source")}
+
+    @cached_property
     def arguments(self):
         """The roles of the first and second positional arguments."""
         return tuple(Role(role) for role in self.data["arguments"]) \
             if self.data.get("arguments") else None
 
-    @property
+    @cached_property
     def spaces(self):
         spaces = self.data.get("spaces")
-        return {Role(role): Space(space) for role, space in spaces.items()} if spaces else None
+        return MappingProxyType({Role(role): Space(space) for role, space in spaces.items()}) \
+            if spaces else None
 
-    @property
+    @cached_property
     def output(self):
         return Meaning(self.data["output"]) if self.data.get("output") else None
 
-    @property
+    @cached_property
     def dtypes_by_device(self):
-        return {device: tuple(dtypes) for device, dtypes in (self.data.get("dtypes") or {
-            "cpu": list(DTYPES)}).items()}
+        return MappingProxyType({device: tuple(dtypes) for device, dtypes in (
+            self.data.get("dtypes") or {"cpu": list(DTYPES)}).items()})
 
-    @property
+    @cached_property
     def reduction_names(self):
-        return dict((self.data.get("reduction") or {}).get("names") or {})
+        return MappingProxyType(dict((self.data.get("reduction") or {}).get("names") or {}))
 
-    @property
+    @cached_property
     def native_meanings(self):
         """Native reduction name -> meaning; NO_ARGUMENT for a function without a reduction
         argument (its one output)."""
         if self.data.get("reduction"):
             return self.reduction_names
-        return {NO_ARGUMENT: self.data["output"]} if self.data.get("output") else {}
+        return MappingProxyType(
+            {NO_ARGUMENT: self.data["output"]} if self.data.get("output") else {})
 
     @property
     def default_meaning(self):
@@ -144,7 +153,7 @@ class ImplementationRecord:
                 return name
         return None
 
-    @property
+    @cached_property
     def class_axis(self):
         """The class axis's position in the arrays the function takes (negative: from the end)."""
         return (self.data.get("axis") or {}).get("value", -1)

@@ -49,7 +49,11 @@ class JaxBridge(ArrayBridge):
 
     def share_compilations(self, directory, writes):
         import jax
+        from jax.experimental.compilation_cache import compilation_cache
 
+        # A forked child given another folder (convention.compile_apart): jax opens the
+        # folder it was given once, at its first compilation, which may have come before.
+        compilation_cache.reset_cache()
         jax.config.update("jax_compilation_cache_dir", str(directory))
         # Without this, jax puts the folder's name into the compile options that key its
         # entries, and no process could find what another compiled into another folder.
