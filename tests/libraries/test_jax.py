@@ -253,3 +253,33 @@ def test_a_second_run_loads_the_programs_the_first_kept(tmp_path):
     assert "PERSISTENT COMPILATION CACHE MISS" not in second
     assert second.count("Persistent compilation cache hit") >= missed
     assert sorted(os.listdir(cache / compile_ahead.PROGRAMS / scope)) == sorted(kept)
+
+
+@pytest.mark.parametrize("impl", ["jax", "optax"])
+def test_a_run_s_report_is_the_same_with_its_calls_made_ahead_by_two_children(tmp_path, impl):
+    """Two children making the calls ahead, by dtype, against none (the calls made when each
+    test needs them): every verdict, claim, deviation and root cause the same."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    environment = {key: value for key, value in os.environ.items()
+                   if key != "JAX_COMPILATION_CACHE_DIR"}
+
+    def report(*options):
+        folder = tmp_path / "-".join(("report",) + options)
+        finished = subprocess.run(
+            [sys.executable, "-m", "klconform.cli.main", "run", "--impl", impl,
+             "--compile-cache", str(tmp_path / "cache"), "--report-dir", str(folder),
+             *options, "--", "-n", "0"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=environment)
+        assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr[-2000:]
+        with open(folder / "report.json") as handle:
+            data = json.load(handle)
+        return {key: value for key, value in data.items() if key not in ("run", "environment")}
+
+    ahead = report()
+    assert ahead["verdict"] == "pass"
+    assert json.dumps(ahead, sort_keys=True) == \
+        json.dumps(report("--calls-ahead", "off"), sort_keys=True)
