@@ -142,11 +142,6 @@ class AheadChild:
         # child with a share is waited for, never sent past the run: the run making calls
         # of its share would compile their programs a second time.
         self.share = owned
-        # test -> the keys of the calls it made there, in order; the run's calls of a test
-        # it asked for so far; the tests whose plan the run left.
-        self.sequence = {}
-        self.asked = {}
-        self.left = set()
         self.at = self._next_owned(first)   # the test it works on (it starts at `first`)
         self.ended = None       # why it is of no more use, once it is not
         self.crashed = False
@@ -165,23 +160,11 @@ class AheadChild:
 
     def take(self, key, test):
         """The Answer to the call `key` of the run's test `test`, or None: the run makes it."""
-        position = self.asked.get(test, 0)
-        self.asked[test] = position + 1
-        if test in self.left:
-            return None
         while True:
             made = self.answers.get((test, key))
             if made:
                 found = made.pop(0)
                 return Answer(found["kind"], found)
-            planned = self.sequence.get(test, ())
-            if len(planned) > position and planned[position] != key:
-                # The child's call at this place in the test is another: the run has left
-                # the plan (a wrong function's checks go elsewhere). It makes the rest of
-                # the test's calls itself; the child skips them instead of being waited for.
-                self.left.add(test)
-                self.send(protocol.reached(test + 1))
-                return None
             if self.ended is not None:
                 making = self.making
                 if making is not None and making[1] == key and making[0] == test:
@@ -201,10 +184,6 @@ class AheadChild:
         would hold a core for the rest of the run), and tell one that is behind."""
         self.answers = {made: answer for made, answer in self.answers.items()
                         if made[0] >= test}
-        for done in [made for made in self.sequence if made < test]:
-            del self.sequence[done]
-        self.asked = {}
-        self.left = set()
         while self.ended is None and self.at <= test and self._readable(0):
             self._read_one(test)
         if self.ended is None and self.making is not None and self.timeout is not None \
@@ -249,7 +228,6 @@ class AheadChild:
             return
         kind = message["kind"]
         if kind == "making":
-            self.sequence.setdefault(message["test"], []).append(message["key"])
             self.at = max(self.at, message["test"])
             self.making = (message["test"], message["key"], time.monotonic())
         elif kind == "passed":
@@ -406,24 +384,17 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
         connection.send_bytes(wire.encode(message, run_pid))
 
     told = readable(connection)
-
-    def furthest_told(current):
-        """The furthest test the run has sent it to, from `current` on."""
-        while told(0):
-            message = protocol.checked(wire.decode(connection.recv_bytes()), ("reached",))
-            current = max(current, message["test"])
-        return current
-
     unread = []     # (path, bytes) of answers in shared memory the run has not read yet
     while test < len(tests):
-        test = furthest_told(test)
+        while told(0):
+            message = protocol.checked(wire.decode(connection.recv_bytes()), ("reached",))
+            test = max(test, message["test"])
         if test >= len(tests):
             break
         kind, subject, dtype = tests[test]
         if dtypes is not None and dtype not in dtypes:
             test += 1
             continue
-        sent_on = test
         # The plan holds no call the implementation cannot be asked (planned_calls).
         for method, call in calls_of(kind, subject, dtype, adapter, plan, failure_paths=False):
             if breaker is not None and breaker.refuse(implementation_key, call):
@@ -431,10 +402,6 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
             key = call_key(method, call)
             if key is None:
                 continue
-            # Sent past this test (the run left its plan, or is ahead): the rest is skipped.
-            sent_on = furthest_told(test)
-            if sent_on > test:
-                break
             # Before `making`: the run times the call from it.
             _wait_for_the_run_to_read(unread)
             send(protocol.making(test, key))
@@ -444,9 +411,6 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
             except BaseException as error:   # as the call worker answers it (SystemExit too)
                 reply = wire.encode(protocol.raised_rebuildable(error, key), run_pid)
             connection.send_bytes(reply)
-        if sent_on > test:
-            test = sent_on
-            continue
         send(protocol.passed(test))
         test += 1
     send(protocol.finished())
