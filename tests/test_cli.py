@@ -121,7 +121,7 @@ def test_run_splits_a_record_that_compiles_each_shape_over_two_workers(monkeypat
         assert choice(impl, calls_ahead="auto", device="cuda")[0] == 2
         workers, why = choice(impl, calls_ahead="auto")
         assert workers == 0 and why.startswith(f"serial: {impl} compiles a program per "
-                                               f"shape, and its calls are split"), why
+                                               f"shape, and two children"), why
     assert choice("torch")[0] == 0
     assert choice("mylosses:kl")[0] == 0   # a plain callable compiles nothing
     record = tmp_path / "mine.yaml"

@@ -40,9 +40,9 @@ def choose_workers(option, impl, xdist_loaded=True):
     if examples < PARALLEL_EXAMPLES:
         if cores >= 2 and _shares_compilations(impl, option.kl_convention):
             if option.kl_calls_ahead == AUTO and option.kl_device == "cpu":
-                return 0, (f"serial: {impl} compiles a program per shape, and its calls are "
-                           f"split between the call worker and a second child making them "
-                           f"ahead of the run (pass -- -n N to split it over workers)")
+                return 0, (f"serial: {impl} compiles a program per shape, and two children "
+                           f"of the call worker make its calls ahead of the run, each at its "
+                           f"own dtypes (pass -- -n N to split it over workers)")
             if missing:
                 return 0, (f"serial: {impl} compiles a program per shape, which "
                            f"{COMPILING_WORKERS} workers would split, but pytest-xdist is "
