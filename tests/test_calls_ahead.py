@@ -521,3 +521,25 @@ def test_two_children_each_answer_the_tests_of_their_dtypes(fresh_pool):
     summary = isolation.calls_ahead_summary()
     assert summary["children"] == 2 and summary["made_by_the_run"] == 0, summary
     assert summary["taken"] > 8, summary
+
+
+def test_a_child_with_a_share_stuck_behind_the_run_is_not_waited_for_past_a_bound(monkeypatch):
+    """Without a per-call timeout too: the call it is stuck in is of an earlier test, which
+    the run will not take; the run makes its own calls once the bound has passed."""
+    import os
+    from multiprocessing import Pipe
+
+    from klconform.engine import wire
+    from klconform.engine import worker_protocol as protocol
+
+    monkeypatch.setattr(calls_ahead, "BETWEEN_CALLS_S", 0.2)
+    plan = {"tests": [("case", "a", "float16"), ("case", "b", "float16")]}
+    run_end, child_end = Pipe()
+    child = calls_ahead.AheadChild(os.getpid(), run_end, timeout=None, first=0,
+                                   owned=calls_ahead.Share(plan, ["float16"]))
+    child_end.send_bytes(wire.encode(protocol.making(0, "k0"), os.getpid()))
+    child.reached(1)
+    started = time.monotonic()
+    assert child.take("k1", 1) is None
+    assert 0.15 < time.monotonic() - started < 5
+    assert child.ended == "it did not reach the run's test within 0.2 s"

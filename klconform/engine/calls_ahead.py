@@ -214,8 +214,15 @@ class AheadChild:
         if wait is not None:
             wait = max(0.0, self.making[2] + wait - time.monotonic()) \
                 if self.making is not None else max(wait, BETWEEN_CALLS_S)
+        behind = self.share is not None and (self.making is None or self.making[0] < test)
+        if behind:
+            # Waited for while busy with an earlier test, on a call the run will not take:
+            # that call is not the run's to time out (with no timeout it could hold the run
+            # forever), so the child gets BETWEEN_CALLS_S to reach the run's test.
+            wait = BETWEEN_CALLS_S if wait is None else min(wait, BETWEEN_CALLS_S)
         if not self._readable(wait):
-            self.end("a call made no answer within the timeout" if self.making is not None
+            self.end(f"it did not reach the run's test within {BETWEEN_CALLS_S:g} s" if behind
+                     else "a call made no answer within the timeout" if self.making is not None
                      else f"it made no call within {BETWEEN_CALLS_S:g} s")
             return
         try:
@@ -288,11 +295,6 @@ class CallsAhead:
         self.taken = 0          # calls answered ahead
         self.made_here = 0      # calls the run made itself while an ahead child ran
         self.ended = []         # why each ahead child ended early
-
-    @property
-    def child(self):
-        """The ahead child making the calls of the run's current test (of its share)."""
-        return self.children[self._share_of(self.test)]
 
     def _share_of(self, test):
         if len(self.shares) == 1 or not 0 <= test < len(self.plan["tests"]):
