@@ -28,6 +28,10 @@ SMALLEST_NORMAL = {
 }
 
 
+# Up to this many values, float16 rounding is numpy's own cast (the same bits: tests/test_oracle).
+CAST_BELOW_SIZE = 128
+
+
 def round_to(values, dtype):
     """Round float64 values to `dtype` (round-to-nearest-even) and return them as float64."""
     values = np.asarray(values, dtype=np.float64)
@@ -59,10 +63,6 @@ def _round_to_float16(values):
     with np.errstate(over="ignore", invalid="ignore"):
         rounded = np.ldexp(np.rint(np.ldexp(values, -shift)), shift)
     return np.where(np.abs(rounded) > FLOAT16_MAX, np.copysign(np.inf, values), rounded)
-
-
-# Up to this many values, float16 rounding is numpy's own cast (the same bits: tests/test_oracle).
-CAST_BELOW_SIZE = 128
 
 
 def _round_to_bfloat16(values):

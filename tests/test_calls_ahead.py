@@ -542,4 +542,4 @@ def test_a_child_with_a_share_stuck_behind_the_run_is_not_waited_for_past_a_boun
     started = time.monotonic()
     assert child.take("k1", 1) is None
     assert 0.15 < time.monotonic() - started < 5
-    assert child.ended == "it did not reach the run's test within 0.2 s"
+    assert child.ended == "it made no call of the run's test within 0.2 s"

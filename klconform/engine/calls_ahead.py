@@ -214,14 +214,15 @@ class AheadChild:
         if wait is not None:
             wait = max(0.0, self.making[2] + wait - time.monotonic()) \
                 if self.making is not None else max(wait, BETWEEN_CALLS_S)
-        behind = self.share is not None and (self.making is None or self.making[0] < test)
-        if behind:
-            # Waited for while busy with an earlier test, on a call the run will not take:
-            # that call is not the run's to time out (with no timeout it could hold the run
-            # forever), so the child gets BETWEEN_CALLS_S to reach the run's test.
+        elsewhere = self.share is not None and (self.making is None or self.making[0] != test)
+        if elsewhere:
+            # Waited for while not in a call of the run's test (an earlier test's, one the run
+            # will not take, or between calls): no call of the run's to time out, and with no
+            # timeout it could hold the run forever; it gets BETWEEN_CALLS_S to make one.
             wait = BETWEEN_CALLS_S if wait is None else min(wait, BETWEEN_CALLS_S)
         if not self._readable(wait):
-            self.end(f"it did not reach the run's test within {BETWEEN_CALLS_S:g} s" if behind
+            self.end(f"it made no call of the run's test within {BETWEEN_CALLS_S:g} s"
+                     if elsewhere
                      else "a call made no answer within the timeout" if self.making is not None
                      else f"it made no call within {BETWEEN_CALLS_S:g} s")
             return
@@ -280,8 +281,8 @@ class CallsAhead:
     """A run's making of calls ahead of one implementation: the plan, the current ahead
     children (one per share of the plan's tests, `plan["children"]`, by default one) and the
     run's place.
-    `fork(plan)` starts an ahead child (an AheadChild, or None where none can be had), `kill
-    (child)` ends one."""
+    `fork(plan, share)` starts an ahead child making the calls of `share` (a Share, or None:
+    every test) as an AheadChild, or None where none can be had; `kill(child)` ends one."""
 
     def __init__(self, implementation, plan, fork, kill):
         self.implementation = implementation   # the key of the spec whose calls these are
@@ -320,7 +321,7 @@ class CallsAhead:
             share = self.shares[owner]
             self.children[owner] = self.fork({
                 **self.plan, "first": test, "breaker": breaker,
-                "dtypes": None if share is None else share.dtypes})
+                "dtypes": None if share is None else share.dtypes}, share)
 
     def take(self, method, call):
         """The ahead child's Answer to the call, or None: the run makes it itself."""

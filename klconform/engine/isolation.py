@@ -254,7 +254,7 @@ class CallWorker:
                                   f"{LOAD_TIMEOUT_S:g} s")
         return child
 
-    def fork_ahead(self, spec, plan):
+    def fork_ahead(self, spec, plan, share=None):
         """An ahead child (engine.calls_ahead) making the calls of `plan`; None where the
         worker cannot fork."""
         self.load(spec)
@@ -263,7 +263,6 @@ class CallWorker:
         child = self._fork(send_buffer=calls_ahead.SEND_BUFFER_BYTES)
         if child is None:
             return None
-        share = calls_ahead.Share(plan, plan["dtypes"]) if plan.get("dtypes") else None
         ahead = calls_ahead.AheadChild(child.pid, child.connection, spec.timeout, plan["first"],
                                        owned=share)
         ahead.send(protocol.ahead(spec, plan, list(sys.path)))
@@ -481,9 +480,10 @@ def start_calls_ahead(spec, plan):
         _pool.stop_ahead()
         worker = _pool.current()
 
-        def fork(plan_from):
+        def fork(plan_from, share):
             try:
-                return worker.fork_ahead(spec, plan_from) if worker is _pool.worker else None
+                return worker.fork_ahead(spec, plan_from, share) \
+                    if worker is _pool.worker else None
             except (WorkerCrashed, WorkerLoadError, ProtocolError):
                 return None
 
