@@ -133,3 +133,51 @@ def test_an_evicted_entrys_calls_are_still_judged_and_keep_nothing_more(monkeypa
     monkeypatch.setattr(prepared, "KEPT_BYTES", 2**30)
     np.testing.assert_array_equal(oracle_for(call).value, _fresh_oracle(call).value)
     assert prepared._KEPT_NBYTES == sum(entry.nbytes for entry in prepared._KEPT.values())
+
+
+class _DoubledGradients:
+    """torch's KL with its gradients doubled (its value right), its forward calls counted;
+    `observation_key` as the run's IsolatedAdapter names its implementation, or None; the
+    first `raising` forward calls raise."""
+
+    def __init__(self, adapter, observation_key, raising=0):
+        self._adapter = adapter
+        self.observation_key = observation_key
+        self.forward = 0
+        self.raising = raising
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
+
+    def run(self, call):
+        self.forward += 1
+        if self.forward <= self.raising:
+            raise RuntimeError("not this time")
+        return self._adapter.run(call)
+
+    def run_gradients(self, call):
+        return tuple(None if gradient is None else 2 * gradient
+                     for gradient in self._adapter.run_gradients(call))
+
+
+@pytest.mark.parametrize("key, raising, again", [
+    (("torch", None), 0, 0),    # the value test's observation judged again
+    (None, 0, 2),               # an adapter that names no implementation: called each time
+    # The value test's call raised: nothing kept, the gradient test makes it, once.
+    (("torch", None), 1, 1),
+], ids=["kept", "no-key", "raised"])
+def test_a_failing_gradient_test_judges_the_value_its_value_test_observed(case, key, raising,
+                                                                          again):
+    pytest.importorskip("torch")
+    from klconform.adapters import load_adapter
+    from klconform.engine.evaluate import evaluate
+    from klconform.engine.gradients import evaluate_gradients
+
+    adapter = _DoubledGradients(load_adapter("torch"), key, raising)
+    value = evaluate(case, "float64", adapter)
+    assert value.status == ("errored" if raising else "passed")
+    made = adapter.forward
+    gradients = evaluate_gradients(case, "float64", adapter)
+    assert gradients.status == "failed"
+    assert {"gradient-input", "gradient-target"} <= set(gradients.claims)
+    assert adapter.forward - made == again

@@ -215,6 +215,9 @@ class Adapter:
 
     name = "unnamed"
     capabilities = Capabilities()
+    # What names the implementation this adapter calls for as long as the process lives,
+    # or None: engine.prepared keeps an observation of a case's call under it.
+    observation_key = None
 
     def version(self) -> str:
         """The version of the distribution the adapter's module was installed from."""

@@ -435,7 +435,7 @@ def _joined_to_forward(adapter, case, call, plan, failures):
     root cause (the claim and mistake the value case blames). None of that where the value
     is right: the gradient is then wrong on its own."""
     try:
-        observation = adapter.run(call)
+        observation = prepared.kept_observation(adapter, call)
     except Exception:  # the value case reports the error
         return failures, [], False
     blamed, found, values = _value_judged(adapter, case, call, plan, observation=observation,
@@ -451,7 +451,7 @@ def _gradient_mistake(adapter, call, plan, gradients, failures, budgets, target_
     """(failures, mistakes): gradient failures of a right value that a known mistake
     reproduces move to that mistake's claim (klconform.engine.gradient_mistakes)."""
     try:
-        observation = adapter.run(call)
+        observation = prepared.kept_observation(adapter, call)
         expected = with_conversions(oracle_for(call, dtype=budget_dtype(call, observation)),
                                     call, plan)
         if call.reduction is None:

@@ -34,7 +34,7 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
-from klconform.adapters.base import Adapter, Call
+from klconform.adapters.base import Adapter
 from klconform.constants import CALL_CRASHED, CALL_HUNG
 from klconform.engine import calls_ahead, children, compile_ahead, prepared, wire
 from klconform.engine import worker_protocol as protocol
@@ -332,10 +332,6 @@ class CallWorker:
 
 
 # What a plan depends on besides the call's arrays and mask.
-_PLANNED_FIELDS = tuple(field.name for field in dataclasses.fields(Call)
-                        if field.name not in ("input", "target", "mask"))
-
-
 def _label(call):
     shape = "x".join(str(n) for n in getattr(call.input, "shape", ())) or "0-d"
     return f"{shape} {call.dtype} reduction={call.reduction!r}"
@@ -645,10 +641,13 @@ class IsolatedAdapter(Adapter):
         # A case's call is planned by each of its tests, and by the work done ahead of them:
         # a plan checks the values too (a vocabulary-sized case's, 13 ms each, 21 times a
         # jax run), so it is kept with the case's arrays (engine.prepared).
-        settings = tuple((name, repr(getattr(call, name))) for name in _PLANNED_FIELDS)
-        return prepared.derived(call, ("plan", self.spec.key, settings),
+        return prepared.derived(call, ("plan", self.spec.key, prepared.call_settings(call)),
                                 lambda input, target: self.local.plan(
                                     dataclasses.replace(call, input=input, target=target)))
+
+    @property
+    def observation_key(self):
+        return self.spec.key
 
     def snippet(self, call):
         return self.local.snippet(call)
