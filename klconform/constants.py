@@ -28,8 +28,11 @@ DEFAULT_TIMEOUT_S = 60.0
 DIAGNOSIS_PREFIX = "looks like:"
 ALSO_FITS = " (also fits: "
 # What follows a property's diagnosis: its shrunk example and the replay command (last, so
-# that the command can be pasted as it stands).
+# that the command can be pasted as it stands); or the first failing example, where its
+# failure is a known deviation, or the installed Hypothesis draws no failing one to shrink.
 SHRUNK_EXAMPLE = "shrunk example: "
+UNSHRUNK_EXAMPLE = "failing example (not shrunk): "
+EXAMPLE_LABELS = (SHRUNK_EXAMPLE, UNSHRUNK_EXAMPLE)
 ALSO_FITS_SEPARATOR = " | "
 
 # The circuit breaker as the engine words it and a report reads it: a call it did not make

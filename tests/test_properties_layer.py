@@ -120,6 +120,29 @@ def test_wrong_implementation_fails_with_snippet_and_report_entry(wrong_run):
     assert report["run"]["settings"]["max_examples"] == DEFAULT_EXAMPLES
 
 
+def test_a_failure_listed_in_kl_xfails_is_xfailed_with_its_first_failing_example(wrong_run):
+    from klconform.constants import SHRUNK_EXAMPLE, UNSHRUNK_EXAMPLE
+
+    _, report_dir, env = wrong_run
+    work = report_dir.parent
+    (work / "known.yaml").write_text(
+        "deviations:\n  - {id: reduction-batchmean, reason: divides by numel}\n")
+    owned_dir = work / "owned"
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", SUITE, "-p", "no:cacheprovider", "-q",
+         "--impl", "wrongkl:kl_div", "--report-dir", str(owned_dir),
+         "--kl-xfails", str(work / "known.yaml"),
+         "-k", "batchmean-equals-sum-over-size0 and float32"],
+        capture_output=True, text=True, cwd=work, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 xfailed" in result.stdout
+    entries = [json.loads(line) for line in (owned_dir / "run.jsonl").read_text().splitlines()]
+    [entry] = [entry for entry in entries
+               if entry.get("event") == "record"]
+    assert entry["status"] == "xfailed"
+    assert UNSHRUNK_EXAMPLE in entry["diagnosis"] and SHRUNK_EXAMPLE not in entry["diagnosis"]
+
+
 def test_failing_example_becomes_a_case_that_check_spec_accepts_and_that_fails(wrong_run,
                                                                                 tmp_path):
     _, report_dir, env = wrong_run

@@ -185,6 +185,25 @@ def test_grouping_by_diagnosis_error_and_check():
                       ("e",): "check", ("f",): "check"}
 
 
+def test_a_propertys_example_shrunk_or_not_is_no_part_of_its_root_cause():
+    from klconform.constants import EXAMPLE_LABELS
+
+    def failure(node, label, shape, claim):
+        return {"nodeid": node, "checks": ["oracle: expected 1, got 2"], "claims": [claim],
+                "diagnosis": f"looks like: probabilities clipped to [1e-7, 1]; {label}"
+                             f"Example(shape={shape}); replay: python -m pytest {node}",
+                "status": "failed", "level": "must"}
+
+    # Claims of their own: only the mistake's name can join them.
+    report = {"claims": [], "failures": [
+        failure(node, label, shape, claim) for node, label, shape, claim in zip(
+            "ab", reversed(EXAMPLE_LABELS), ["(5,)", "(2, 3, 5)"], ["roles", "zero-target"],
+            strict=True)]}
+    [group] = root_causes(report)
+    assert [f["nodeid"] for f in group.failures] == ["a", "b"]
+    assert group.title == "looks like: probabilities clipped to [1e-7, 1]"
+
+
 def test_one_mistake_is_one_root_cause_across_claims_and_its_unnamed_checks_join_it():
     def failure(node, claims, diagnosis=None, check="oracle: expected 1, got 0"):
         return {"nodeid": node, "checks": [check], "diagnosis": diagnosis,

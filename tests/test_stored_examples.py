@@ -266,3 +266,55 @@ def test_listing_the_builtin_drawings_leaves_this_process_as_it_was():
     _tool().drawings()
     assert convention._check_installed is check_installed
     assert dict(os.environ) == environment
+
+
+def _manifest(claims, dtypes=None):
+    from klconform.spec.deviations import Deviation, Manifest
+
+    return Manifest([Deviation(claim, "owned up to", None, dtypes) for claim in claims])
+
+
+def test_a_failure_owned_as_a_known_deviation_is_reported_unshrunk(default_profile,
+                                                                    monkeypatch):
+    from klconform.constants import SHRUNK_EXAMPLE, UNSHRUNK_EXAMPLE
+    from klconform.statuses import FAILING
+
+    searched = []
+    original = properties._hypothesis_test
+    monkeypatch.setattr(properties, "_hypothesis_test",
+                        lambda *args: searched.append(args[0]) or original(*args))
+    prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
+    shrunk = properties.run_property(prop, adapter, "float32")
+    failing = [claim for claim, status in shrunk.claim_results.items() if status in FAILING]
+    assert failing and SHRUNK_EXAMPLE in shrunk.diagnosis and searched
+    searched.clear()
+    owned = properties.run_property(prop, adapter, "float32", deviations=_manifest(failing))
+    assert not searched
+    assert UNSHRUNK_EXAMPLE in owned.diagnosis and SHRUNK_EXAMPLE not in owned.diagnosis
+    assert (owned.status, owned.claim_results) == (shrunk.status, shrunk.claim_results)
+    # The first stored example that fails, as the replay met it.
+    for example in properties._stored_examples(prop, prop.drawing(adapter, "float32", "cpu"),
+                                               "float32", None):
+        probe = properties.ExampleRun(adapter, example, "cpu", list(prop.claims),
+                                      attribute=False)
+        prop.check(probe, example)
+        if probe.failures:
+            break
+    assert f"{UNSHRUNK_EXAMPLE}{example!r}" in owned.diagnosis
+
+
+@pytest.mark.parametrize("deviations", [
+    _manifest(["log-target"]),                               # another claim
+    _manifest(["reduction-sum", "none-pointwise", "elementwise"], dtypes=["float16"]),
+], ids=["other-claim", "other-dtype"])
+def test_a_failure_not_owned_is_still_shrunk(default_profile, monkeypatch, deviations):
+    from klconform.constants import SHRUNK_EXAMPLE
+
+    searched = []
+    original = properties._hypothesis_test
+    monkeypatch.setattr(properties, "_hypothesis_test",
+                        lambda *args: searched.append(args[0]) or original(*args))
+    prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
+    outcome = properties.run_property(prop, adapter, "float32", deviations=deviations)
+    assert searched and SHRUNK_EXAMPLE in outcome.diagnosis
+    assert _outcome(outcome) == _outcome(properties.run_property(prop, adapter, "float32"))

@@ -12,6 +12,7 @@ claim holds for exact distributions, and rounding the inputs to the dtype is not
 implementation's error.
 """
 
+import copy
 import json
 import math
 import os
@@ -21,7 +22,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.constants import DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE
+from klconform.constants import DIAGNOSIS_PREFIX, SHRUNK_EXAMPLE, UNSHRUNK_EXAMPLE
 from klconform.dtypes import round_to
 from klconform.engine import drawn, stored_examples
 from klconform.engine import snippets as reproduce
@@ -52,7 +53,7 @@ from klconform.engine.outcome import CheckFailures, Outcome, unsupported
 from klconform.oracle import float64 as oracle
 from klconform.short_text import first_line, format_number, summarize
 from klconform.spec.claims import load_spec
-from klconform.statuses import Status, strictest
+from klconform.statuses import FAILING, Status, strictest
 
 EXAMPLE_FORMAT = 1
 # A property test's record names its case "property:<property id>".
@@ -679,8 +680,10 @@ def without_local_constants():
 
 
 def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None,
-                 replay_hint="") -> Outcome:
-    """Search for an example falsifying `prop` at `dtype`; the Outcome of the search."""
+                 replay_hint="", deviations=None) -> Outcome:
+    """Search for an example falsifying `prop` at `dtype`; the Outcome of the search.
+    `deviations` (a spec.deviations.Manifest): the failures the implementation owns up to;
+    a stored example whose failure is one of them is reported as it is, not shrunk."""
     from hypothesis import reject
     from hypothesis.errors import HypothesisException, Unsatisfiable
 
@@ -736,6 +739,16 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
                     left_out.append(example)
         except PropertyViolation as violation:
             stored_failure, searched = violation, False
+            # Shrinking a failure the implementation owns up to (a known deviation: a keras
+            # run's 26 properties) made most of the calls the run made itself, and took a
+            # fifth of its pytest process's time, to show a smaller example of a failure the
+            # report only names (benchmarks/RESULTS.md). A failure owned in part, or not at
+            # all, is shrunk as before.
+            if deviations is not None and deviations.deviations:
+                known = _failed(outcome, prop, violation, adapter, device, judged, cannot,
+                                spec, example_dir, replay_hint, owned_by=deviations)
+                if known is not None:
+                    return known
         except ExampleReplaced:
             searched = False  # Hypothesis draws the replacement
         if not searched:
@@ -748,21 +761,16 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
             if stored_failure is not None:
                 # The installed Hypothesis is not the version that drew the stored examples,
                 # and its own examples all pass: the stored one stays the finding, unshrunk.
-                raise stored_failure
+                return _failed(outcome, prop, stored_failure, adapter, device, judged, cannot,
+                               spec, example_dir, replay_hint, shrunk=False)
     except PropertyHung as hung:
         outcome.status = Status.ERRORED
         outcome.checks = [str(hung)]
         outcome.actual = "no result (timed out)"
         outcome.snippet = reproduce.snippet(adapter, hung.call)
     except (PropertyViolation, PropertyErrored) as violation:
-        probe = _attributed(prop, violation.probe, adapter, device, judged)
-        _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint)
-        failures = probe.failures
-        settle(outcome, failures, list(prop.claims) + [
-            claim for claim in failures.by_claim if claim], cannot, spec)
-        if probe.error:
-            outcome.status = Status.ERRORED
-        return outcome
+        return _failed(outcome, prop, violation, adapter, device, judged, cannot, spec,
+                       example_dir, replay_hint)
     except Unsatisfiable:
         if not not_run[0]:
             # Every drawn example asked for a call the implementation's plan refuses.
@@ -887,15 +895,39 @@ def _attributed(prop, probe, adapter, device, claims):
     return again if again.failures else probe
 
 
-def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint):
+def _failed(outcome, prop, violation, adapter, device, judged, cannot, spec, example_dir,
+            replay_hint, shrunk=True, owned_by=None):
+    """The outcome of the example `violation` found (shrunk: by Hypothesis's search). With
+    `owned_by` (a spec.deviations.Manifest), that example's outcome, not shrunk, where every
+    claim it fails is a known deviation at its dtype (the harness reports it xfailed:
+    harness.conclude), else None and `outcome` untouched."""
+    probe = _attributed(prop, violation.probe, adapter, device, judged)
+    failures = probe.failures
+    claims = list(prop.claims) + [claim for claim in failures.by_claim if claim]
+    if owned_by is not None:
+        settled = settle(copy.deepcopy(outcome), failures, claims, cannot, spec)
+        failing = [claim for claim, status in settled.claim_results.items()
+                   if status in FAILING]
+        if probe.error or not failing or not all(
+                owned_by.match(outcome.case_id, (claim,), outcome.dtype) for claim in failing):
+            return None
+        shrunk = False
+    _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint, shrunk)
+    settle(outcome, failures, claims, cannot, spec)
+    if probe.error:
+        outcome.status = Status.ERRORED
+    return outcome
+
+
+def _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint, shrunk=True):
     outcome.status = Status.ERRORED if probe.error else Status.FAILED
     outcome.checks = list(probe.failures.lines)
-    shrunk = f"{SHRUNK_EXAMPLE}{probe.example!r}" + (
+    example = f"{SHRUNK_EXAMPLE if shrunk else UNSHRUNK_EXAMPLE}{probe.example!r}" + (
         f"; replay: {replay_hint}" if replay_hint else "")
     # A named mistake leads, as a value case's does, so that the report groups this failure
-    # under the same root cause (report.root_causes reads up to the shrunk example).
-    outcome.diagnosis = (f"{DIAGNOSIS_PREFIX} {probe.failures.mistakes[0]}; {shrunk}"
-                         if probe.failures.mistakes else shrunk)
+    # under the same root cause (report.root_causes reads up to the example).
+    outcome.diagnosis = (f"{DIAGNOSIS_PREFIX} {probe.failures.mistakes[0]}; {example}"
+                         if probe.failures.mistakes else example)
     call, expected, value = probe.first_failed or (probe.calls[0][1], None, None)
     if expected is not None:
         outcome.expected = summarize(expected.value)

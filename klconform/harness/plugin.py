@@ -506,7 +506,8 @@ def kl_check_property(pytestconfig, kl_identity, kl_adapter, kl_device, kl_concl
     def check(property_id, dtype):
         replay = replay_command(kl_identity.test, settings)
         kl_conclude(run_property(BY_ID[property_id], kl_adapter, dtype, kl_device,
-                                 settings.seed, example_dir, replay))
+                                 settings.seed, example_dir, replay,
+                                 run_state(pytestconfig).known_deviations()))
 
     return check
 

@@ -21,8 +21,8 @@ from klconform.constants import (
     ALSO_FITS,
     ALSO_FITS_SEPARATOR,
     DIAGNOSIS_PREFIX,
+    EXAMPLE_LABELS,
     NOT_RUN_ERROR,
-    SHRUNK_EXAMPLE,
     STOPPING_ERRORS,
 )
 from klconform.statuses import FAILING, Status
@@ -84,7 +84,9 @@ def first_check(failure):
 def _diagnosis(failure):
     """The failure's diagnosis on one line, without a property's shrunk example after it."""
     diagnosis = " ".join(str(failure.get("diagnosis") or "").split())
-    return diagnosis.split(f"; {SHRUNK_EXAMPLE}", 1)[0]
+    for label in EXAMPLE_LABELS:
+        diagnosis = diagnosis.split(f"; {label}", 1)[0]
+    return diagnosis
 
 
 def classify(failure):
