@@ -13,6 +13,7 @@ import pytest
 
 from klconform.adapters import load_adapter
 from klconform.adapters.base import Call
+from klconform.adapters.numpy_adapter import NumpyAdapter
 from klconform.engine import calls_ahead, isolation
 from klconform.engine.calls_ahead import MAX_BYTES, call_key
 from klconform.engine.evaluate import evaluate
@@ -217,6 +218,46 @@ def test_every_call_a_passing_function_s_properties_make_is_planned_and_no_other
         run_property(prop, adapter, "float64")
         assert adapter.made == _planned("property", prop.id, "float64", adapter,
                                         recorded["max_examples"]), prop.id
+
+
+class _RefusingThreeDimensions(NumpyAdapter):
+    """numpy's KL, which cannot be asked 3-D inputs: a replay of stored examples meets one
+    and hands the property to Hypothesis's search, which draws others in its place."""
+
+    def plan(self, call):
+        plan = super().plan(call)
+        if np.ndim(call.input) == 3 and not plan.unsupported:
+            return replace(plan, unsupported="3-D inputs (this test's refusal)")
+        return plan
+
+
+def test_the_search_after_a_replaced_example_repeats_no_call_the_replay_made(monkeypatch):
+    from klconform.engine import properties
+
+    recorded = configure("default")
+    searched = []
+    original = properties.hypothesis_test
+    monkeypatch.setattr(properties, "hypothesis_test",
+                        lambda *args: searched.append(args[0]) or original(*args))
+    adapter = Recording(_RefusingThreeDimensions())
+    for prop in PROPERTIES:
+        adapter.made = []
+        outcome = run_property(prop, adapter, "float64")
+        made = adapter.made
+        if prop.id not in searched:
+            assert made == _planned("property", prop.id, "float64", adapter,
+                                    recorded["max_examples"]), prop.id
+        else:
+            with monkeypatch.context() as patched:
+                patched.setattr(properties, "_stored_examples", lambda *args: None)
+                adapter.made = []
+                alone = run_property(prop, adapter, "float64")
+            assert json.dumps(vars(outcome), default=str, sort_keys=True) == json.dumps(
+                vars(alone), default=str, sort_keys=True), prop.id
+            # The replay and the search that took over made each call once, in the order
+            # the search alone makes them.
+            assert made == adapter.made, prop.id
+    assert len(set(searched)) >= 3
 
 
 @pytest.fixture

@@ -103,8 +103,8 @@ def _outcome(outcome):
                          ids=["correct", "wrong"])
 def test_replaying_decides_what_the_search_decides(default_profile, monkeypatch, adapter):
     searched = []
-    original = properties._hypothesis_test
-    monkeypatch.setattr(properties, "_hypothesis_test",
+    original = properties.hypothesis_test
+    monkeypatch.setattr(properties, "hypothesis_test",
                         lambda *args: searched.append(args[0]) or original(*args))
     outcomes = {}
     for prop_id in ("sum-equals-none-sum", "mean-equals-sum-over-numel"):
@@ -128,7 +128,7 @@ def test_a_failing_stored_example_fails_where_the_search_finds_nothing(default_p
                                                                         monkeypatch):
     # Another Hypothesis version draws other examples, none of which may fail: the stored
     # example that failed is still the finding.
-    monkeypatch.setattr(properties, "_hypothesis_test",
+    monkeypatch.setattr(properties, "hypothesis_test",
                         lambda *args: lambda: None)
     outcome = properties.run_property(properties.BY_ID["sum-equals-none-sum"],
                                       _WrongOnSomeSums(), "float32")
@@ -140,8 +140,8 @@ def test_a_failing_stored_example_fails_where_the_search_finds_nothing(default_p
 def test_an_example_replaced_in_the_replay_hands_the_property_to_the_search(default_profile,
                                                                             monkeypatch):
     searched = []
-    original = properties._hypothesis_test
-    monkeypatch.setattr(properties, "_hypothesis_test",
+    original = properties.hypothesis_test
+    monkeypatch.setattr(properties, "hypothesis_test",
                         lambda *args: searched.append(args[0]) or original(*args))
     observe = properties.ExampleRun.observe
     refused = []
@@ -179,8 +179,8 @@ class _BreakerOpen(NumpyAdapter):
 
 def _searches(monkeypatch):
     searched = []
-    original = properties._hypothesis_test
-    monkeypatch.setattr(properties, "_hypothesis_test",
+    original = properties.hypothesis_test
+    monkeypatch.setattr(properties, "hypothesis_test",
                         lambda *args: searched.append(args[0]) or original(*args))
     return searched
 
@@ -220,8 +220,8 @@ def test_a_property_whose_every_call_the_breaker_refused_checked_nothing_and_err
 
 def test_seeded_and_other_sized_searches_are_not_replayed(default_profile, monkeypatch):
     searched = []
-    original = properties._hypothesis_test
-    monkeypatch.setattr(properties, "_hypothesis_test",
+    original = properties.hypothesis_test
+    monkeypatch.setattr(properties, "hypothesis_test",
                         lambda *args: searched.append(args[2]) or original(*args))
     prop = properties.BY_ID["none-keeps-shape"]
     properties.run_property(prop, NumpyAdapter(), "float64", seed=11)
@@ -280,8 +280,8 @@ def test_a_failure_owned_as_a_known_deviation_is_reported_unshrunk(default_profi
     from klconform.statuses import FAILING
 
     searched = []
-    original = properties._hypothesis_test
-    monkeypatch.setattr(properties, "_hypothesis_test",
+    original = properties.hypothesis_test
+    monkeypatch.setattr(properties, "hypothesis_test",
                         lambda *args: searched.append(args[0]) or original(*args))
     prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
     shrunk = properties.run_property(prop, adapter, "float32")
@@ -311,8 +311,8 @@ def test_a_failure_not_owned_is_still_shrunk(default_profile, monkeypatch, devia
     from klconform.constants import SHRUNK_EXAMPLE
 
     searched = []
-    original = properties._hypothesis_test
-    monkeypatch.setattr(properties, "_hypothesis_test",
+    original = properties.hypothesis_test
+    monkeypatch.setattr(properties, "hypothesis_test",
                         lambda *args: searched.append(args[0]) or original(*args))
     prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
     outcome = properties.run_property(prop, adapter, "float32", deviations=deviations)

@@ -719,7 +719,18 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
     drawing = prop.drawing(adapter, dtype, device)
     left_out = []     # stored examples not checked because the breaker refused their calls
 
+    # What the replay found of each stored example it checked (True: replaced): the search
+    # that takes over draws the same examples first, and is told the same again without
+    # calls (an example is what its draws make: engine.drawn).
+    replayed = {}
+
     def drawn_search(example):
+        found = replayed.get(drawn_as(example))
+        if found is not None:
+            if found:
+                reject()
+            checked[0] += 1
+            return
         try:
             search(example)
         except ExampleReplaced:
@@ -737,6 +748,11 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
                     # implementation crashed or hung on again (benchmarks/RESULTS.md): the
                     # stored examples of the other kinds are checked as in any run.
                     left_out.append(example)
+                    continue
+                except ExampleReplaced:
+                    replayed[drawn_as(example)] = True
+                    raise
+                replayed[drawn_as(example)] = False
         except PropertyViolation as violation:
             stored_failure, searched = violation, False
             # Shrinking a failure the implementation owns up to (a known deviation: a keras
@@ -757,7 +773,7 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
             not_run[0] = checked[0] = 0
             left_out.clear()
             with without_local_constants():
-                _hypothesis_test(prop.id, dtype, seed, drawing.strategy(dtype), drawn_search)()
+                hypothesis_test(prop.id, dtype, seed, drawing.strategy(dtype), drawn_search)()
             if stored_failure is not None:
                 # The installed Hypothesis is not the version that drew the stored examples,
                 # and its own examples all pass: the stored one stays the finding, unshrunk.
@@ -803,7 +819,13 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
     return outcome
 
 
-def _hypothesis_test(property_id, dtype, seed, strategy, function):
+def drawn_as(example):
+    """The draws that make `example`, as one key: the same for a replayed example and for
+    the one the search draws again."""
+    return json.dumps(example.draws, sort_keys=True)
+
+
+def hypothesis_test(property_id, dtype, seed, strategy, function):
     from hypothesis import given, settings
     from hypothesis import seed as use_seed
 
@@ -878,7 +900,7 @@ def drawn_examples(prop, drawing, dtype):
         drawn.append(example)
 
     with without_local_constants():
-        _hypothesis_test(prop.id, dtype, None, drawing.strategy(dtype), search)()
+        hypothesis_test(prop.id, dtype, None, drawing.strategy(dtype), search)()
     return drawn
 
 
