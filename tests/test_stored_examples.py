@@ -102,10 +102,7 @@ def _outcome(outcome):
 @pytest.mark.parametrize("adapter", [NumpyAdapter(), _WrongOnSomeSums()],
                          ids=["correct", "wrong"])
 def test_replaying_decides_what_the_search_decides(default_profile, monkeypatch, adapter):
-    searched = []
-    original = properties.hypothesis_test
-    monkeypatch.setattr(properties, "hypothesis_test",
-                        lambda *args: searched.append(args[0]) or original(*args))
+    searched = _searches(monkeypatch)
     outcomes = {}
     for prop_id in ("sum-equals-none-sum", "mean-equals-sum-over-numel"):
         prop = properties.BY_ID[prop_id]
@@ -139,10 +136,7 @@ def test_a_failing_stored_example_fails_where_the_search_finds_nothing(default_p
 
 def test_an_example_replaced_in_the_replay_hands_the_property_to_the_search(default_profile,
                                                                             monkeypatch):
-    searched = []
-    original = properties.hypothesis_test
-    monkeypatch.setattr(properties, "hypothesis_test",
-                        lambda *args: searched.append(args[0]) or original(*args))
+    searched = _searches(monkeypatch)
     observe = properties.ExampleRun.observe
     refused = []
 
@@ -279,10 +273,7 @@ def test_a_failure_owned_as_a_known_deviation_is_reported_unshrunk(default_profi
     from klconform.constants import SHRUNK_EXAMPLE, UNSHRUNK_EXAMPLE
     from klconform.statuses import FAILING
 
-    searched = []
-    original = properties.hypothesis_test
-    monkeypatch.setattr(properties, "hypothesis_test",
-                        lambda *args: searched.append(args[0]) or original(*args))
+    searched = _searches(monkeypatch)
     prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
     shrunk = properties.run_property(prop, adapter, "float32")
     failing = [claim for claim, status in shrunk.claim_results.items() if status in FAILING]
@@ -310,10 +301,7 @@ def test_a_failure_owned_as_a_known_deviation_is_reported_unshrunk(default_profi
 def test_a_failure_not_owned_is_still_shrunk(default_profile, monkeypatch, deviations):
     from klconform.constants import SHRUNK_EXAMPLE
 
-    searched = []
-    original = properties.hypothesis_test
-    monkeypatch.setattr(properties, "hypothesis_test",
-                        lambda *args: searched.append(args[0]) or original(*args))
+    searched = _searches(monkeypatch)
     prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
     outcome = properties.run_property(prop, adapter, "float32", deviations=deviations)
     assert searched and SHRUNK_EXAMPLE in outcome.diagnosis
