@@ -222,3 +222,21 @@ def test_direct_evaluation_matches_the_real_suite(pytester, name):
     else:
         assert suite.result.ret == pytest.ExitCode.TESTS_FAILED
         assert report["verdict"] == "fail"
+
+
+@pytest.mark.parametrize("name", ["keras_clipped", "sign_flipped", "roles_swapped",
+                                  "batchmean_divides_by_numel", "terms_clamped"])
+def test_trying_a_gradient_mistake_where_the_gradients_are_wrong_first_changes_nothing(
+        monkeypatch, name):
+    from klconform.engine import gradient_mistakes
+
+    adapter = load_adapter(WRONG[name].impl)
+    cases = [case for case in default_profile_cases() if eligible(case)]
+
+    def outcomes():
+        return [vars(evaluate_gradients(case, dtype, adapter)) for case in cases
+                for dtype in case.dtypes if dtype in GRADIENT_DTYPES]
+
+    tried_first = outcomes()
+    monkeypatch.setattr(gradient_mistakes, "_wrong_elements", lambda *args: None)
+    assert tried_first == outcomes()

@@ -170,8 +170,13 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
     # A gradient of exactly 0 is one candidate among those predicting 0 there (|KL| at 0).
     found = [missing[:2]] if missing and not missing[2] else []
     reproducing = []
+    wrong = _wrong_elements(gradients, want_input, want_target, budgets, target_checked)
     for claim, mistake, predicted_input, predicted_target in hypotheses(
             call, plan, want_input, want_target, value, analytic, expected):
+        if wrong is not None and not _fits_where_wrong(
+                wrong, gradients, predicted_input, predicted_target, want_input, want_target,
+                budgets, target_checked):
+            continue
         allowed_input = _at_magnitude(budget_input, predicted_input, want_input)
         allowed_target = _at_magnitude(budget_target, predicted_target, want_target)
         if all(within(got_input, predicted_input, allowed_input, None)
@@ -185,6 +190,57 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
         found += [(claim, mistake) for claim, mistake in reproducing
                   if silent.get(mistake, True)]
     return found
+
+
+# Of the elements where the computed gradients are wrong, how many a hypothesis is tried on
+# before every element: one it misses there cannot reproduce the gradients.
+WRONG_ELEMENTS_TRIED = 16
+
+
+def _wrong_elements(gradients, want_input, want_target, budgets, target_checked):
+    """Flat indices of up to WRONG_ELEMENTS_TRIED elements, per mode and argument, where a
+    computed gradient is not KL's within its budget; None where the gradients' shapes are
+    not all the arguments' (the full check alone decides then)."""
+    shape = np.shape(want_input)
+    if np.shape(want_target) != shape:
+        return None
+    picked = []
+    for got_input, got_target in gradients.values():
+        for got, want, allowed, checked in ((got_input, want_input, budgets[0], None),
+                                            (got_target, want_target, budgets[1],
+                                             target_checked)):
+            if got is None:
+                continue
+            if np.shape(got) != shape:
+                return None
+            with np.errstate(invalid="ignore"):
+                bad = ~(np.abs(np.asarray(got, dtype=np.float64) - want) <= allowed)
+            if checked is not None:
+                bad &= np.asarray(checked, dtype=bool)
+            picked.append(np.flatnonzero(bad)[:WRONG_ELEMENTS_TRIED])
+    return np.unique(np.concatenate(picked)) if picked else None
+
+
+def _fits_where_wrong(wrong, gradients, predicted_input, predicted_target, want_input,
+                      want_target, budgets, target_checked):
+    """The full check of explaining() on the `wrong` elements alone."""
+    shape = np.shape(want_input)
+    if np.shape(predicted_input) != shape or np.shape(predicted_target) != shape:
+        return True   # the full check tells
+
+    def at(array):
+        return np.broadcast_to(np.asarray(array, dtype=np.float64), shape).reshape(-1)[wrong]
+
+    predicted = (at(predicted_input), at(predicted_target))
+    allowed = tuple(_at_magnitude(at(budget), each, at(want)) for budget, each, want in
+                    zip(budgets, predicted, (want_input, want_target), strict=True))
+    checked = None if target_checked is None else np.broadcast_to(
+        np.asarray(target_checked, dtype=bool), shape).reshape(-1)[wrong]
+    return all(within(None if got_input is None else at(got_input), predicted[0], allowed[0],
+                      None)
+               and within(None if got_target is None else at(got_target), predicted[1],
+                          allowed[1], checked)
+               for got_input, got_target in gradients.values())
 
 
 def _at_magnitude(allowed, predicted, want):
