@@ -584,3 +584,49 @@ def test_a_child_with_a_share_stuck_behind_the_run_is_not_waited_for_past_a_boun
     assert child.take("k1", 1) is None
     assert 0.15 < time.monotonic() - started < 5
     assert child.ended == "it made no call of the run's test within 0.2 s"
+
+
+def test_what_a_run_went_past_without_taking_it_is_kept_for_the_next_run():
+    from klconform.engine import worker_protocol as protocol
+
+    taken, passed_by, needed = (call_key("run", replace(BASE, reduction=reduction))
+                                for reduction in ("sum", "mean", "none"))
+    not_reached, in_the_last_test = "0" * 32, "1" * 32
+    child, _ = _child_said(protocol.making(0, taken), protocol.returned(1.0, taken),
+                           protocol.making(0, passed_by), protocol.returned(2.0, passed_by),
+                           protocol.passed(0), protocol.making(1, taken),
+                           protocol.returned(1.0, taken), protocol.passed(1),
+                           protocol.making(2, in_the_last_test),
+                           protocol.returned(3.0, in_the_last_test))
+    plan = {"tests": [("case", name, "float64") for name in "abc"],
+            "not_taken": frozenset({needed, not_reached})}
+    ahead = calls_ahead.CallsAhead(("impl", None), plan, lambda plan, share: child,
+                                   lambda child: None)
+    ahead.reached(0, None)
+    assert ahead.take("run", replace(BASE, reduction="sum")).message["value"] == 1.0
+    ahead.reached(1, None)
+    # Left out by the child as the last run did not take it, and needed now: the run's.
+    assert ahead.take("run", replace(BASE, reduction="none")) is None
+    ahead.reached(2, None)
+    ahead.stop()
+    # Taken in one test, answered in another: worth making ahead still; the last test's
+    # calls may yet have been taken, had the run gone on.
+    assert ahead.not_taken() == {passed_by, not_reached}
+    assert calls_ahead.CallsAhead(("impl", None), {"tests": []}, None, None).not_taken() is None
+
+
+def test_a_child_leaves_out_the_calls_the_last_run_did_not_take(fresh_pool):
+    spec = implementation_spec("torch")
+    adapter = isolation.isolated(spec)
+    case, test = _gradient_test()
+    planned = set(_planned("gradient", case, "float64", load_adapter("torch")))
+    isolation.start_calls_ahead(spec, {**_plan([test]), "not_taken": frozenset(planned)})
+    isolation.reached(0)
+    outcome = evaluate_gradients(case, "float64", adapter)
+    assert outcome.status == Status.PASSED
+    summary = isolation.calls_ahead_summary()
+    isolation.stop_calls_ahead()
+    assert summary["taken"] == 0 and summary["made_by_the_run"] == len(planned), summary
+    # Every one was needed: the next run's children make them all again.
+    assert isolation.answers_not_taken() == set()
+    assert isolation.answers_not_taken() is None   # said once

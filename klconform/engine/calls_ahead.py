@@ -37,7 +37,7 @@ from dataclasses import fields
 import numpy as np
 
 from klconform.adapters.base import Call
-from klconform.engine import prepared, wire
+from klconform.engine import answers_not_taken, prepared, wire
 from klconform.engine import worker_protocol as protocol
 
 # New ahead children after one hung or crashed: each costs a fork, and a function that
@@ -146,6 +146,7 @@ class AheadChild:
         self.ended = None       # why it is of no more use, once it is not
         self.crashed = False
         self.readable = readable(connection)
+        self.answered = set()   # (test, key) of every call it answered
 
     def send(self, message):
         try:
@@ -249,6 +250,7 @@ class AheadChild:
         else:
             made_in = self.making[0] if self.making is not None else -1
             self.making = None
+            self.answered.add((made_in, message.get("key")))
             if made_in >= test:
                 self.answers.setdefault((made_in, message.get("key")), []).append(message)
 
@@ -296,6 +298,9 @@ class CallsAhead:
         self.taken = 0          # calls answered ahead
         self.made_here = 0      # calls the run made itself while an ahead child ran
         self.ended = []         # why each ahead child ended early
+        # Keys of the calls answered ahead and taken, made by the run itself, and answered
+        # ahead ((test, key): engine.answers_not_taken).
+        self.taken_keys, self.made_here_keys, self.answered = set(), set(), set()
 
     def _share_of(self, test):
         if len(self.shares) == 1 or not 0 <= test < len(self.plan["tests"]):
@@ -312,8 +317,7 @@ class CallsAhead:
             child.reached(test)
             if child.ended is not None:
                 self.ended.append(child.ended)
-                self.kill(child)
-                self.children[index] = None
+                self._drop(index)
         owner = self._share_of(test)
         if self.children[owner] is None and self.starts < MAX_STARTS \
                 and test < len(self.plan["tests"]):
@@ -333,14 +337,32 @@ class CallsAhead:
         answer = None if key is None else child.take(key, self.test)
         if answer is None:
             self.made_here += 1
+            self.made_here_keys.add(key)
         elif answer.kind in ("returned", "raised"):
             self.taken += 1
+            self.taken_keys.add(key)
         else:
             # Hung or crashed on the run's own call: the next test starts a new one.
             self.ended.append(child.ended)
-            answer.returncode = self.kill(child)
-            self.children[owner] = None
+            answer.returncode = self._drop(owner)
         return answer
+
+    def _drop(self, index):
+        """Kill the child of share `index`; how its process ended."""
+        child = self.children[index]
+        self.answered |= child.answered
+        self.children[index] = None
+        return self.kill(child)
+
+    def not_taken(self):
+        """The keys of the calls not worth making ahead in the next run of this
+        implementation (engine.answers_not_taken): of the tests the run went past, what was
+        answered ahead and not taken; None where the plan keeps none."""
+        if "not_taken" not in self.plan:
+            return None
+        answered = {key for test, key in self.answered if test < self.test}
+        return answers_not_taken.updated(self.plan.get("not_taken", ()), answered,
+                                         self.taken_keys, self.made_here_keys)
 
     def summary(self):
         """Calls answered ahead, calls the run made itself while an ahead child ran, ahead
@@ -353,8 +375,7 @@ class CallsAhead:
             if child is not None:
                 if child.ended is not None:
                     self.ended.append(child.ended)
-                self.kill(child)
-                self.children[index] = None
+                self._drop(index)
 
 
 def readable(connection):
@@ -382,6 +403,8 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
     tests = plan["tests"]
     test = plan["first"]
     dtypes = plan.get("dtypes")   # its share of the tests (Share), or None: every one
+    # What the last run of the implementation did not take (engine.answers_not_taken).
+    not_taken = plan.get("not_taken") or frozenset()
 
     def send(message):
         connection.send_bytes(wire.encode(message, run_pid))
@@ -403,7 +426,7 @@ def make_ahead(adapter, implementation_key, plan, connection, run_pid):
             if breaker is not None and breaker.refuse(implementation_key, call):
                 continue
             key = call_key(method, call)
-            if key is None:
+            if key is None or key in not_taken:
                 continue
             # Before `making`: the run times the call from it.
             _wait_for_the_run_to_read(unread)

@@ -53,8 +53,9 @@ PROGRESS_WIDTH = 12
 
 def default_cache():
     """Where programs are kept between runs unless --kl-compile-cache says otherwise."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "klconform", "compiled")
+    from klconform.resources import user_cache
+
+    return user_cache("compiled")
 
 
 class _CompiledAhead:

@@ -353,6 +353,7 @@ class _Pool:
         # shares the cores with this process (_worker_environment).
         self.calls_ahead_expected = False
         self.ahead_summary = None
+        self.ahead_not_taken = None
         self.preloading = None  # a threading.Thread loading the implementation (prepare())
         self.prepared = None    # (spec key, worker) of the last prepare()
 
@@ -376,6 +377,7 @@ class _Pool:
         if self.ahead is not None:
             self.ahead.stop()
             self.ahead_summary = self.ahead.summary()
+            self.ahead_not_taken = self.ahead.not_taken()
             self.ahead = None
 
     def shutdown(self, now=False):
@@ -508,6 +510,13 @@ def calls_ahead_summary():
     """What the calls made ahead of this run (or of the last one) came to
     (CallsAhead.summary()); None where none were."""
     return _pool.ahead.summary() if _pool.ahead is not None else _pool.ahead_summary
+
+
+def answers_not_taken():
+    """Of the calls made ahead of the run stopped last, the keys not worth making ahead next
+    time (CallsAhead.not_taken()), once; None where none were made ahead since."""
+    keys, _pool.ahead_not_taken = _pool.ahead_not_taken, None
+    return keys
 
 
 def call_in_worker(spec, method, call):

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from klconform.constants import AUTO
+from klconform.constants import AUTO, OFF
 
 # A test's place in the plan, stashed on its item: its setup tells the children where the
 # run is.
@@ -62,12 +62,33 @@ def start_ahead(state, items):
         tests.append(planned)
     plan = run_plan(state, tests)
     if calling:
+        from klconform.engine import answers_not_taken
         from klconform.engine.calls_ahead import COMPILING_CHILDREN
 
-        isolation.start_calls_ahead(adapter.spec, {
-            **plan, "children": COMPILING_CHILDREN if compiling else 1})
+        plan["children"] = COMPILING_CHILDREN if compiling else 1
+        if compiling and settings.compile_cache != OFF:
+            # Kept beside its programs, where the children are what the run waits for.
+            plan["not_taken"] = answers_not_taken.load(calls_identity(state, plan))
+        isolation.start_calls_ahead(adapter.spec, plan)
     else:
         ahead.start(adapter.spec, plan, os.environ)
+
+
+def calls_identity(state, plan):
+    """What makes the calls a run's plan asks of its implementation, besides the tests
+    selected (engine.answers_not_taken)."""
+    spec = state.adapter.spec
+    return spec.impl, spec.convention, plan["device"], plan["max_examples"]
+
+
+def keep_answers_not_taken(state):
+    """After a run whose calls were made ahead: keep for the next run of the same
+    implementation which of them it did not take (engine.answers_not_taken)."""
+    from klconform.engine import answers_not_taken, isolation
+
+    keys = isolation.answers_not_taken()
+    if keys is not None:
+        answers_not_taken.save(calls_identity(state, run_plan(state, [])), keys)
 
 
 def run_plan(state, tests):

@@ -17,6 +17,7 @@ from klconform.constants import AUTO
 from klconform.errors import KLConformError
 from klconform.harness.ahead import (
     PLANNED_INDEX,
+    keep_answers_not_taken,
     makes_calls_ahead,
     start_ahead,
     work_while_loading,
@@ -541,6 +542,8 @@ def pytest_sessionfinish(session, exitstatus):
     if hasattr(config, "workerinput"):
         return  # xdist worker: the controller writes the one stream and report
     state = run_state(config)
+    if isolation is not None:
+        keep_answers_not_taken(state)
     if state.load_error and int(exitstatus) != int(pytest.ExitCode.USAGE_ERROR):
         # The workers' usage error (refuse_an_implementation_that_does_not_load), as pytest
         # writes its own (a serial run's it has written).

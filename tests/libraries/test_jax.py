@@ -228,8 +228,7 @@ def test_a_second_run_loads_the_programs_the_first_kept(tmp_path):
     from klconform.engine import compile_ahead
 
     cache = tmp_path / "cache"
-    environment = {key: value for key, value in os.environ.items()
-                   if key != "JAX_COMPILATION_CACHE_DIR"}
+    environment = _own_caches(tmp_path)
 
     def run():
         finished = subprocess.run(
@@ -259,12 +258,10 @@ def test_a_run_s_report_is_the_same_with_its_calls_made_ahead_by_two_children(tm
     """Two children making the calls ahead, by dtype, against none (the calls made when each
     test needs them): every verdict, claim, deviation and root cause the same."""
     import json
-    import os
     import subprocess
     import sys
 
-    environment = {key: value for key, value in os.environ.items()
-                   if key != "JAX_COMPILATION_CACHE_DIR"}
+    environment = _own_caches(tmp_path)
 
     def report(*options):
         folder = tmp_path / "-".join(("report",) + options)
@@ -282,3 +279,69 @@ def test_a_run_s_report_is_the_same_with_its_calls_made_ahead_by_two_children(tm
     assert ahead["verdict"] == "pass"
     assert json.dumps(ahead, sort_keys=True) == \
         json.dumps(report("--calls-ahead", "off"), sort_keys=True)
+
+
+def _own_caches(tmp_path):
+    """The environment of a run whose compiled programs klconform keeps (jax's own
+    persistent cache, which the tox env sets, left out), and whose other kept files go to
+    `tmp_path`, not the user's cache folder."""
+    import os
+
+    return {**{key: value for key, value in os.environ.items()
+               if key != "JAX_COMPILATION_CACHE_DIR"}, "XDG_CACHE_HOME": str(tmp_path / "xdg")}
+
+
+def clipped_rel_entr(p, q):
+    """rel_entr of probabilities clipped to [1e-7, 1] first, as keras computes its KL."""
+    import jax.numpy as jnp
+
+    p, q = jnp.clip(p, 1e-7, 1.0), jnp.clip(q, 1e-7, 1.0)
+    return p * jnp.log(p / q)
+
+
+def test_a_second_run_s_children_leave_out_what_the_first_did_not_take(tmp_path):
+    """A clipped KL fails properties at an early example and float64 gradients before their
+    finite differences: the children's answers after that are kept as not taken, the next
+    run's children leave them out, and its report is the same."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from klconform.engine import answers_not_taken
+
+    environment = _own_caches(tmp_path)
+    environment["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2]), environment.get("PYTHONPATH", "")])
+    kept = tmp_path / "xdg" / "klconform" / answers_not_taken.FOLDER
+    record = tmp_path / "clipped.yaml"
+    record.write_text(
+        "name: clipped\ndescription: rel_entr of clipped probabilities, under jit\n"
+        f"function: {__name__}:clipped_rel_entr\narrays: jax\n"
+        "setup: {jax_enable_x64: true}\narguments: [target, prediction]\n"
+        "spaces: {prediction: probabilities, target: probabilities}\n"
+        "output: elementwise\ndtypes: {cpu: [float32, float64]}\nautograd: jax\n"
+        "compiles_per_shape: true\njit: true\n")
+
+    def report(*options):
+        # One folder for the three runs, one after the other: its name is in the report.
+        folder = tmp_path / "report"
+        finished = subprocess.run(
+            [sys.executable, "-m", "klconform.cli.main", "run", "--impl",
+             f"{__name__}:clipped_rel_entr", "--convention", str(record),
+             "--report-dir", str(folder), *options, "--", "-k", "batchmean or normalized"],
+            capture_output=True, text=True, timeout=600, cwd=tmp_path, env=environment)
+        assert finished.returncode == 1, finished.stdout[-2000:] + finished.stderr[-2000:]
+        with open(folder / "report.json") as handle:
+            data = json.load(handle)
+        return {key: value for key, value in data.items() if key not in ("run", "environment")}
+
+    off = report("--compile-cache", "off")
+    assert not kept.exists()   # nothing kept between runs
+    first = report()
+    (name,) = os.listdir(kept)
+    with open(kept / name) as handle:
+        assert json.load(handle)["keys"]
+    assert json.dumps(report(), sort_keys=True) == json.dumps(first, sort_keys=True) \
+        == json.dumps(off, sort_keys=True)
