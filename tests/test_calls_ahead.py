@@ -236,8 +236,8 @@ def test_the_search_after_a_replaced_example_repeats_no_call_the_replay_made(mon
 
     recorded = configure("default")
     searched = []
-    original = properties.hypothesis_test
-    monkeypatch.setattr(properties, "hypothesis_test",
+    original = properties._hypothesis_test
+    monkeypatch.setattr(properties, "_hypothesis_test",
                         lambda *args: searched.append(args[0]) or original(*args))
     adapter = Recording(_RefusingThreeDimensions())
     for prop in PROPERTIES:

@@ -125,7 +125,7 @@ def test_a_failing_stored_example_fails_where_the_search_finds_nothing(default_p
                                                                         monkeypatch):
     # Another Hypothesis version draws other examples, none of which may fail: the stored
     # example that failed is still the finding.
-    monkeypatch.setattr(properties, "hypothesis_test",
+    monkeypatch.setattr(properties, "_hypothesis_test",
                         lambda *args: lambda: None)
     outcome = properties.run_property(properties.BY_ID["sum-equals-none-sum"],
                                       _WrongOnSomeSums(), "float32")
@@ -173,8 +173,8 @@ class _BreakerOpen(NumpyAdapter):
 
 def _searches(monkeypatch):
     searched = []
-    original = properties.hypothesis_test
-    monkeypatch.setattr(properties, "hypothesis_test",
+    original = properties._hypothesis_test
+    monkeypatch.setattr(properties, "_hypothesis_test",
                         lambda *args: searched.append(args[0]) or original(*args))
     return searched
 
@@ -214,8 +214,8 @@ def test_a_property_whose_every_call_the_breaker_refused_checked_nothing_and_err
 
 def test_seeded_and_other_sized_searches_are_not_replayed(default_profile, monkeypatch):
     searched = []
-    original = properties.hypothesis_test
-    monkeypatch.setattr(properties, "hypothesis_test",
+    original = properties._hypothesis_test
+    monkeypatch.setattr(properties, "_hypothesis_test",
                         lambda *args: searched.append(args[2]) or original(*args))
     prop = properties.BY_ID["none-keeps-shape"]
     properties.run_property(prop, NumpyAdapter(), "float64", seed=11)

@@ -171,17 +171,13 @@ def explaining(call, plan, gradients, budgets, target_checked, value, analytic,
     found = [missing[:2]] if missing and not missing[2] else []
     reproducing = []
     wrong = _wrong_elements(gradients, want_input, want_target, budgets, target_checked)
-    for claim, mistake, predicted_input, predicted_target in hypotheses(
+    wants = (want_input, want_target)
+    for claim, mistake, *predicted in hypotheses(
             call, plan, want_input, want_target, value, analytic, expected):
-        if wrong is not None and not _fits_where_wrong(
-                wrong, gradients, predicted_input, predicted_target, want_input, want_target,
-                budgets, target_checked):
-            continue
-        allowed_input = _at_magnitude(budget_input, predicted_input, want_input)
-        allowed_target = _at_magnitude(budget_target, predicted_target, want_target)
-        if all(within(got_input, predicted_input, allowed_input, None)
-               and within(got_target, predicted_target, allowed_target, target_checked)
-               for got_input, got_target in gradients.values()):
+        # Where the gradients are wrong first: one that misses there misses.
+        if (wrong is None or _reproduces(gradients, predicted, wants, budgets,
+                                         target_checked, wrong)) \
+                and _reproduces(gradients, predicted, wants, budgets, target_checked):
             reproducing.append((claim, mistake))
     if reproducing:
         # Predicting every mistake's value is the costly part (large-vocabulary inputs): only
@@ -221,25 +217,25 @@ def _wrong_elements(gradients, want_input, want_target, budgets, target_checked)
     return np.unique(np.concatenate(picked)) if picked else None
 
 
-def _fits_where_wrong(wrong, gradients, predicted_input, predicted_target, want_input,
-                      want_target, budgets, target_checked):
-    """The full check of explaining() on the `wrong` elements alone."""
-    shape = np.shape(want_input)
-    if np.shape(predicted_input) != shape or np.shape(predicted_target) != shape:
-        return True   # the full check tells
+def _reproduces(gradients, predicted, wants, budgets, target_checked, elements=None):
+    """Whether every computed gradient of every mode is the `predicted` one (input, target)
+    within its budget at the prediction's magnitude; at `elements` alone (flat indices)
+    where given. A prediction not of the arguments' shape is checked whole."""
+    shape = np.shape(wants[0])
+    if elements is not None and any(np.shape(each) != shape for each in predicted):
+        elements = None
 
-    def at(array):
-        return np.broadcast_to(np.asarray(array, dtype=np.float64), shape).reshape(-1)[wrong]
+    def at(array, dtype=np.float64):
+        if elements is None or array is None:
+            return array
+        return np.broadcast_to(np.asarray(array, dtype=dtype), shape).reshape(-1)[elements]
 
-    predicted = (at(predicted_input), at(predicted_target))
-    allowed = tuple(_at_magnitude(at(budget), each, at(want)) for budget, each, want in
-                    zip(budgets, predicted, (want_input, want_target), strict=True))
-    checked = None if target_checked is None else np.broadcast_to(
-        np.asarray(target_checked, dtype=bool), shape).reshape(-1)[wrong]
-    return all(within(None if got_input is None else at(got_input), predicted[0], allowed[0],
-                      None)
-               and within(None if got_target is None else at(got_target), predicted[1],
-                          allowed[1], checked)
+    predicted = tuple(at(each) for each in predicted)
+    allowed = tuple(_at_magnitude(at(budget), each, at(want))
+                    for budget, each, want in zip(budgets, predicted, wants, strict=True))
+    checked = at(target_checked, bool)
+    return all(within(at(got_input), predicted[0], allowed[0], None)
+               and within(at(got_target), predicted[1], allowed[1], checked)
                for got_input, got_target in gradients.values())
 
 

@@ -331,7 +331,6 @@ class CallWorker:
         self.kill()
 
 
-# What a plan depends on besides the call's arrays and mask.
 def _label(call):
     shape = "x".join(str(n) for n in getattr(call.input, "shape", ())) or "0-d"
     return f"{shape} {call.dtype} reduction={call.reduction!r}"

@@ -725,7 +725,7 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
     replayed = {}
 
     def drawn_search(example):
-        found = replayed.get(drawn_as(example))
+        found = replayed.get(_drawn_as(example))
         if found is not None:
             if found:
                 reject()
@@ -750,9 +750,9 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
                     left_out.append(example)
                     continue
                 except ExampleReplaced:
-                    replayed[drawn_as(example)] = True
+                    replayed[_drawn_as(example)] = True
                     raise
-                replayed[drawn_as(example)] = False
+                replayed[_drawn_as(example)] = False
         except PropertyViolation as violation:
             stored_failure, searched = violation, False
             # Shrinking a failure the implementation owns up to (a known deviation: a keras
@@ -773,7 +773,7 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
             not_run[0] = checked[0] = 0
             left_out.clear()
             with without_local_constants():
-                hypothesis_test(prop.id, dtype, seed, drawing.strategy(dtype), drawn_search)()
+                _hypothesis_test(prop.id, dtype, seed, drawing.strategy(dtype), drawn_search)()
             if stored_failure is not None:
                 # The installed Hypothesis is not the version that drew the stored examples,
                 # and its own examples all pass: the stored one stays the finding, unshrunk.
@@ -819,13 +819,13 @@ def run_property(prop, adapter, dtype, device="cpu", seed=None, example_dir=None
     return outcome
 
 
-def drawn_as(example):
+def _drawn_as(example):
     """The draws that make `example`, as one key: the same for a replayed example and for
     the one the search draws again."""
     return json.dumps(example.draws, sort_keys=True)
 
 
-def hypothesis_test(property_id, dtype, seed, strategy, function):
+def _hypothesis_test(property_id, dtype, seed, strategy, function):
     from hypothesis import given, settings
     from hypothesis import seed as use_seed
 
@@ -900,7 +900,7 @@ def drawn_examples(prop, drawing, dtype):
         drawn.append(example)
 
     with without_local_constants():
-        hypothesis_test(prop.id, dtype, None, drawing.strategy(dtype), search)()
+        _hypothesis_test(prop.id, dtype, None, drawing.strategy(dtype), search)()
     return drawn
 
 
@@ -930,8 +930,7 @@ def _failed(outcome, prop, violation, adapter, device, judged, cannot, spec, exa
         settled = settle(copy.deepcopy(outcome), failures, claims, cannot, spec)
         failing = [claim for claim, status in settled.claim_results.items()
                    if status in FAILING]
-        if probe.error or not failing or not all(
-                owned_by.match(outcome.case_id, (claim,), outcome.dtype) for claim in failing):
+        if probe.error or not owned_by.owns(outcome.case_id, failing, outcome.dtype):
             return None
         shrunk = False
     _describe_failure(outcome, prop, probe, adapter, example_dir, replay_hint, shrunk)

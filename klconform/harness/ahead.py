@@ -68,16 +68,16 @@ def start_ahead(state, items):
         plan["children"] = COMPILING_CHILDREN if compiling else 1
         if compiling and settings.compile_cache != OFF:
             # Kept beside its programs, where the children are what the run waits for.
-            plan["not_taken"] = answers_not_taken.load(calls_identity(state, plan))
+            plan["not_taken"] = answers_not_taken.load(calls_identity(state))
         isolation.start_calls_ahead(adapter.spec, plan)
     else:
         ahead.start(adapter.spec, plan, os.environ)
 
 
-def calls_identity(state, plan):
+def calls_identity(state):
     """What makes the calls a run's plan asks of its implementation, besides the tests
     selected (engine.answers_not_taken)."""
-    spec = state.adapter.spec
+    spec, plan = state.adapter.spec, run_plan(state, [])
     return spec.impl, spec.convention, plan["device"], plan["max_examples"]
 
 
@@ -88,7 +88,7 @@ def keep_answers_not_taken(state):
 
     keys = isolation.answers_not_taken()
     if keys is not None:
-        answers_not_taken.save(calls_identity(state, run_plan(state, [])), keys)
+        answers_not_taken.save(calls_identity(state), keys)
 
 
 def run_plan(state, tests):

@@ -22,8 +22,8 @@ MAX_WORKERS = 4
 # calls are not made ahead (--kl-calls-ahead off, a GPU): two workers split the
 # compilations and load each other's as soon as they are written (on 2 cores, first runs
 # 0.83-0.95x the time of a serial run compiling ahead in a second child, later runs
-# 0.82-0.92x; benchmarks/RESULTS.md, stop 33). Made ahead, its calls are split between the
-# run's worker and the ahead child in one serial run, faster still (stop 37).
+# 0.82-0.92x; benchmarks/RESULTS.md, stop 33). Where its calls are made ahead, two children of
+# the call worker make them, each at its own dtypes, in one serial run: faster still (stop 37).
 COMPILING_WORKERS = 2
 
 

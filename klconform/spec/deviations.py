@@ -57,6 +57,11 @@ class Manifest:
                 return deviation
         return None
 
+    def owns(self, case_id, claims, dtype):
+        """Whether a deviation covers each of `claims` (the claims a test fails) at `dtype`:
+        the test is then reported xfailed (harness.conclude)."""
+        return bool(claims) and all(self.match(case_id, (claim,), dtype) for claim in claims)
+
 
 def load_manifest(path, known_case_ids, known_claim_ids, known_property_ids=()) -> Manifest:
     document = read_yaml(path)
