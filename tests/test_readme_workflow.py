@@ -22,3 +22,20 @@ def test_workflow_installs_runs_summarizes_uploads_and_diffs():
     assert "GITHUB_STEP_SUMMARY" in scripts
     assert "klconform diff --format markdown" in scripts
     assert any(step.get("uses", "").startswith("actions/upload-artifact") for step in steps)
+
+
+def test_the_cache_the_guide_keeps_holds_what_runs_keep(tmp_path, monkeypatch):
+    # The guide's actions/cache step for compiling libraries: the folder it keeps must be
+    # the one compiled programs and answers not taken are written under.
+    from klconform.engine import answers_not_taken, compile_ahead
+
+    guide = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
+    section = guide[guide.index("### A library that compiles each shape"):]
+    snippet = section[section.index("```yaml\n") + len("```yaml\n"):section.index("```\n\n")]
+    (step,) = yaml.safe_load(snippet)
+    assert step["uses"].startswith("actions/cache")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    kept = Path(step["with"]["path"].replace("~", str(tmp_path), 1))
+    assert Path(compile_ahead.default_cache()).is_relative_to(kept)
+    assert Path(answers_not_taken.path_for(("mylib:kl",))).is_relative_to(kept)
