@@ -26,6 +26,7 @@ from klconform.harness.hypothesis_profiles import configure
 from klconform.spec.cases import load_cases
 from klconform.statuses import Status
 from tests.suite_runner import implementation_module, run_suite
+from tests.test_stored_examples import searches
 
 BASE = Call(np.array([[0.1, 0.2], [0.3, 0.4]]), np.array([[0.5, 0.5], [0.25, 0.75]]),
             "float64", reduction="sum")
@@ -235,10 +236,7 @@ def test_the_search_after_a_replaced_example_repeats_no_call_the_replay_made(mon
     from klconform.engine import properties
 
     recorded = configure("default")
-    searched = []
-    original = properties._hypothesis_test
-    monkeypatch.setattr(properties, "_hypothesis_test",
-                        lambda *args: searched.append(args[0]) or original(*args))
+    searched = searches(monkeypatch)
     adapter = Recording(_RefusingThreeDimensions())
     for prop in PROPERTIES:
         adapter.made = []

@@ -7,7 +7,7 @@ import jsonschema
 import pytest
 
 from klconform import resources
-from klconform.report.build import write_atomically
+from klconform.files import write_atomically
 from tests.suite_runner import SuiteRun, implementation_module, run_suite
 
 SWAPPED = """

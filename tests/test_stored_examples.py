@@ -102,7 +102,7 @@ def _outcome(outcome):
 @pytest.mark.parametrize("adapter", [NumpyAdapter(), _WrongOnSomeSums()],
                          ids=["correct", "wrong"])
 def test_replaying_decides_what_the_search_decides(default_profile, monkeypatch, adapter):
-    searched = _searches(monkeypatch)
+    searched = searches(monkeypatch)
     outcomes = {}
     for prop_id in ("sum-equals-none-sum", "mean-equals-sum-over-numel"):
         prop = properties.BY_ID[prop_id]
@@ -136,7 +136,7 @@ def test_a_failing_stored_example_fails_where_the_search_finds_nothing(default_p
 
 def test_an_example_replaced_in_the_replay_hands_the_property_to_the_search(default_profile,
                                                                             monkeypatch):
-    searched = _searches(monkeypatch)
+    searched = searches(monkeypatch)
     observe = properties.ExampleRun.observe
     refused = []
 
@@ -171,7 +171,8 @@ class _BreakerOpen(NumpyAdapter):
         return super().run(call)
 
 
-def _searches(monkeypatch):
+def searches(monkeypatch):
+    """The property ids Hypothesis's search runs for from now on, as a list it fills."""
     searched = []
     original = properties._hypothesis_test
     monkeypatch.setattr(properties, "_hypothesis_test",
@@ -181,7 +182,7 @@ def _searches(monkeypatch):
 
 def test_a_stored_example_the_breaker_refuses_is_left_out_and_the_replay_goes_on(
         default_profile, monkeypatch):
-    searched = _searches(monkeypatch)
+    searched = searches(monkeypatch)
     prop = properties.BY_ID["none-keeps-shape"]
     stored = list(properties.replayed_examples(prop, prop.drawing(NumpyAdapter(), "float64",
                                                                   "cpu"),
@@ -197,7 +198,7 @@ def test_a_stored_example_the_breaker_refuses_is_left_out_and_the_replay_goes_on
 
 def test_a_property_whose_every_call_the_breaker_refused_checked_nothing_and_errs(
         default_profile, monkeypatch):
-    searched = _searches(monkeypatch)
+    searched = searches(monkeypatch)
     prop = properties.BY_ID["none-keeps-shape"]
     replayed = properties.run_property(prop, _BreakerOpen(range(8)), "float64")
     # Seeded: Hypothesis searches, and rejects every example it draws.
@@ -273,7 +274,7 @@ def test_a_failure_owned_as_a_known_deviation_is_reported_unshrunk(default_profi
     from klconform.constants import SHRUNK_EXAMPLE, UNSHRUNK_EXAMPLE
     from klconform.statuses import FAILING
 
-    searched = _searches(monkeypatch)
+    searched = searches(monkeypatch)
     prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
     shrunk = properties.run_property(prop, adapter, "float32")
     failing = [claim for claim, status in shrunk.claim_results.items() if status in FAILING]
@@ -301,7 +302,7 @@ def test_a_failure_owned_as_a_known_deviation_is_reported_unshrunk(default_profi
 def test_a_failure_not_owned_is_still_shrunk(default_profile, monkeypatch, deviations):
     from klconform.constants import SHRUNK_EXAMPLE
 
-    searched = _searches(monkeypatch)
+    searched = searches(monkeypatch)
     prop, adapter = properties.BY_ID["sum-equals-none-sum"], _WrongOnSomeSums()
     outcome = properties.run_property(prop, adapter, "float32", deviations=deviations)
     assert searched and SHRUNK_EXAMPLE in outcome.diagnosis

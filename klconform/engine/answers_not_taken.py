@@ -16,6 +16,7 @@ import json
 import os
 
 from klconform import __version__
+from klconform.files import write_atomically
 from klconform.resources import user_cache
 
 FOLDER = "answers-not-taken"
@@ -49,10 +50,7 @@ def save(identity, keys):
     path = path_for(identity)
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        partial = f"{path}.{os.getpid()}.tmp"
-        with open(partial, "w", encoding="utf-8") as handle:
-            json.dump({"format": FORMAT, "keys": sorted(keys)}, handle)
-        os.replace(partial, path)
+        write_atomically(path, json.dumps({"format": FORMAT, "keys": sorted(keys)}))
     except OSError:
         pass   # a read-only home: the next run's children make every call, as before
 

@@ -11,9 +11,7 @@ by everyone (0644): they are CI artefacts.
 """
 
 import json
-import os
 import re
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import NamedTuple
@@ -21,6 +19,7 @@ from typing import NamedTuple
 from klconform import __version__
 from klconform.constants import NOT_RUN_ERROR, STREAM_FORMAT
 from klconform.errors import KLConformError
+from klconform.files import write_atomically
 from klconform.report.gate import gate_reason
 from klconform.statuses import (
     CLAIM_PRECEDENCE,
@@ -278,26 +277,6 @@ def _last_time(events, default):
 def _iso(timestamp):
     return datetime.fromtimestamp(timestamp or 0.0, tz=timezone.utc).isoformat(
         timespec="seconds")
-
-
-def write_atomically(path: Path, text: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        # mkstemp creates 0600; a report is for CI artifacts and other users to read.
-        os.chmod(temporary, 0o666 & ~_umask())
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 class Written(NamedTuple):

@@ -8,7 +8,7 @@ knows the other's files.
 import json
 from pathlib import Path
 
-from klconform.report.build import write_atomically
+from klconform.files import write_atomically
 from klconform.report.matrix import build_matrix, read_report, render_matrix_markdown
 from klconform.report.site import render_site
 
